@@ -1,0 +1,388 @@
+"""`Chain`: one model over ordered targets with health-tracked failover; `chain_do`, its loop.
+
+The rules, in the order `chain_do` applies them to each target, head to tail:
+
+1. A target the tracker has benched is skipped and recorded with the time it recovers.
+2. Cancellation is checked before each attempt; it always propagates and is never
+   counted against a target.
+3. Success resets the target's health and ends the call.
+4. A transient error is reported to the tracker and retried on the same target (after a
+   short jittered backoff, never shorter than the error's `retry_after`) while retries
+   remain, unless the tracker benched the target, the error was a timeout, or the wait
+   would exceed `max_retry_wait` or the deadline: then the chain advances.
+5. Model-not-found, context-length and unsupported-request errors advance with no health
+   penalty: the target is fine, this request just does not fit it.
+6. Other permanent errors are raised at once (failing over cannot fix a bad request or a
+   bad key) unless `advance_on_permanent` is set.
+7. One deadline covers the whole call. When it runs out during an attempt, that attempt
+   fails with a timeout (no health penalty: the budget was the caller's) and the
+   remaining targets are recorded as not tried.
+8. When every target was skipped as benched, the chain waits for the one that recovers
+   first, if that fits in the deadline and `max_recovery_wait`, and makes one more pass.
+9. If nothing answered: `ChainExhaustedError` with every attempt and skip, in order.
+
+Streams follow the same loop: an attempt is established once the first content event
+arrived; failures after that reach the consumer.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any, Final, Generic, TypeVar, final
+
+import anyio
+import attrs
+
+from ._capabilities import Capabilities
+from ._clock import Clock
+from ._exceptions import (
+    ADVANCE_WITHOUT_PENALTY,
+    ChainExhaustedError,
+    Classifier,
+    ConfigurationError,
+    ErrorClass,
+    ProviderError,
+    ProviderTimeoutError,
+    TargetFailure,
+    TargetSkippedError,
+    classify,
+)
+from ._health import HealthTracker
+from ._protocols import AsyncModel
+from ._request import Option, Request, as_request
+from ._response import Response
+from ._stream import Stream
+
+__all__ = ["Chain", "ChainConfig", "Target", "chain_do"]
+
+DEFAULT_TRANSIENT_RETRIES = 1
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ConfigurationError(f"ChainConfig.{attribute.name} must not be negative, got {value}")
+
+
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ConfigurationError(f"ChainConfig.{attribute.name} must be positive, got {value}")
+
+
+@attrs.frozen
+class ChainConfig:
+    """How a chain retries, advances and spends its time."""
+
+    transient_retries: int = 0
+    """Same-target retries after a transient error: 0 selects the default (1), a negative
+    number disables retries."""
+    advance_on_permanent: bool = False
+    """Advance to the next target on every permanent error instead of raising it."""
+    classify: Classifier = classify
+    """The error classifier (see `majordomo_async.classify`)."""
+    timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    """Seconds for a whole call when the request sets no `timeout` (None: no deadline)."""
+    attempt_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    """Seconds for one attempt; a target that exceeds it fails with a timeout, counts as
+    a transient failure, and is not retried. None: only the call's deadline applies."""
+    retry_backoff: float = attrs.field(default=0.2, validator=_non_negative)
+    """Seconds: base of the jittered same-target backoff (doubles per retry)."""
+    max_retry_wait: float = attrs.field(default=2.0, validator=_non_negative)
+    """Seconds: a same-target retry that would wait longer advances instead."""
+    max_recovery_wait: float = attrs.field(default=30.0, validator=_non_negative)
+    """Seconds: when every target is benched, the longest wait for the first to recover."""
+
+    @property
+    def retries(self) -> int:
+        """The effective number of same-target retries."""
+        if self.transient_retries < 0:
+            return 0
+        return self.transient_retries or DEFAULT_TRANSIENT_RETRIES
+
+    def backoff(self, retry: int, retry_after: float | None) -> float:
+        """Seconds before same-target retry number `retry` (1-based).
+
+        Half-jittered exponential backoff, never less than the provider's `retry_after`.
+        """
+        wait = self.retry_backoff * 2.0 ** (retry - 1) * (0.5 + random.random() / 2)
+        return max(wait, retry_after or 0.0)
+
+
+@attrs.frozen
+class Target:
+    """One resolved element of a chain."""
+
+    key: str
+    """"provider/model-id": the health tracker's key and `Response.model`."""
+    model: AsyncModel
+
+
+T = TypeVar("T")
+
+
+class _Mode(Generic[T]):
+    """What an attempt is: how to run it, stamp its result, and throw it away."""
+
+    async def run(self, model: AsyncModel, request: Request) -> T:
+        raise NotImplementedError
+
+    def seal(self, result: T, key: str, failures: list[TargetFailure]) -> T:
+        raise NotImplementedError
+
+    async def discard(self, result: T) -> None:
+        raise NotImplementedError
+
+
+class _Generate(_Mode[Response]):
+    async def run(self, model: AsyncModel, request: Request) -> Response:
+        return await model.generate(request)
+
+    def seal(self, result: Response, key: str, failures: list[TargetFailure]) -> Response:
+        if failures or result.model != key:
+            return attrs.evolve(result, model=key, failed_attempts=tuple(failures))
+        return result
+
+    async def discard(self, result: Response) -> None:
+        return None
+
+
+class _Establish(_Mode[Stream]):
+    async def run(self, model: AsyncModel, request: Request) -> Stream:
+        stream = await model.stream(request)
+        try:
+            await stream._establish()
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+    def seal(self, result: Stream, key: str, failures: list[TargetFailure]) -> Stream:
+        result._model = key
+        if failures:
+            result._failed_attempts = tuple(failures)
+        return result
+
+    async def discard(self, result: Stream) -> None:
+        await result.aclose()
+
+
+_GENERATE = _Generate()
+_ESTABLISH = _Establish()
+
+
+@final
+class Chain:
+    """An `AsyncModel` over ordered targets with failover. Built by `Registry.parse`.
+
+    A one-target spec is a chain of one: the same code path and bookkeeping.
+    """
+
+    __slots__ = ("_config", "_targets", "_tracker")
+
+    def __init__(
+        self, targets: Sequence[Target], tracker: HealthTracker, config: ChainConfig
+    ) -> None:
+        if not targets:
+            raise ConfigurationError("a chain needs at least one target")
+        self._targets = tuple(targets)
+        self._tracker = tracker
+        self._config = config
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The "provider/model-id" keys, in the order they are tried."""
+        return tuple(target.key for target in self._targets)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The head target's capabilities (each attempt uses its own target's)."""
+        return self._targets[0].model.capabilities
+
+    @property
+    def config(self) -> ChainConfig:
+        """The chain's retry and deadline policy."""
+        return self._config
+
+    async def generate(self, request: Request | str, *options: Option) -> Response:
+        """Answer `request`, failing over per the chain rules.
+
+        Raises:
+            ChainExhaustedError: every target failed or was skipped.
+            ProviderError: a permanent error the chain does not fail over (auth, bad request).
+        """
+        return await chain_do(self, as_request(request).apply(*options), _GENERATE)
+
+    async def stream(self, request: Request | str, *options: Option) -> Stream:
+        """Open a stream on the first target that delivers content, failing over until then.
+
+        Raises:
+            ChainExhaustedError: every target failed or was skipped.
+            ProviderError: a permanent error the chain does not fail over.
+        """
+        return await chain_do(self, as_request(request).apply(*options), _ESTABLISH)
+
+    def __repr__(self) -> str:
+        return f"Chain({','.join(self.targets)})"
+
+
+async def chain_do(chain: Chain, request: Request, mode: _Mode[T]) -> T:
+    """Run the head-to-tail failover algorithm (module docstring) for one call."""
+    call = _Call(chain, request)
+    for target in chain._targets:
+        outcome = await call.try_target(target, mode)
+        if outcome is not _ADVANCE:
+            return outcome  # type: ignore[return-value]
+
+    if call.attempts == 0 and call.recoveries:
+        # Every target is benched: rather than fail at once, wait for the first to recover.
+        clock = call.clock
+        wait = min(call.recoveries) - clock.now()
+        if wait <= chain._config.max_recovery_wait and clock.now() + wait < call.deadline:
+            await clock.sleep(wait)
+            for target in chain._targets:
+                outcome = await call.try_target(target, mode)
+                if outcome is not _ADVANCE:
+                    return outcome  # type: ignore[return-value]
+
+    raise ChainExhaustedError(call.failures)
+
+
+_ADVANCE: Final = object()
+"""`_Call.try_target`'s "nothing here, go on" (a sentinel: a result may be anything)."""
+
+
+class _Call:
+    """The state of one call through a chain: its deadline and what failed so far."""
+
+    __slots__ = (
+        "attempts",
+        "clock",
+        "config",
+        "deadline",
+        "failures",
+        "recoveries",
+        "request",
+        "tracker",
+    )
+
+    def __init__(self, chain: Chain, request: Request) -> None:
+        self.request = request
+        self.tracker = chain._tracker
+        self.config = chain._config
+        self.clock: Clock = self.tracker.clock
+        timeout = request.timeout or self.config.timeout
+        self.deadline = self.clock.now() + timeout if timeout else math.inf
+        self.failures: list[TargetFailure] = []
+        self.recoveries: list[float] = []
+        """Clock times at which skipped, benched targets recover."""
+        self.attempts = 0
+
+    async def try_target(self, target: Target, mode: _Mode[T]) -> T | object:
+        """Attempt one target, with its retries. Returns the result, or `_ADVANCE`."""
+        key = target.key
+        clock, tracker, config, failures = self.clock, self.tracker, self.config, self.failures
+        if self.deadline != math.inf and clock.now() >= self.deadline:
+            skip = TargetSkippedError(key, "not tried (the call's deadline ran out)")
+            failures.append(TargetFailure(key, skip))
+            return _ADVANCE
+        admission = await tracker.admit(key)
+        if not admission.admitted:
+            failures.append(TargetFailure(key, self._skip(key, admission.until)))
+            return _ADVANCE
+
+        holds_probe = admission.probe
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                self.attempts += 1
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                try:
+                    result = await self._run(target, mode)
+                except Exception as exc:
+                    error, penalised = exc, True
+                    if isinstance(exc, _OutOfTime):
+                        error, penalised = exc.error, not exc.call_deadline
+                    if config.classify(error) is ErrorClass.PERMANENT:
+                        if (
+                            isinstance(error, ADVANCE_WITHOUT_PENALTY)
+                            or config.advance_on_permanent
+                        ):
+                            failures.append(TargetFailure(key, error, attempt))
+                            return _ADVANCE
+                        if not isinstance(error, ProviderError):
+                            error.add_note(f"raised by chain target {key}")
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    failures.append(TargetFailure(key, error, attempt))
+                    if not penalised:
+                        return _ADVANCE
+                    retry_after = error.retry_after if isinstance(error, ProviderError) else None
+                    benched = await tracker.report_failure(key, retry_after=retry_after)
+                    holds_probe = False
+                    if benched or attempt > config.retries or isinstance(error, TimeoutError):
+                        return _ADVANCE
+                    wait = config.backoff(attempt, retry_after)
+                    if wait > config.max_retry_wait or clock.now() + wait >= self.deadline:
+                        return _ADVANCE
+                    await clock.sleep(wait)
+                    continue
+                try:
+                    await tracker.report_success(key)
+                except BaseException:
+                    await mode.discard(result)
+                    raise
+                holds_probe = False
+                return mode.seal(result, key, failures)
+        finally:
+            if holds_probe:
+                # Cancelled, or an error that says nothing about health: give the slot
+                # back so the next caller can probe.
+                with anyio.CancelScope(shield=True):
+                    await tracker.release_probe(key)
+
+    async def _run(self, target: Target, mode: _Mode[T]) -> T:
+        """One attempt, bounded by the call's deadline and the attempt timeout."""
+        deadline = self.deadline
+        attempt_timeout = self.config.attempt_timeout
+        if attempt_timeout is not None:
+            deadline = min(deadline, self.clock.now() + attempt_timeout)
+        if deadline == math.inf:
+            return await mode.run(target.model, self.request)
+        with self.clock.deadline_scope(deadline) as scope:
+            try:
+                return await mode.run(target.model, self.request)
+            except Exception:
+                # A provider may turn our cancellation into its own error: still a timeout.
+                if not scope.cancel_called:
+                    raise
+        # Reached only when our scope fired and absorbed the attempt's cancellation.
+        call_deadline = deadline >= self.deadline
+        provider, _, model = target.key.partition("/")
+        error = ProviderTimeoutError(
+            "no answer before the call's deadline"
+            if call_deadline
+            else f"no answer within the attempt timeout ({attempt_timeout:g} s)",
+            provider=provider,
+            model=model,
+        )
+        raise _OutOfTime(error, call_deadline)
+
+    def _skip(self, key: str, until: float | None) -> TargetSkippedError:
+        if until is None:
+            return TargetSkippedError(key, "skipped (a recovery probe is in flight)")
+        # The store may keep its own timeline (a shared store uses server time).
+        local_until = self.tracker.local_time(until)
+        self.recoveries.append(local_until)
+        return TargetSkippedError.backed_off(key, self.clock.wall(local_until))
+
+
+class _OutOfTime(Exception):
+    """Internal: an attempt ran out of time; carries the error to record and whose budget."""
+
+    def __init__(self, error: ProviderTimeoutError, call_deadline: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.call_deadline = call_deadline

@@ -1,0 +1,158 @@
+"""DSNs: `scheme://[credential@]host[:port][/base-path][?query]`, parsed and redacted.
+
+Examples: `openai://sk-...@api.openai.com/v1`, `anthropic://sk-ant-...@`,
+`ollama://127.0.0.1:11434`, `openai+http://127.0.0.1:8000/v1`, `fake://?script=503+ok`.
+The credential is percent-decoded, and never shown by `repr()`, `str()` or an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import final
+from urllib.parse import parse_qsl, unquote
+
+import attrs
+
+from ._exceptions import DSNError
+
+__all__ = ["DSN", "canonical_name", "env_var_for", "redact_dsn"]
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
+_REDACTED = "***"
+
+
+def canonical_name(name: str) -> str:
+    """A provider name's canonical form: lower case, `_` as `-` (`MY_PROV` -> `my-prov`)."""
+    return name.strip().lower().replace("_", "-")
+
+
+def env_var_for(name: str) -> str:
+    """The environment variable that defines provider `name` (`my-prov` -> `LLM_MY_PROV`)."""
+    return "LLM_" + canonical_name(name).upper().replace("-", "_")
+
+
+def redact_dsn(text: str) -> str:
+    """`text` with any credential replaced by `***` (safe for messages and logs)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return _REDACTED if "@" in text else text
+    authority_end = len(rest)
+    for stop in "/?#":
+        index = rest.find(stop)
+        if index != -1:
+            authority_end = min(authority_end, index)
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    at = authority.rfind("@")
+    if at == -1:
+        # A stray '@' after the authority may still hide a credential someone mistyped.
+        return f"{scheme}://{_REDACTED}@{tail.rsplit('@', 1)[1]}" if "@" in tail else text
+    return f"{scheme}://{_REDACTED}@{authority[at + 1 :]}{tail}"
+
+
+@final
+@attrs.frozen(repr=False)
+class DSN:
+    """A parsed provider DSN. Build with `DSN.parse(text)`."""
+
+    scheme: str
+    """Lower-cased scheme: picks the provider factory (`openai`, `openai+http`, `fake`)."""
+    credential: str | None = None
+    """The percent-decoded credential (API key), or None."""
+    host: str = ""
+    port: int | None = None
+    path: str = ""
+    """The base path without a trailing slash ("/v1"), or ""."""
+    query: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}))
+    """Query parameters, percent-decoded (the last value of a repeated key wins)."""
+
+    @classmethod
+    def parse(cls, text: str) -> DSN:
+        """Parse `text`.
+
+        Raises:
+            DSNError: the text is not a DSN. The message never contains the credential.
+        """
+        if not isinstance(text, str):
+            raise DSNError(f"a DSN must be a string, not {type(text).__name__}")
+        stripped = text.strip()
+        scheme, sep, rest = stripped.partition("://")
+        if not sep:
+            raise DSNError(
+                f"not a DSN: {redact_dsn(stripped)!r} (expected scheme://[key@]host[:port][/path])"
+            )
+        scheme = scheme.lower()
+        if not _SCHEME.match(scheme):
+            raise DSNError(f"invalid DSN scheme {scheme!r} in {redact_dsn(stripped)!r}")
+        rest, _, _fragment = rest.partition("#")
+        rest, _, query_text = rest.partition("?")
+        authority, slash, path = rest.partition("/")
+        credential: str | None = None
+        at = authority.rfind("@")
+        if at != -1:
+            credential = unquote(authority[:at]) or None
+            authority = authority[at + 1 :]
+        host, port = _split_host_port(authority, stripped)
+        if credential is None and _looks_like_a_key(host):
+            # `openai://sk-...` without the '@': the key would be taken for a host and
+            # end up in URLs and messages. Refuse it, without echoing it.
+            raise DSNError(
+                f"the host of this {scheme} DSN looks like an API key: write the key "
+                f"before an '@' ({scheme}://KEY@host)"
+            )
+        try:
+            query = dict(parse_qsl(query_text, keep_blank_values=True))
+        except ValueError as exc:  # pragma: no cover - parse_qsl is lenient without strict
+            raise DSNError(f"invalid DSN query in {redact_dsn(stripped)!r}") from exc
+        clean_path = ("/" + unquote(path)).rstrip("/") if slash else ""
+        return cls(
+            scheme=scheme,
+            credential=credential,
+            host=unquote(host),
+            port=port,
+            path=clean_path,
+            query=MappingProxyType(query),
+        )
+
+    @property
+    def base_url(self) -> str:
+        """`http(s)://host[:port]/path` for a `+http`/`+https` scheme; `https` otherwise."""
+        transport = "http" if self.scheme.endswith("+http") else "https"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{transport}://{host}{port}{self.path}"
+
+    def __repr__(self) -> str:
+        return f"DSN({str(self)!r})"
+
+    def __str__(self) -> str:
+        credential = f"{_REDACTED}@" if self.credential else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port is not None else ""
+        query = "&".join(f"{k}={v}" for k, v in self.query.items())
+        return f"{self.scheme}://{credential}{host}{port}{self.path}{'?' + query if query else ''}"
+
+
+def _looks_like_a_key(host: str) -> bool:
+    return len(host) >= 24 and "." not in host and ":" not in host
+
+
+def _split_host_port(authority: str, original: str) -> tuple[str, int | None]:
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end == -1:
+            raise DSNError(f"unclosed IPv6 bracket in DSN {redact_dsn(original)!r}")
+        host, rest = authority[1:end], authority[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise DSNError(f"unexpected text after IPv6 host in DSN {redact_dsn(original)!r}")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, colon, port_text = authority.partition(":")
+        if colon and not port_text:
+            raise DSNError(f"empty port in DSN {redact_dsn(original)!r}")
+    if not port_text:
+        return host, None
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise DSNError(f"invalid port {port_text!r} in DSN {redact_dsn(original)!r}")
+    return host, int(port_text)

@@ -1,0 +1,255 @@
+"""`Registry`: providers, aliases, DSN schemes, the health tracker, and `parse()`."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, final
+
+from ._chain import Chain, ChainConfig, Target
+from ._clock import Clock, MonotonicClock
+from ._context import EnvLookup, HTTPSessionHolder, ProviderContext, SchemeFactory
+from ._dsn import DSN, canonical_name, env_var_for, redact_dsn
+from ._exceptions import ConfigurationError, DSNError, MajordomoError, UnknownProviderError
+from ._health import HealthConfig, HealthStore, HealthTracker
+from ._providers import builtin_provider, builtin_provider_names, builtin_schemes
+from ._spec import parse_spec
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ._protocols import Provider
+
+__all__ = ["Registry"]
+
+_ENV_PREFIX = "LLM_"
+# Parsed chains are cached per spec string; a service that builds specs dynamically
+# must not grow this without bound.
+_CHAIN_CACHE_LIMIT = 1024
+
+
+@final
+class Registry:
+    """Providers, aliases and DSN schemes, one health tracker, and `parse()`.
+
+    Create one per process (in a service's lifespan), not one per request: it owns the
+    HTTP connection pool and the health state every chain shares.
+
+    Example:
+        ```python
+        async with Registry() as registry:
+            registry.register_alias("fast", "openai/gpt-4o-mini,anthropic/claude-haiku-4-5")
+            model = registry.parse("fast")
+            response = await model.generate("Hello")
+        ```
+
+    Args:
+        health: thresholds and cooldowns of the health tracker.
+        chain: retry, deadline and failover policy of every parsed chain.
+        clock: time source (a `ManualClock` in tests).
+        env: where `LLM_<NAME>` DSNs and API keys are read: a mapping (scanned eagerly
+            and looked up lazily) or a lookup function (lazy only). Default: `os.environ`.
+        load_env: scan the environment for `LLM_<NAME>` at construction (lazy
+            resolution during `parse()` happens either way).
+        session: an `aiohttp.ClientSession` to use instead of creating one. It is
+            borrowed: `aclose()` leaves it open.
+        health_store: where health state lives (default: in this process).
+    """
+
+    def __init__(
+        self,
+        *,
+        health: HealthConfig | None = None,
+        chain: ChainConfig | None = None,
+        clock: Clock | None = None,
+        env: Mapping[str, str] | EnvLookup | None = None,
+        load_env: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        health_store: HealthStore | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock or MonotonicClock()
+        if env is None:
+            env = os.environ
+        self._env_lookup: EnvLookup = env.get if isinstance(env, Mapping) else env
+        self._tracker = HealthTracker(health, clock=self._clock, store=health_store)
+        self._chain_config = chain or ChainConfig()
+        self._http = HTTPSessionHolder(session)
+        self._context = ProviderContext(http=self._http, clock=self._clock, env=self._env_lookup)
+        self._providers: dict[str, Provider] = {}
+        self._aliases: dict[str, str] = {}
+        self._schemes: dict[str, SchemeFactory] = builtin_schemes()
+        self._env_errors: dict[str, ConfigurationError] = {}
+        self._chains: dict[str, Chain] = {}
+        if load_env and isinstance(env, Mapping):
+            self.load_env(env)
+
+    # ----------------------------------------------------------------- configuration
+
+    def register_provider(self, provider: Provider, *, name: str | None = None) -> None:
+        """Add or replace a provider under `name` (default: `provider.name`)."""
+        key = canonical_name(name or provider.name)
+        with self._lock:
+            self._providers[key] = provider
+            self._env_errors.pop(key, None)
+            self._chains.clear()
+
+    def register_alias(self, name: str, spec: str) -> None:
+        """Map a bare name to a spec: a target, another alias, or a comma-separated chain.
+
+        Aliases expand inline and recursively when a spec is parsed.
+        """
+        key = canonical_name(name)
+        if not key or "/" in key or "," in key:
+            raise ConfigurationError(f"invalid alias name {name!r}: a bare name without '/' or ','")
+        with self._lock:
+            self._aliases[key] = spec
+            self._chains.clear()
+
+    def register_scheme(self, scheme: str, factory: SchemeFactory) -> None:
+        """Add or replace a DSN scheme: `factory(name, dsn, context) -> Provider`."""
+        with self._lock:
+            self._schemes[scheme.lower()] = factory
+
+    def load_env(self, env: Mapping[str, str]) -> dict[str, ConfigurationError]:
+        """Register a provider for every `LLM_<NAME>=<DSN>` in `env`.
+
+        A malformed entry does not raise here: its error is kept and raised when, and
+        only when, that provider name is used. Returns those errors by provider name.
+        """
+        errors: dict[str, ConfigurationError] = {}
+        for variable, value in env.items():
+            if not variable.startswith(_ENV_PREFIX) or len(variable) == len(_ENV_PREFIX):
+                continue
+            name = canonical_name(variable[len(_ENV_PREFIX) :])
+            try:
+                provider = self._from_dsn(name, value, variable)
+            except ConfigurationError as exc:
+                errors[name] = exc
+                continue
+            with self._lock:
+                self._providers[name] = provider
+                self._env_errors.pop(name, None)
+        with self._lock:
+            self._env_errors.update(errors)
+            self._chains.clear()
+        return errors
+
+    # ----------------------------------------------------------------- lookups
+
+    @property
+    def health(self) -> HealthTracker:
+        """The health tracker every chain of this registry shares."""
+        return self._tracker
+
+    @property
+    def chain_config(self) -> ChainConfig:
+        """The failover policy of parsed chains."""
+        return self._chain_config
+
+    @property
+    def aliases(self) -> Mapping[str, str]:
+        """Registered aliases (canonical name -> spec)."""
+        return dict(self._aliases)
+
+    def provider(self, name: str) -> Provider:
+        """The provider registered as `name`, resolving built-ins and `LLM_<NAME>` lazily.
+
+        Raises:
+            UnknownProviderError: nothing defines `name`; the error names the env var checked.
+            ConfigurationError: `LLM_<NAME>` is set but malformed.
+        """
+        key = canonical_name(name)
+        provider = self._providers.get(key)
+        if provider is not None:
+            return provider
+        error = self._env_errors.get(key)
+        if error is not None:
+            raise type(error)(str(error)) from error
+        variable = env_var_for(key)
+        value = self._env_lookup(variable)
+        if value:
+            provider = self._from_dsn(key, value, variable)
+        elif key in builtin_provider_names():
+            provider = builtin_provider(key, self._context)
+        else:
+            raise UnknownProviderError(key, variable)
+        with self._lock:
+            # Another caller may have resolved the same name meanwhile: keep the first.
+            return self._providers.setdefault(key, provider)
+
+    def parse(self, spec: str) -> Chain:
+        """Turn a spec into a failover `Chain` (see the spec grammar in the README).
+
+        Raises:
+            SpecError: the spec is malformed or names an unknown alias.
+            AliasCycleError: aliases expand in a cycle.
+            UnknownProviderError: a provider name is not registered nor in the environment.
+        """
+        chain = self._chains.get(spec)
+        if chain is not None:
+            return chain
+        pairs = parse_spec(spec, self._aliases)
+        targets = [
+            Target(f"{provider}/{model_id}", self.provider(provider).model(model_id))
+            for provider, model_id in pairs
+        ]
+        chain = Chain(targets, self._tracker, self._chain_config)
+        with self._lock:
+            if len(self._chains) >= _CHAIN_CACHE_LIMIT:
+                self._chains.clear()
+            return self._chains.setdefault(spec, chain)
+
+    async def list_models(self, provider: str) -> list[str]:
+        """The model ids `provider` serves, if it can list them."""
+        found = self.provider(provider)
+        lister: Callable[[], object] | None = getattr(found, "list_models", None)
+        if lister is None:
+            raise ConfigurationError(f"provider {provider!r} cannot list its models")
+        return await found.list_models()  # type: ignore[attr-defined, no-any-return]
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        """Close the HTTP session this registry created. Idempotent."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Registry:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Registry providers={sorted(self._providers)} aliases={sorted(self._aliases)}>"
+
+    # ----------------------------------------------------------------- internals
+
+    def _from_dsn(self, name: str, text: str, variable: str) -> Provider:
+        """Build provider `name` from DSN `text` read from `variable`."""
+        try:
+            dsn = DSN.parse(text)
+        except DSNError as exc:
+            raise DSNError(f"{variable}: {exc}") from None
+        factory = self._schemes.get(dsn.scheme)
+        if factory is None:
+            known = ", ".join(sorted(self._schemes))
+            raise DSNError(
+                f"{variable}: unknown DSN scheme {dsn.scheme!r} in {redact_dsn(text)!r} "
+                f"(known schemes: {known}; add one with Registry.register_scheme)"
+            )
+        try:
+            return factory(name, dsn, self._context)
+        except MajordomoError as exc:
+            raise ConfigurationError(f"{variable}: {exc}") from exc
+        except Exception as exc:
+            raise ConfigurationError(
+                f"{variable}: the {dsn.scheme!r} factory failed: {type(exc).__name__}"
+            ) from exc

@@ -1,0 +1,193 @@
+"""`Request`, its option callables, and the str-to-Request convenience."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, TypeAlias
+
+import attrs
+
+from ._exceptions import ConfigurationError
+from ._messages import Message, Tool
+
+__all__ = [
+    "JSONMode",
+    "JSONSchema",
+    "Option",
+    "Request",
+    "ResponseFormat",
+    "ToolChoice",
+    "as_request",
+    "json_mode",
+    "json_schema",
+    "max_tokens",
+    "metadata",
+    "stop",
+    "system",
+    "temperature",
+    "timeout",
+    "tool_choice",
+    "tools",
+    "top_p",
+]
+
+
+@attrs.frozen
+class JSONMode:
+    """Ask for a JSON object, with no schema."""
+
+
+@attrs.frozen
+class JSONSchema:
+    """Ask for JSON that follows `schema`."""
+
+    schema: Mapping[str, Any]
+    name: str = "response"
+    strict: bool = True
+
+
+ResponseFormat: TypeAlias = JSONMode | JSONSchema
+
+ToolChoice: TypeAlias = Literal["auto", "none", "required"] | str
+""""auto", "none", "required", or the name of the one tool the model must call."""
+
+
+def _messages(value: Iterable[Message] | Message | str) -> tuple[Message, ...]:
+    if isinstance(value, str):
+        return (Message.user(value),)
+    if isinstance(value, Message):
+        return (value,)
+    return tuple(value)
+
+
+def _tools(value: Iterable[Tool]) -> tuple[Tool, ...]:
+    return tuple(value)
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _check_temperature(_: object, __: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 2.0:
+        raise ConfigurationError(f"temperature must be within [0, 2], got {value}")
+
+
+def _check_top_p(_: object, __: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ConfigurationError(f"top_p must be within [0, 1], got {value}")
+
+
+def _check_positive(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigurationError(f"{attribute.name} must be positive, got {value}")
+
+
+@attrs.frozen
+class Request:
+    """What to ask a model. Frozen: derive variants with `apply()` or `attrs.evolve()`.
+
+    Example:
+        ```python
+        req = Request("Summarise this.", system="Be terse.").apply(temperature(0.2))
+        ```
+    """
+
+    messages: tuple[Message, ...] = attrs.field(converter=_messages)
+    """The conversation; a str becomes one user message."""
+    system: str | None = None
+    """The system prompt."""
+    tools: tuple[Tool, ...] = attrs.field(default=(), converter=_tools)
+    tool_choice: ToolChoice | None = None
+    temperature: float | None = attrs.field(default=None, validator=_check_temperature)
+    max_tokens: int | None = attrs.field(default=None, validator=_check_positive)
+    top_p: float | None = attrs.field(default=None, validator=_check_top_p)
+    stop: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    response_format: ResponseFormat | None = None
+    timeout: float | None = attrs.field(default=None, validator=_check_positive)
+    """Seconds for the whole call: every retry, wait and fallback spends from it."""
+    metadata: Mapping[str, str] = attrs.field(factory=dict)
+    """Free-form tags for hooks and logs; never sent to providers."""
+
+    def apply(self, *options: Option) -> Request:
+        """Return a copy with each option applied in order (self when there are none)."""
+        request = self
+        for option in options:
+            request = option(request)
+        return request
+
+    @property
+    def prompt(self) -> str:
+        """The text of the last user message (what an echo reply repeats)."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.text
+        return ""
+
+
+Option: TypeAlias = Callable[[Request], Request]
+"""A request option: a callable that returns an evolved copy."""
+
+
+def as_request(value: Request | str) -> Request:
+    """Accept a plain prompt wherever a `Request` is expected."""
+    return value if isinstance(value, Request) else Request(value)
+
+
+def temperature(value: float) -> Option:
+    """Sampling temperature, 0 to 2."""
+    return lambda request: attrs.evolve(request, temperature=value)
+
+
+def max_tokens(value: int) -> Option:
+    """Upper bound on generated tokens."""
+    return lambda request: attrs.evolve(request, max_tokens=value)
+
+
+def top_p(value: float) -> Option:
+    """Nucleus sampling mass, 0 to 1."""
+    return lambda request: attrs.evolve(request, top_p=value)
+
+
+def stop(*sequences: str) -> Option:
+    """Stop sequences."""
+    return lambda request: attrs.evolve(request, stop=sequences)
+
+
+def system(prompt: str) -> Option:
+    """The system prompt."""
+    return lambda request: attrs.evolve(request, system=prompt)
+
+
+def tools(*definitions: Tool) -> Option:
+    """Tools the model may call."""
+    return lambda request: attrs.evolve(request, tools=definitions)
+
+
+def tool_choice(choice: ToolChoice) -> Option:
+    """ "auto", "none", "required", or a tool name."""
+    return lambda request: attrs.evolve(request, tool_choice=choice)
+
+
+def json_mode() -> Option:
+    """Ask for a JSON object."""
+    return lambda request: attrs.evolve(request, response_format=JSONMode())
+
+
+def json_schema(
+    schema: Mapping[str, Any], *, name: str = "response", strict: bool = True
+) -> Option:
+    """Ask for JSON following `schema`."""
+    return lambda request: attrs.evolve(
+        request, response_format=JSONSchema(schema, name=name, strict=strict)
+    )
+
+
+def timeout(seconds: float) -> Option:
+    """The whole call's deadline, in seconds."""
+    return lambda request: attrs.evolve(request, timeout=seconds)
+
+
+def metadata(**tags: str) -> Option:
+    """Tags for hooks and logs (merged into existing ones)."""
+    return lambda request: attrs.evolve(request, metadata={**request.metadata, **tags})

@@ -1,0 +1,266 @@
+"""`Stream`: an async iterator of events that owns its connection.
+
+Lifecycle (the AsyncResource contract of anyio and trio):
+
+- open: events can be read; `async with` closes it on the way out, whatever happens.
+- finished: the provider's `StreamEnd` arrived and the source is exhausted; `response`
+  gives the aggregated `Response`. Iterating a finished stream again raises
+  `StreamConsumedError`.
+- closed: `aclose()` released the connection. It is idempotent; reading a closed,
+  unfinished stream raises `StreamClosedError`.
+
+A source that ends without a `StreamEnd` is a truncated answer: `StreamTruncatedError`,
+never a silent success.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import final
+
+import anyio
+
+from ._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from ._exceptions import (
+    StreamClosedError,
+    StreamConsumedError,
+    StreamNotFinishedError,
+    StreamTruncatedError,
+    TargetFailure,
+)
+from ._messages import ToolCall
+from ._response import FinishReason, Response, Usage
+
+__all__ = ["Stream"]
+
+
+class _ToolCallBuilder:
+    __slots__ = ("arguments", "id", "name")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+
+
+@final
+class Stream:
+    """A streamed answer: `async for event in stream`, then `stream.response`.
+
+    Always close it; `async with` does:
+
+    ```python
+    async with await model.stream("Tell me a story") as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                print(event.text, end="")
+    print(stream.response.usage)
+    ```
+
+    Args:
+        events: the provider's event source. If it has `aclose()` (an async generator
+            does), closing the stream calls it: that is where the connection is released.
+        model: the "provider/model-id" key of the target streaming.
+        provider: the provider's name, for errors.
+        request_id: the provider's request id, if known up front.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_failed_attempts",
+        "_finish_reason",
+        "_finished",
+        "_iterated",
+        "_model",
+        "_request_id",
+        "_source",
+        "_text",
+        "_tool_calls",
+        "_usage",
+    )
+
+    def __init__(
+        self,
+        events: AsyncIterator[StreamEvent],
+        *,
+        model: str,
+        request_id: str | None = None,
+    ) -> None:
+        self._source = events
+        self._model = model
+        self._request_id = request_id
+        self._buffer: deque[StreamEvent] = deque()
+        self._closed = False
+        self._finished = False
+        self._iterated = False
+        self._text: list[str] = []
+        self._tool_calls: dict[int, _ToolCallBuilder] = {}
+        self._usage = Usage()
+        self._finish_reason: FinishReason | None = None
+        self._failed_attempts: tuple[TargetFailure, ...] = ()
+
+    # ----------------------------------------------------------------- public surface
+
+    @property
+    def model(self) -> str:
+        """The "provider/model-id" key of the target streaming this answer."""
+        return self._model
+
+    @property
+    def request_id(self) -> str | None:
+        """The provider's request id, once known."""
+        return self._request_id
+
+    @property
+    def failed_attempts(self) -> tuple[TargetFailure, ...]:
+        """Attempts and skips the chain went through before this stream was established."""
+        return self._failed_attempts
+
+    @property
+    def finished(self) -> bool:
+        """True once the provider's terminal event was read."""
+        return self._finished
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose()` ran (it runs by itself after the last event)."""
+        return self._closed
+
+    @property
+    def response(self) -> Response:
+        """The aggregated answer. Only after the stream was read to the end.
+
+        Raises:
+            StreamNotFinishedError: events remain unread (use `collect()`).
+        """
+        if not self._finished:
+            raise StreamNotFinishedError(
+                "the stream has unread events: iterate it to the end or use collect()"
+            )
+        return Response(
+            text="".join(self._text),
+            tool_calls=tuple(
+                ToolCall(builder.id, builder.name, "".join(builder.arguments) or "{}")
+                for _, builder in sorted(self._tool_calls.items())
+            ),
+            finish_reason=self._finish_reason or FinishReason.STOP,
+            usage=self._usage,
+            model=self._model,
+            request_id=self._request_id,
+            failed_attempts=self._failed_attempts,
+        )
+
+    async def collect(self) -> Response:
+        """Read the remaining events, close, and return the aggregated `Response`."""
+        async with self:
+            if not self._finished:
+                async for _ in self:
+                    pass
+        return self.response
+
+    def __aiter__(self) -> Stream:
+        if self._finished and not self._buffer:
+            raise StreamConsumedError("this stream was already read to the end")
+        self._iterated = True
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._finished:
+            raise StopAsyncIteration
+        if self._closed:
+            raise StreamClosedError("the stream was closed before it was read to the end")
+        return await self._pull()
+
+    async def aclose(self) -> None:
+        """Release the connection. Idempotent; safe to call while cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            # Shielded: closing must finish even when the caller is being cancelled,
+            # or the connection would be left to the garbage collector.
+            with anyio.CancelScope(shield=True):
+                await aclose()
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "finished" if self._finished else "open"
+        return f"<Stream {self._model} {state}>"
+
+    # ----------------------------------------------------------------- internals
+
+    async def _pull(self) -> StreamEvent:
+        """Read one event from the source and fold it into the aggregate."""
+        try:
+            event = await self._source.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            if self._finish_reason is None:
+                provider, _, model = self._model.partition("/")
+                raise StreamTruncatedError(
+                    "the stream ended before the provider's terminal event",
+                    provider=provider,
+                    model=model,
+                ) from None
+            self._finished = True
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
+        kind = type(event)
+        if kind is TextDelta:
+            self._text.append(event.text)  # type: ignore[union-attr]
+        elif kind is ToolCallDelta:
+            self._add_tool_call_delta(event)  # type: ignore[arg-type]
+        elif kind is UsageUpdate:
+            self._usage = event.usage  # type: ignore[union-attr]
+        elif kind is StreamEnd:
+            self._finish_reason = event.finish_reason  # type: ignore[union-attr]
+        elif kind is StreamStart and event.request_id:  # type: ignore[union-attr]
+            self._request_id = event.request_id  # type: ignore[union-attr]
+        return event
+
+    def _add_tool_call_delta(self, delta: ToolCallDelta) -> None:
+        builder = self._tool_calls.get(delta.index)
+        if builder is None:
+            builder = self._tool_calls[delta.index] = _ToolCallBuilder()
+        if delta.id:
+            builder.id = delta.id
+        if delta.name:
+            builder.name = delta.name
+        if delta.arguments:
+            builder.arguments.append(delta.arguments)
+
+    async def _establish(self) -> None:
+        """Read ahead until the first content event (or the end), holding events back.
+
+        The chain calls this inside its failover loop: an error here still fails over.
+        Preamble events (start, usage) do not commit the stream.
+        """
+        while True:
+            try:
+                event = await self._pull()
+            except StopAsyncIteration:
+                return
+            self._buffer.append(event)
+            if type(event) in _COMMITTING:
+                return
+
+
+_COMMITTING = frozenset({TextDelta, ToolCallDelta, StreamEnd})

@@ -1,0 +1,32 @@
+"""Shared fixtures: a manual clock, and a registry that is always closed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from majordomo_async import ManualClock, Registry
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when told (sleeps jump it forward)."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def registry(clock: ManualClock) -> AsyncIterator[Registry]:
+    """A registry on the manual clock with an empty environment, closed afterwards."""
+    async with Registry(clock=clock, env={}) as registry:
+        yield registry
+
+
+@pytest.fixture
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail the test if it leaves a task running behind it."""
+    yield
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    assert not leftovers, f"tasks left running: {leftovers}"
