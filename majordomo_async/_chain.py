@@ -313,6 +313,10 @@ class _Call:
                             return _ADVANCE
                         if not isinstance(error, ProviderError):
                             error.add_note(f"raised by chain target {key}")
+                        if failures:
+                            error.add_note(
+                                "after earlier attempts: " + "; ".join(map(str, failures))
+                            )
                         if error is exc:
                             raise
                         raise error from exc

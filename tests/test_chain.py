@@ -21,14 +21,14 @@ from majordomo_async import (
     RateLimitError,
     Request,
     ServerError,
+    StreamEnd,
     StreamStart,
     StreamTruncatedError,
+    TargetSkippedError,
     TextDelta,
     UnsupportedRequestError,
-    UsageUpdate,
     Usage,
-    StreamEnd,
-    TargetSkippedError,
+    UsageUpdate,
 )
 
 from .helpers.scripted import HANG, ScriptedModel, Sleep, error, make_chain

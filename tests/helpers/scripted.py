@@ -23,8 +23,8 @@ from majordomo_async import (
     StreamStart,
     Target,
     TextDelta,
-    UsageUpdate,
     Usage,
+    UsageUpdate,
     as_request,
 )
 
