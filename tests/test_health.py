@@ -218,8 +218,9 @@ def test_tracker_matches_the_reference_and_keeps_its_bounds(
                 benched = await tracker.report_failure(key, retry_after=value)
                 after = (await tracker.snapshot())[key]
                 if benched and after.benchings > benchings_before:
-                    assert after.backed_off_until is not None
-                    cooldown = (after.backed_off_until - clock.wall(clock.now())).total_seconds()
+                    until = (await store.snapshot())[key][2]
+                    assert until is not None
+                    cooldown = until - clock.now()
                     hint = min(value or 0.0, config.max_retry_after)
                     assert cooldown >= hint - 1e-6  # a hint never shortens a cooldown
                     plain = config.cooldown(after.benchings)

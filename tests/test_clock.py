@@ -1,0 +1,64 @@
+"""Clocks: the real one maps onto the loop's timers; the manual one moves only when told."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+
+import anyio
+import pytest
+
+from majordomo_async import Clock, ManualClock, MonotonicClock
+
+
+async def test_monotonic_clock_deadline_scope_fires_in_real_time() -> None:
+    """A deadline a few ms ahead cancels the scope; an infinite one never does."""
+    clock = MonotonicClock()
+    assert isinstance(clock, Clock)
+
+    with clock.deadline_scope(clock.now() + 0.01) as scope:
+        await anyio.sleep(5)
+    assert scope.cancelled_caught
+
+    with clock.deadline_scope(math.inf) as endless:
+        await clock.sleep(0)
+    assert not endless.cancel_called
+
+
+def test_monotonic_clock_wall_time_is_now() -> None:
+    """wall(now()) is the current local time (within a second)."""
+    clock = MonotonicClock()
+
+    delta = abs((clock.wall(clock.now()) - datetime.now().astimezone()).total_seconds())
+
+    assert delta < 1
+    assert repr(clock) == "MonotonicClock()"
+    assert clock.now() <= time.monotonic()
+
+
+async def test_manual_clock_sleep_jumps_and_records() -> None:
+    """sleep() advances the clock at once and records the duration."""
+    clock = ManualClock(start=10)
+
+    await clock.sleep(2.5)
+    await clock.sleep(-1)  # negative sleeps are waits of zero
+
+    assert clock.now() == 12.5
+    assert clock.sleeps == [2.5, -1]
+    assert clock.wall(0) == datetime(2030, 1, 1, tzinfo=UTC)
+    assert repr(clock) == "ManualClock(now=12.5)"
+
+
+async def test_manual_clock_cancels_due_scopes_only() -> None:
+    """advance() cancels exactly the scopes whose deadline it reaches."""
+    clock = ManualClock()
+    early, late = clock.deadline_scope(1), clock.deadline_scope(5)
+    past = clock.deadline_scope(0)
+
+    clock.advance(1)
+
+    assert (early.cancel_called, late.cancel_called, past.cancel_called) == (True, False, True)
+    assert not clock.deadline_scope(math.inf).cancel_called
+    with pytest.raises(ValueError, match="backwards"):
+        clock.advance(-1)
