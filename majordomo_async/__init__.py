@@ -101,7 +101,6 @@ from ._stream import Stream as Stream
 from ._version import __version__ as __version__
 
 __all__ = (
-    "DSN",
     "Admission",
     "AliasCycleError",
     "AsyncModel",
@@ -115,6 +114,7 @@ __all__ = (
     "ConfigurationError",
     "ContentPolicyError",
     "ContextLengthError",
+    "DSN",
     "DSNError",
     "ErrorClass",
     "FinishReason",

@@ -64,7 +64,7 @@ class DSN:
     port: int | None = None
     path: str = ""
     """The base path without a trailing slash ("/v1"), or ""."""
-    query: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}))
+    query: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}), hash=False)
     """Query parameters, percent-decoded (the last value of a repeated key wins)."""
 
     @classmethod

@@ -420,9 +420,14 @@ def classify(exc: Exception) -> ErrorClass:
         return ErrorClass.TRANSIENT
     if isinstance(exc, MajordomoError):
         return ErrorClass.PERMANENT
+    # `raise Wrapper from transient` stays transient; `seen` guards against cause cycles.
+    seen = {id(exc)}
     cause = exc.__cause__
-    if isinstance(cause, Exception) and cause is not exc:
-        return classify(cause)
+    while isinstance(cause, Exception) and id(cause) not in seen:
+        if isinstance(cause, ProviderError | TimeoutError | ConnectionError):
+            return classify(cause)
+        seen.add(id(cause))
+        cause = cause.__cause__
     return ErrorClass.PERMANENT
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from ._exceptions import ResponseFormatError
+from ._exceptions import ConfigurationError, ResponseFormatError
 
 __all__ = [
     "ImagePart",
@@ -39,7 +39,7 @@ class ImagePart:
     """An image, inline (`data` + `mime_type`) or by `url`. Build with `from_bytes`/`from_url`."""
 
     data: bytes | None = attrs.field(
-        default=None, repr=lambda d: f"<{len(d)} bytes>" if d else "None"
+        default=None, repr=lambda d: "None" if d is None else f"<{len(d)} bytes>"
     )
     """Raw image bytes (not base64), when inline."""
     mime_type: str | None = None
@@ -49,9 +49,11 @@ class ImagePart:
 
     def __attrs_post_init__(self) -> None:
         if (self.data is None) == (self.url is None):
-            raise ValueError("ImagePart needs exactly one of data or url")
+            raise ConfigurationError("ImagePart needs exactly one of data or url")
+        if self.data is not None and not self.data:
+            raise ConfigurationError("ImagePart data is empty")
         if self.data is not None and not self.mime_type:
-            raise ValueError("ImagePart with inline data needs a mime_type")
+            raise ConfigurationError("ImagePart with inline data needs a mime_type")
 
     @classmethod
     def from_bytes(cls, data: bytes, mime_type: str) -> ImagePart:
@@ -66,7 +68,7 @@ class ImagePart:
     def base64(self) -> str:
         """The inline bytes as base64 text (what most wire formats want)."""
         if self.data is None:
-            raise ValueError("this ImagePart is a URL, not inline data")
+            raise ConfigurationError("this ImagePart is a URL, not inline data")
         return base64.b64encode(self.data).decode("ascii")
 
 
@@ -172,6 +174,6 @@ class Tool:
     name: str
     description: str = ""
     parameters: Mapping[str, Any] = attrs.field(
-        factory=lambda: {"type": "object", "properties": {}}, converter=_freeze_schema
+        factory=lambda: {"type": "object", "properties": {}}, converter=_freeze_schema, hash=False
     )
     """A JSON Schema object for the arguments."""

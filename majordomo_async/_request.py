@@ -79,7 +79,7 @@ def _check_top_p(_: object, __: attrs.Attribute[Any], value: float | None) -> No
 
 
 def _check_positive(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
+    if value is not None and not value > 0:  # `not >` also rejects NaN
         raise ConfigurationError(f"{attribute.name} must be positive, got {value}")
 
 
@@ -106,7 +106,7 @@ class Request:
     response_format: ResponseFormat | None = None
     timeout: float | None = attrs.field(default=None, validator=_check_positive)
     """Seconds for the whole call: every retry, wait and fallback spends from it."""
-    metadata: Mapping[str, str] = attrs.field(factory=dict)
+    metadata: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     """Free-form tags for hooks and logs; never sent to providers."""
 
     def apply(self, *options: Option) -> Request:

@@ -45,10 +45,18 @@ class Usage:
         """Input plus output tokens."""
         return self.input_tokens + self.output_tokens
 
-    def __add__(self, other: Usage) -> Usage:
+    def __add__(self, other: object) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
         return Usage(
             self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
         )
+
+    def __radd__(self, other: object) -> Usage:
+        # Lets `sum(usages)` start from its default 0.
+        if other == 0:
+            return self
+        return NotImplemented
 
 
 @attrs.frozen

@@ -168,12 +168,12 @@ class Stream:
         return self
 
     async def __anext__(self) -> StreamEvent:
+        if self._closed and not self._finished:
+            raise StreamClosedError("the stream was closed before it was read to the end")
         if self._buffer:
             return self._buffer.popleft()
         if self._finished:
             raise StopAsyncIteration
-        if self._closed:
-            raise StreamClosedError("the stream was closed before it was read to the end")
         return await self._pull()
 
     async def aclose(self) -> None:
@@ -200,7 +200,7 @@ class Stream:
         await self.aclose()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "finished" if self._finished else "open"
+        state = "finished" if self._finished else "closed" if self._closed else "open"
         return f"<Stream {self._model} {state}>"
 
     # ----------------------------------------------------------------- internals
@@ -240,9 +240,10 @@ class Stream:
         builder = self._tool_calls.get(delta.index)
         if builder is None:
             builder = self._tool_calls[delta.index] = _ToolCallBuilder()
-        if delta.id:
+        # The first piece names the call; later pieces only add arguments.
+        if delta.id and not builder.id:
             builder.id = delta.id
-        if delta.name:
+        if delta.name and not builder.name:
             builder.name = delta.name
         if delta.arguments:
             builder.arguments.append(delta.arguments)
