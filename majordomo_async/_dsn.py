@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import final
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import attrs
 
@@ -21,6 +21,7 @@ __all__ = ["DSN", "canonical_name", "env_var_for", "redact_dsn"]
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
 _REDACTED = "***"
+_QUERY_SAFE = "+*:/,."
 
 
 def canonical_name(name: str) -> str:
@@ -101,10 +102,8 @@ class DSN:
                 f"the host of this {scheme} DSN looks like an API key: write the key "
                 f"before an '@' ({scheme}://KEY@host)"
             )
-        try:
-            query = dict(parse_qsl(query_text, keep_blank_values=True))
-        except ValueError as exc:  # pragma: no cover - parse_qsl is lenient without strict
-            raise DSNError(f"invalid DSN query in {redact_dsn(stripped)!r}") from exc
+        # A DSN is not an HTML form: '+' stays a plus (spaces are written %20).
+        query = dict(parse_qsl(query_text.replace("+", "%2B"), keep_blank_values=True))
         clean_path = ("/" + unquote(path)).rstrip("/") if slash else ""
         return cls(
             scheme=scheme,
@@ -130,7 +129,10 @@ class DSN:
         credential = f"{_REDACTED}@" if self.credential else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
         port = f":{self.port}" if self.port is not None else ""
-        query = "&".join(f"{k}={v}" for k, v in self.query.items())
+        query = "&".join(
+            f"{quote(k, safe=_QUERY_SAFE)}={quote(v, safe=_QUERY_SAFE)}"
+            for k, v in self.query.items()
+        )
         return f"{self.scheme}://{credential}{host}{port}{self.path}{'?' + query if query else ''}"
 
 

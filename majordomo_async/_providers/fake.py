@@ -6,11 +6,11 @@ whose keys override the defaults:
 ```
 model-id := NAME ["?" key "=" value ("&" key "=" value)*]
 script   := step ("+" step)*            the last outcome repeats forever
-step     := [N "*"] outcome             N repeats of one outcome
+step     := outcome ["*" N] | N "*" outcome     N repeats of one outcome
 ```
 
 Model ids cannot contain commas (the spec grammar splits on them), so lists use `+`.
-In a DSN query `+` decodes to a space, so a space separates script steps too.
+Spaces separate script steps too.
 See `docs/fake-provider.md` for every key and outcome.
 """
 
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from .._capabilities import Capabilities
@@ -144,13 +145,15 @@ class _Behaviour:
         """The reply split into stream pieces that join back to it exactly."""
         if self.chunks is None:
             return _WORDS.findall(reply)
-        size, extra = divmod(len(reply), self.chunks)
-        pieces, start = [], 0
-        for index in range(self.chunks):
+        count = min(self.chunks, len(reply))  # never an empty piece
+        size, extra = divmod(len(reply), count or 1)
+        pieces: list[str] = []
+        start = 0
+        for index in range(count):
             end = start + size + (index < extra)
             pieces.append(reply[start:end])
             start = end
-        return [piece for piece in pieces if piece]
+        return pieces
 
     @classmethod
     def parse(cls, keys: Mapping[str, str]) -> _Behaviour:
@@ -205,23 +208,37 @@ def _parse_outcome(text: str) -> _Outcome:
         return _Outcome(kind)
     raise ConfigurationError(
         f"fake provider key 'script' has an unknown outcome {text!r} "
-        f"(accepted outcomes: {', '.join(_OUTCOME_NAMES)}; repeat one with N*OUTCOME)"
+        f"(accepted outcomes: {', '.join(_OUTCOME_NAMES)}; repeat one with OUTCOME*N)"
+    )
+
+
+def _parse_step(step: str) -> tuple[int, _Outcome]:
+    """`OUTCOME`, or `OUTCOME*N` / `N*OUTCOME`: the outcome repeated N times."""
+    if "*" not in step:
+        return 1, _parse_outcome(step)
+    left, _, right = step.partition("*")
+    readings = set()
+    for outcome, count in ((left, right), (right, left)):
+        if count.isascii() and count.isdigit() and int(count) >= 1:
+            try:
+                readings.add((int(count), _parse_outcome(outcome)))
+            except ConfigurationError:
+                continue
+    if len(readings) == 1:
+        return readings.pop()
+    raise ConfigurationError(
+        f"fake provider key 'script' has a bad repeat {step!r}: write OUTCOME*N "
+        "(or N*OUTCOME) with one outcome and one whole number N >= 1, e.g. 503*2"
     )
 
 
 def _parse_script(value: str) -> tuple[tuple[int, _Outcome], ...]:
-    # A DSN query decodes '+' to a space, so both separate steps.
     steps = [step for step in re.split(r"[+\s]+", value) if step]
     if not steps:
         raise ConfigurationError(
-            "fake provider key 'script' is empty (write outcomes joined by '+', e.g. 503+ok)"
+            "fake provider key 'script' is empty (write outcomes joined by '+', e.g. 503*2+ok)"
         )
-    script = []
-    for step in steps:
-        repeat, star, outcome = step.rpartition("*")
-        count = _count("script (N*OUTCOME)", 1)(repeat) if star else 1
-        script.append((count, _parse_outcome(outcome)))
-    return tuple(script)
+    return tuple(_parse_step(step) for step in steps)
 
 
 _PARSERS: Final[Mapping[str, Callable[[str], object]]] = MappingProxyType(
@@ -239,15 +256,14 @@ _PARSERS: Final[Mapping[str, Callable[[str], object]]] = MappingProxyType(
 def _model_keys(model_id: str) -> dict[str, str]:
     """The percent-decoded `key=value` pairs after the model id's `?` (the last repeat wins)."""
     _, _, query = model_id.partition("?")
-    keys = {}
+    keys: dict[str, str] = {}
     for pair in query.split("&"):
         if not pair:
             continue
         key, equals, value = pair.partition("=")
         if not equals:
             raise ConfigurationError(
-                f"fake model id {model_id!r}: expected key=value, got {pair!r} "
-                f"(accepted keys: {', '.join(_PARSERS)})"
+                f"expected key=value after '?', got {pair!r} (accepted keys: {', '.join(_PARSERS)})"
             )
         keys[unquote(key).strip()] = unquote(value)
     return keys
