@@ -38,7 +38,9 @@ def redact_dsn(text: str) -> str:
     """`text` with any credential replaced by `***` (safe for messages and logs)."""
     scheme, sep, rest = text.partition("://")
     if not sep:
-        return _REDACTED if "@" in text else text
+        # Without a scheme nothing tells a key from a host: a bare `sk-...` is the likely
+        # mistake, so the text is never shown.
+        return _REDACTED
     authority_end = len(rest)
     for stop in "/?#":
         index = rest.find(stop)
@@ -81,7 +83,8 @@ class DSN:
         scheme, sep, rest = stripped.partition("://")
         if not sep:
             raise DSNError(
-                f"not a DSN: {redact_dsn(stripped)!r} (expected scheme://[key@]host[:port][/path])"
+                f"not a DSN ({len(stripped)} characters without 'scheme://'; not shown in case "
+                "it is a key): expected scheme://[key@]host[:port][/path]"
             )
         scheme = scheme.lower()
         if not _SCHEME.match(scheme):

@@ -205,7 +205,7 @@ async def test_malformed_env_entry_raises_only_when_used() -> None:
         with pytest.raises(DSNError):  # and again: the error is kept, not forgotten
             registry.provider("bad")
 
-    assert "not a dsn" in str(info.value)
+    assert "not a DSN" in str(info.value)
 
 
 async def test_env_errors_never_show_the_credential() -> None:

@@ -1,0 +1,218 @@
+"""The `majordomo` command line: ask a model through a failover chain, or show a chain.
+
+```
+majordomo ask SPEC PROMPT [--stream] [--json] [--system TEXT] [--temperature F]
+                          [--max-tokens N] [--timeout SECONDS]
+majordomo resolve SPEC
+```
+
+The answer goes to stdout, so it can be piped; failed attempts and the answering target
+go to stderr. Exit codes: 0 answered, 1 the call failed, 2 usage or configuration error,
+130 interrupted. Errors are one line (`majordomo: error: ...`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._events import TextDelta
+from ._exceptions import (
+    ChainExhaustedError,
+    ConfigurationError,
+    MajordomoError,
+    ProviderError,
+    TargetFailure,
+)
+from ._health import TargetHealth
+from ._registry import Registry
+from ._request import Option, Request, max_tokens, system, temperature, timeout
+from ._response import Response
+from ._version import __version__
+
+__all__ = ["main"]
+
+PROG = "majordomo"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on `argv` (default: `sys.argv[1:]`) and return the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version, or a usage error (already shown)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "ask":
+            return asyncio.run(_ask(args, _request(args)))
+        return asyncio.run(_resolve(args.spec))
+    except ChainExhaustedError as exc:
+        _report(exc.failures)
+        attempts = _plural(sum(not failure.skipped for failure in exc.failures), "attempt")
+        targets = _plural(len({failure.key for failure in exc.failures}), "target")
+        _error(f"all chain targets failed ({targets}, {attempts})")
+        return EXIT_FAILED
+    except ConfigurationError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except ProviderError as exc:
+        for note in getattr(exc, "__notes__", ()):  # the chain's earlier attempts, if any
+            _note(note)
+        _error(f"{exc.key}: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    except MajordomoError as exc:
+        _error(f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep the interpreter from
+        # failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:
+        if os.environ.get("MAJORDOMO_DEBUG"):
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc} (MAJORDOMO_DEBUG=1 shows a traceback)")
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Ask a language model through a failover chain of targets.",
+        epilog="Providers come from LLM_<NAME>=<DSN> environment variables; "
+        "'fake' is built in. Exit codes: 0 answered, 1 the call failed, 2 usage or "
+        "configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ask = commands.add_parser("ask", help="answer a prompt", description="Answer a prompt.")
+    ask.add_argument("spec", metavar="SPEC", help='targets or aliases, e.g. "fake/a,fake/b"')
+    ask.add_argument("prompt", metavar="PROMPT", help="the prompt; '-' reads it from stdin")
+    ask.add_argument("--stream", action="store_true", help="print the answer as it arrives")
+    ask.add_argument("--json", action="store_true", help="print the response as one JSON object")
+    ask.add_argument("--system", metavar="TEXT", help="the system prompt")
+    ask.add_argument("--temperature", type=float, metavar="F", help="sampling temperature, 0-2")
+    ask.add_argument("--max-tokens", type=int, metavar="N", help="upper bound on output tokens")
+    ask.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline for the call")
+
+    resolve = commands.add_parser(
+        "resolve",
+        help="show a spec's chain and each target's health",
+        description="Show a spec's targets in the order they are tried, with their health.",
+    )
+    resolve.add_argument("spec", metavar="SPEC")
+    return parser
+
+
+def _request(args: argparse.Namespace) -> Request:
+    """The request `ask` sends, validated before any provider is touched."""
+    prompt: str = sys.stdin.read().rstrip("\n") if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise ConfigurationError("the prompt is empty")
+    options: list[Option] = []
+    if args.system is not None:
+        options.append(system(args.system))
+    if args.temperature is not None:
+        options.append(temperature(args.temperature))
+    if args.max_tokens is not None:
+        options.append(max_tokens(args.max_tokens))
+    if args.timeout is not None:
+        options.append(timeout(args.timeout))
+    return Request(prompt).apply(*options)
+
+
+async def _ask(args: argparse.Namespace, request: Request) -> int:
+    """`majordomo ask`: print the answer (or the JSON response) and who gave it."""
+    verbose = not args.json
+    async with Registry() as registry:
+        model = registry.parse(args.spec)
+        if args.stream:
+            stream = await model.stream(request)
+            async with stream:
+                if args.json:
+                    response = await stream.collect()
+                else:
+                    _report(stream.failed_attempts)
+                    try:
+                        async for event in stream:
+                            if isinstance(event, TextDelta):
+                                sys.stdout.write(event.text)
+                                sys.stdout.flush()
+                    finally:
+                        print(flush=True)
+                    response = stream.response
+        else:
+            response = await model.generate(request)
+            if verbose:
+                _report(response.failed_attempts)
+                print(response.text, flush=True)
+    if args.json:
+        print(json.dumps(_as_json(response)), flush=True)
+    else:
+        _note(f"answered by {response.model}")
+    return EXIT_OK
+
+
+async def _resolve(spec: str) -> int:
+    """`majordomo resolve`: the chain's targets in order, each with its health."""
+    async with Registry() as registry:
+        targets = registry.parse(spec).targets
+        health = await registry.health.snapshot()
+    width = max(map(len, targets))
+    for key in targets:
+        print(f"{key:<{width}}  {_health_text(health.get(key))}".rstrip())
+    return EXIT_OK
+
+
+def _as_json(response: Response) -> dict[str, Any]:
+    return {
+        "text": response.text,
+        "tool_calls": [
+            {"id": call.id, "name": call.name, "arguments": call.arguments}
+            for call in response.tool_calls
+        ],
+        "finish_reason": response.finish_reason.value,
+        "usage": {
+            "input_tokens": response.usage.input_tokens,
+            "output_tokens": response.usage.output_tokens,
+        },
+        "model": response.model,
+        "request_id": response.request_id,
+        "failed_attempts": [str(failure) for failure in response.failed_attempts],
+    }
+
+
+def _health_text(health: TargetHealth | None) -> str:
+    if health is None:
+        return "healthy"
+    until = health.backed_off_until
+    if until is None:
+        return health.state
+    return f"{health.state:<8}  until {until.strftime('%H:%M:%S.%f')[:-3]}"
+
+
+def _report(failures: Sequence[TargetFailure]) -> None:
+    """One stderr line per failed attempt or skip, in order."""
+    for failure in failures:
+        _note(f"failed: {failure}")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _note(line: str) -> None:
+    """One line on stderr, kept to one line whatever the message holds."""
+    print(" ".join(line.splitlines()), file=sys.stderr, flush=True)
+
+
+def _error(message: str) -> None:
+    _note(f"{PROG}: error: {message}")
