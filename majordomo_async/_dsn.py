@@ -37,9 +37,9 @@ def env_var_for(name: str) -> str:
 def redact_dsn(text: str) -> str:
     """`text` with any credential replaced by `***` (safe for messages and logs)."""
     scheme, sep, rest = text.partition("://")
-    if not sep:
-        # Without a scheme nothing tells a key from a host: a bare `sk-...` is the likely
-        # mistake, so the text is never shown.
+    if not sep or not _SCHEME.match(scheme.lower()):
+        # Without a valid scheme nothing tells a key from the rest: a bare `sk-...`, or
+        # `key@scheme://`, are likely mistakes, so the text is never shown.
         return _REDACTED
     authority_end = len(rest)
     for stop in "/?#":
@@ -66,7 +66,7 @@ class DSN:
     host: str = ""
     port: int | None = None
     path: str = ""
-    """The base path without a trailing slash ("/v1"), or ""."""
+    """The base path as written (percent-encoded), without a trailing slash ("/v1"), or ""."""
     query: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}), hash=False)
     """Query parameters, percent-decoded (the last value of a repeated key wins)."""
 
@@ -86,9 +86,14 @@ class DSN:
                 f"not a DSN ({len(stripped)} characters without 'scheme://'; not shown in case "
                 "it is a key): expected scheme://[key@]host[:port][/path]"
             )
+        # Messages below quote no part of the text but a valid scheme: a key written in the
+        # wrong place (no '@', a stray ':' or '/') could be anywhere in it.
         scheme = scheme.lower()
         if not _SCHEME.match(scheme):
-            raise DSNError(f"invalid DSN scheme {scheme!r} in {redact_dsn(stripped)!r}")
+            raise DSNError(
+                "invalid DSN scheme (not shown): a scheme is a letter followed by letters, "
+                "digits, '+', '-' or '.', as in openai:// or openai+http://"
+            )
         rest, _, _fragment = rest.partition("#")
         rest, _, query_text = rest.partition("?")
         authority, slash, path = rest.partition("/")
@@ -97,7 +102,12 @@ class DSN:
         if at != -1:
             credential = unquote(authority[:at]) or None
             authority = authority[at + 1 :]
-        host, port = _split_host_port(authority, stripped)
+        elif "@" in path or "@" in query_text:
+            raise DSNError(
+                f"the {scheme} DSN has an '@' after its host: if that is a credential, "
+                "percent-encode the '/', '?' and '#' in it (%2F, %3F, %23)"
+            )
+        host, port = _split_host_port(authority, scheme)
         if credential is None and _looks_like_a_key(host):
             # `openai://sk-...` without the '@': the key would be taken for a host and
             # end up in URLs and messages. Refuse it, without echoing it.
@@ -107,7 +117,8 @@ class DSN:
             )
         # A DSN is not an HTML form: '+' stays a plus (spaces are written %20).
         query = dict(parse_qsl(query_text.replace("+", "%2B"), keep_blank_values=True))
-        clean_path = ("/" + unquote(path)).rstrip("/") if slash else ""
+        # The path stays percent-encoded: it goes back into URLs as written.
+        clean_path = ("/" + path).rstrip("/") if slash else ""
         return cls(
             scheme=scheme,
             credential=credential,
@@ -143,21 +154,25 @@ def _looks_like_a_key(host: str) -> bool:
     return len(host) >= 24 and "." not in host and ":" not in host
 
 
-def _split_host_port(authority: str, original: str) -> tuple[str, int | None]:
+def _split_host_port(authority: str, scheme: str) -> tuple[str, int | None]:
     if authority.startswith("["):
         end = authority.find("]")
         if end == -1:
-            raise DSNError(f"unclosed IPv6 bracket in DSN {redact_dsn(original)!r}")
+            raise DSNError(f"unclosed IPv6 bracket in the {scheme} DSN")
         host, rest = authority[1:end], authority[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise DSNError(f"unexpected text after IPv6 host in DSN {redact_dsn(original)!r}")
-        port_text = rest[1:] if rest else ""
+            raise DSNError(f"unexpected text after IPv6 host in the {scheme} DSN")
+        colon, port_text = bool(rest), rest[1:]
     else:
-        host, colon, port_text = authority.partition(":")
-        if colon and not port_text:
-            raise DSNError(f"empty port in DSN {redact_dsn(original)!r}")
+        host, colon_text, port_text = authority.partition(":")
+        colon = bool(colon_text)
+    if colon and not port_text:
+        raise DSNError(f"empty port in the {scheme} DSN")
     if not port_text:
         return host, None
     if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise DSNError(f"invalid port {port_text!r} in DSN {redact_dsn(original)!r}")
+        raise DSNError(
+            f"invalid port in the {scheme} DSN (not shown): expected a number from 1 to 65535; "
+            f"a credential goes before an '@' ({scheme}://KEY@host)"
+        )
     return host, int(port_text)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, final
 from ._chain import Chain, ChainConfig, Target
 from ._clock import Clock, MonotonicClock
 from ._context import EnvLookup, HTTPSessionHolder, ProviderContext, SchemeFactory
-from ._dsn import DSN, canonical_name, env_var_for, redact_dsn
+from ._dsn import DSN, canonical_name, env_var_for
 from ._exceptions import ConfigurationError, DSNError, MajordomoError, UnknownProviderError
 from ._health import HealthConfig, HealthStore, HealthTracker
 from ._providers import builtin_provider, builtin_provider_names, builtin_schemes
@@ -242,7 +242,7 @@ class Registry:
         if factory is None:
             known = ", ".join(sorted(self._schemes))
             raise DSNError(
-                f"{variable}: unknown DSN scheme {dsn.scheme!r} in {redact_dsn(text)!r} "
+                f"{variable}: unknown DSN scheme {dsn.scheme!r} "
                 f"(known schemes: {known}; add one with Registry.register_scheme)"
             )
         try:

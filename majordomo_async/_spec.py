@@ -35,7 +35,7 @@ def parse_spec(spec: str, aliases: Mapping[str, str]) -> list[tuple[str, str]]:
     if not isinstance(spec, str):
         raise SpecError(f"a model spec must be a string, not {type(spec).__name__}")
     targets: dict[tuple[str, str], None] = {}
-    _expand(spec, aliases, (), targets, spec)
+    _expand(spec, aliases, (), targets, spec, set())
     return list(targets)
 
 
@@ -45,6 +45,7 @@ def _expand(
     stack: tuple[str, ...],
     out: dict[tuple[str, str], None],
     original: str,
+    expanded: set[str],
 ) -> None:
     where = f" (from alias {stack[-1]!r})" if stack else ""
     if not spec.strip():
@@ -66,10 +67,15 @@ def _expand(
         name = canonical_name(element)
         if name in stack:
             raise AliasCycleError((*stack[stack.index(name) :], name))
+        if name in expanded:
+            # Its targets are already in `out`, at earlier positions: expanding a shared
+            # alias again would add nothing and cost exponential time on deep diamonds.
+            continue
         expansion = aliases.get(name)
         if expansion is None:
             raise SpecError(
                 f"unknown alias {element!r} in model spec {original!r}{where}: register it "
                 "with Registry.register_alias, or write provider/model-id"
             )
-        _expand(expansion, aliases, (*stack, name), out, original)
+        _expand(expansion, aliases, (*stack, name), out, original, expanded)
+        expanded.add(name)
