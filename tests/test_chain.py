@@ -643,3 +643,103 @@ async def test_chain_exposes_head_capabilities(clock: ManualClock) -> None:
 
     assert chain.capabilities is caps
     assert repr(chain) == "Chain(p/a,p/b)"
+
+
+# --------------------------------------------------------------------------- edges
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"timeout": 0}, {"attempt_timeout": -1}, {"retry_backoff": -0.1}, {"max_retry_wait": -1}],
+)
+def test_chain_config_is_validated(settings: dict[str, float]) -> None:
+    """Negative waits and non-positive timeouts raise ConfigurationError."""
+    from majordomo_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        ChainConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_a_chain_needs_a_target(clock: ManualClock) -> None:
+    """An empty chain is a configuration error, not an IndexError later."""
+    from majordomo_async import Chain, ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        Chain([], HealthTracker(clock=clock), ChainConfig())
+
+
+async def test_failed_recovery_probe_exhausts(clock: ManualClock) -> None:
+    """All benched, the soonest recovers, its probe fails: exhausted, benched longer."""
+    tracker = HealthTracker(HealthConfig(failure_threshold=1), clock=clock)
+    only = ScriptedModel("p/only", [overloaded()])
+    chain = make_chain(only, clock=clock, tracker=tracker)
+    await tracker.report_failure("p/only")
+
+    with pytest.raises(ChainExhaustedError) as info:
+        await chain.generate("hi")
+
+    assert clock.sleeps == [1.0]
+    assert [f.skipped for f in info.value.failures] == [True, False]
+    assert (await tracker.snapshot())["p/only"].benchings == 2
+
+
+async def test_cancelled_while_recording_success_closes_the_stream(clock: ManualClock) -> None:
+    """An established stream is closed if the call is cancelled before it is handed out."""
+    from majordomo_async import InMemoryHealthStore
+
+    class StuckSuccessStore:
+        def __init__(self) -> None:
+            self.inner = InMemoryHealthStore(HealthConfig(), clock)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+        async def record_success(self, key: str) -> None:
+            await anyio.sleep_forever()
+
+    tracker = HealthTracker(clock=clock, store=StuckSuccessStore())  # type: ignore[arg-type]
+    head = ScriptedModel("p/head", ["streamed"])
+    chain = make_chain(head, clock=clock, tracker=tracker)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(chain.stream, "hi")
+        await wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+
+    assert head.closed_streams == 1
+
+
+async def test_provider_that_converts_our_cancellation_is_still_a_timeout(
+    clock: ManualClock,
+) -> None:
+    """A provider turning the deadline's cancellation into its own error counts as a timeout."""
+
+    async def converts() -> str:
+        try:
+            await clock.sleep(10)
+        except BaseException as exc:
+            raise RuntimeError("connection pool closed") from exc
+        return "never"
+
+    head = ScriptedModel("p/head", [converts])
+    chain = make_chain(
+        head, ScriptedModel("p/tail"), clock=clock, config=ChainConfig(attempt_timeout=1)
+    )
+
+    response = await chain.generate("hi")
+
+    assert response.model == "p/tail"
+    assert isinstance(response.failed_attempts[0].error, ProviderTimeoutError)
+
+
+async def test_timeout_classified_permanent_by_a_custom_classifier_is_raised(
+    clock: ManualClock,
+) -> None:
+    """If the user's classifier calls timeouts permanent, the timeout is raised at once."""
+    from majordomo_async import ErrorClass
+
+    head = ScriptedModel("p/head", [Sleep(10)], clock=clock)
+    config = ChainConfig(attempt_timeout=1, classify=lambda exc: ErrorClass.PERMANENT)
+
+    with pytest.raises(ProviderTimeoutError):
+        await make_chain(head, ScriptedModel("p/tail"), clock=clock, config=config).generate("hi")
