@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Final, Generic, TypeVar, final
 
 import anyio
@@ -380,7 +381,7 @@ class _Call:
         # The store may keep its own timeline (a shared store uses server time).
         local_until = self.tracker.local_time(until)
         self.recoveries.append(local_until)
-        return TargetSkippedError.backed_off(key, self.clock.wall(local_until))
+        return TargetSkippedError.backed_off(key, partial(self.clock.wall, local_until))
 
 
 class _OutOfTime(Exception):

@@ -280,14 +280,47 @@ class TargetSkippedError(MajordomoError):
 
     def __init__(self, key: str, reason: str, until: datetime | None = None) -> None:
         self.key = key
-        self.reason = reason
-        self.until = until
-        super().__init__(reason)
+        self._reason: str | None = reason
+        self._until = until
+        self._wall: Callable[[], datetime] | None = None
+        super().__init__()
 
     @classmethod
-    def backed_off(cls, key: str, until: datetime) -> TargetSkippedError:
-        """The target is benched until `until` (wall clock)."""
-        return cls(key, f"skipped (backed off until {_clock_text(until)})", until)
+    def backed_off(cls, key: str, until: datetime | Callable[[], datetime]) -> TargetSkippedError:
+        """The target is benched until `until` (wall clock).
+
+        `until` may be a callable: skips are recorded on every call that meets a benched
+        target, so the wall-clock conversion and the text are only made when read.
+        """
+        skip = cls(key, "", None)
+        skip._reason = None
+        if callable(until):
+            skip._wall = until
+        else:
+            skip._until = until
+        return skip
+
+    @property
+    def until(self) -> datetime | None:
+        """Wall-clock time the target's cooldown ends, when it is benched."""
+        if self._until is None and self._wall is not None:
+            self._until = self._wall()
+        return self._until
+
+    @property
+    def reason(self) -> str:
+        """Why the target was not tried."""
+        if self._reason is None:
+            until = self.until
+            assert until is not None
+            self._reason = f"skipped (backed off until {_clock_text(until)})"
+        return self._reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def __repr__(self) -> str:
+        return f"TargetSkippedError({self.key!r}, {self.reason!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.key, self.reason, self.until))

@@ -157,7 +157,8 @@ class InMemoryHealthStore:
     """Process-local health state, guarded by one `anyio.Lock`.
 
     Healthy keys have no entry, so admitting them and reporting their success costs a
-    dict lookup and no lock: the lock is only taken once a key has failed.
+    dict lookup and no lock; refusing a benched key takes no lock either. The lock is
+    taken to record failures, successes of failing keys, and half-open probes.
     """
 
     def __init__(self, config: HealthConfig, clock: Clock) -> None:
@@ -172,8 +173,14 @@ class InMemoryHealthStore:
 
     async def admit(self, key: str) -> Admission:
         """See `HealthStore.admit`."""
-        if key not in self._states:
+        # Healthy, failing and benched keys are answered from one read with no await in
+        # between, which is atomic on the event loop: only the half-open transition
+        # (taking the probe slot) mutates state and needs the lock.
+        state = self._states.get(key)
+        if state is None or state.until is None:
             return ADMITTED
+        if self._clock.now() < state.until:
+            return Admission(False, until=state.until)
         async with self._lock:
             state = self._states.get(key)
             if state is None or state.until is None:

@@ -1,0 +1,96 @@
+"""Per-call overhead of the failover chain itself, in process (no network, no provider).
+
+Compares awaiting a trivial model directly with awaiting it through a one-target chain
+and through a three-target chain whose two heads are benched. Reports the median of
+several rounds and the spread, in microseconds per call.
+
+    python benchmarks/chain_overhead.py [--calls 100000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from typing import Any
+
+from majordomo_async import (
+    Capabilities,
+    Chain,
+    ChainConfig,
+    HealthConfig,
+    HealthTracker,
+    Request,
+    Response,
+    Target,
+)
+
+RESPONSE_TEMPLATE = Response(text="ok")
+
+
+class InstantModel:
+    """Answers at once with a prebuilt response (the cheapest possible provider)."""
+
+    def __init__(self, key: str) -> None:
+        self.response = Response(text="ok", model=key)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    async def generate(self, request: Any, *options: Any) -> Response:
+        return self.response
+
+    async def stream(self, request: Any, *options: Any) -> Any:
+        raise NotImplementedError
+
+
+async def per_call_us(call: Any, calls: int) -> float:
+    request = Request("hello")
+    start = time.perf_counter()
+    for _ in range(calls):
+        await call(request)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+async def main(calls: int, rounds: int) -> None:
+    tracker = HealthTracker(
+        HealthConfig(failure_threshold=1, base_cooldown=3600, max_cooldown=3600)
+    )
+    direct = InstantModel("p/c")
+    one = Chain([Target("p/c", direct)], tracker, ChainConfig())
+    three = Chain(
+        [Target(key, InstantModel(key)) for key in ("p/a", "p/b")] + [Target("p/c", direct)],
+        tracker,
+        ChainConfig(),
+    )
+    await tracker.report_failure("p/a")
+    await tracker.report_failure("p/b")
+
+    contenders = {
+        "model.generate (floor)": direct.generate,
+        "1-target chain": one.generate,
+        "3-target chain, 2 benched": three.generate,
+    }
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, call in contenders.items():
+            results[name].append(await per_call_us(call, calls))
+
+    floor = statistics.median(results["model.generate (floor)"])
+    print(f"{calls} calls x {rounds} rounds; median us/call (min-max), overhead vs floor")
+    for name, samples in results.items():
+        median = statistics.median(samples)
+        print(
+            f"  {name:<28} {median:7.2f} ({min(samples):.2f}-{max(samples):.2f})"
+            f"   +{median - floor:6.2f} us"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.rounds))
