@@ -1,0 +1,641 @@
+"""The HTTP transport every provider shares: timeouts, requests, streams, error mapping.
+
+Providers build URLs, headers and bodies and decode replies; everything between the
+socket and those bytes lives here, so that every provider times out, closes its
+connections and reports network failures the same way.
+
+- `Timeouts`: connect, first event and idle limits. aiohttp's default 300 s total limit
+  never applies: a total limit would cut long streams; the chain owns the call deadline.
+- `map_transport_errors()`: aiohttp, asyncio and OS errors become our `ProviderError`s
+  (`raise Ours(...) from exc`). No aiohttp exception type escapes this module.
+- `request_json()`: one request, one JSON reply. `open_stream()` + `iter_body()`: a
+  streamed reply, read chunk by chunk, the connection released in `finally`.
+
+Closing rule: after a body was read to the end, `release()` returns the connection to
+the pool; on every other path (error status, transport error, cancellation, a consumer
+that stops early) the sync, forceful `close()` drops it. Neither awaits, so cleanup
+needs no shielded awaits and works while the task is being cancelled. Cancellation is
+never caught here: it is a `BaseException` and passes through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import ssl
+import weakref
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import aiohttp
+import anyio
+import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._exceptions import (
+    ConfigurationError,
+    MajordomoError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    ResponseFormatError,
+    StreamTruncatedError,
+)
+
+__all__ = [
+    "MAX_ERROR_BODY",
+    "ErrorMapper",
+    "Timeouts",
+    "iter_body",
+    "map_transport_errors",
+    "open_stream",
+    "request_id_from",
+    "request_json",
+]
+
+ErrorMapper = Callable[[int, Mapping[str, str], str], ProviderError]
+"""Turns an error reply into our error: `mapper(status, headers, body_text) -> error`.
+
+Providers pass their own (provider-specific matchers, then `_providers._common.status_error`).
+"""
+
+MAX_ERROR_BODY: Final = 1 << 20
+"""At most this many bytes (1 MiB) of an error reply are read: enough for any real error
+body, and a misbehaving proxy cannot make us buffer gigabytes."""
+
+# How much of an unparseable reply a ResponseFormatError quotes.
+_QUOTE_CHARS: Final = 200
+
+
+# --------------------------------------------------------------------------- timeouts
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            f"Timeouts.{attribute.name} must be a positive number of seconds or None, got {value!r}"
+        )
+
+
+@attrs.frozen
+class Timeouts:
+    """Per-request time limits, in seconds; None disables one.
+
+    There is deliberately no total limit: a long stream that keeps talking is healthy.
+    The chain's call deadline bounds a whole call.
+
+    Example:
+        >>> Timeouts(first_event=300.0)  # a reasoning model that thinks before answering
+        Timeouts(connect=10.0, first_event=300.0, idle=120.0)
+    """
+
+    connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)
+    """TCP connect plus TLS handshake."""
+    first_event: float | None = attrs.field(default=120.0, validator=_positive_or_none)
+    """From sending the request until the response headers arrive and, for a stream,
+    its first body bytes: the model's time to first token."""
+    idle: float | None = attrs.field(default=120.0, validator=_positive_or_none)
+    """Longest silence between body chunks of a stream, and while reading a reply body
+    (measured at the socket, so keep-alive bytes such as SSE comments count as life).
+    The one gap right after the first bytes may last up to `first_event`."""
+
+
+def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    """aiohttp's per-request timeout for the first-event phase of a request.
+
+    aiohttp's `sock_read` timer starts as soon as the request is written and covers the
+    wait for the headers too. If it ran at `idle` from the start, an `idle` shorter than
+    `first_event` would cut a model that is still thinking. So during the first-event
+    phase it runs at the longer of the two (a backstop: the exact first-event limit is
+    an anyio cancel scope), and `_enter_idle_phase()` lowers it to `idle` once the first
+    bytes arrived. With `first_event=None` silence is bounded by `idle` throughout.
+    """
+    first, idle = timeouts.first_event, timeouts.idle
+    sock_read = idle if first is None or idle is None else max(first, idle)
+    return aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=timeouts.connect, sock_read=sock_read
+    )
+
+
+def _enter_idle_phase(response: aiohttp.ClientResponse, timeouts: Timeouts) -> None:
+    """From now on, silence on the socket is limited by `timeouts.idle`.
+
+    The timer armed by the last bytes received keeps its (longer) first-event length for
+    one more gap at most; every later gap is measured against `idle`.
+    """
+    first, idle = timeouts.first_event, timeouts.idle
+    if first is None or idle is None or idle >= first:
+        return  # `_client_timeout` already used `idle`
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is not None:
+        protocol.read_timeout = idle
+
+
+def _seconds(value: float | None) -> str:
+    return "unlimited" if value is None else f"{value:g} s"
+
+
+# --------------------------------------------------------------------------- error mapping
+
+# Query strings and user info can carry credentials (`?key=` for Gemini, `user:pass@`):
+# aiohttp puts URLs into some messages, so they are scrubbed before we quote them.
+_URL_SECRETS = re.compile(
+    r"(?P<scheme>https?://)"  # kept
+    r"(?:[^/\s@]*@)?"  # user info: dropped
+    r"(?P<rest>[^\s?#'\"]*)"  # host, port and path: kept
+    r"(?:\?[^\s'\"#]*)?"  # query string: dropped
+)
+
+
+def _scrub(text: str) -> str:
+    """`text` with URL user info and query strings removed."""
+    return _URL_SECRETS.sub(r"\g<scheme>\g<rest>", text)
+
+
+def _where(exc: aiohttp.ClientConnectorError) -> str:
+    return f"{exc.host}:{exc.port}" if exc.port is not None else exc.host
+
+
+def _translate(
+    exc: BaseException, provider: str, model: str, timeouts: Timeouts | None
+) -> ProviderError | None:
+    """Our error for a transport failure, or None when `exc` is not one (leave it alone).
+
+    Subclasses are tested before their bases: every TLS error is a `ClientConnectorError`,
+    every aiohttp timeout an `asyncio.TimeoutError`.
+    """
+    if isinstance(exc, MajordomoError) or not isinstance(exc, Exception):
+        # Already ours (nested mapping), or cancellation / exit: never touched.
+        return None
+    ctx: dict[str, Any] = {"provider": provider, "model": model}
+    connect = timeouts.connect if timeouts is not None else None
+    idle = timeouts.idle if timeouts is not None else None
+
+    # TLS: a bad certificate or handshake does not fix itself, so no retry.
+    if isinstance(exc, aiohttp.ClientSSLError):
+        detail = getattr(exc, "certificate_error", None) or exc.os_error
+        return ProviderConnectionError(
+            f"TLS error connecting to {_where(exc)}: {type(detail).__name__}: "
+            f"{_scrub(str(detail))}",
+            should_retry=False,
+            **ctx,
+        )
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        return ProviderConnectionError(
+            f"TLS certificate of {exc.host}:{exc.port} does not match the pinned fingerprint",
+            should_retry=False,
+            **ctx,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ProviderConnectionError(
+            f"cannot resolve host {exc.host!r} (DNS: {exc.os_error.strerror or exc.os_error})",
+            **ctx,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        what = "proxy" if isinstance(exc, aiohttp.ClientProxyConnectionError) else "server"
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        verdict = (
+            "refused the connection (is it running?)"
+            if isinstance(exc.os_error, ConnectionRefusedError)
+            else "is unreachable"
+        )
+        return ProviderConnectionError(f"the {what} at {_where(exc)} {verdict} [{reason}]", **ctx)
+    # Timeouts (all aiohttp ones are also asyncio.TimeoutError, i.e. TimeoutError).
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ProviderTimeoutError(
+            f"connect timeout: no connection within {_seconds(connect)} "
+            "(TCP connect + TLS handshake)",
+            **ctx,
+        )
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return ProviderTimeoutError(
+            f"read timeout: the server sent nothing for {_seconds(idle)} (idle timeout)", **ctx
+        )
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return ProviderTimeoutError(f"read timeout: {_scrub(str(exc)) or 'no data'}", **ctx)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return StreamTruncatedError(
+            f"the response body ended early: {_scrub(str(exc)) or type(exc).__name__}", **ctx
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ProviderConnectionError(
+            "the server closed the connection before the response was complete", **ctx
+        )
+    if isinstance(exc, ConnectionResetError):  # includes ClientConnectionResetError
+        return ProviderConnectionError("the connection was reset", **ctx)
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        # A malformed base URL: configuration, not the network. Never retried.
+        return ProviderConnectionError(
+            f"invalid URL: {_scrub(str(exc))}", should_retry=False, **ctx
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised for a reply aiohttp could not parse as HTTP (we never raise_for_status).
+        reason = " ".join(str(exc.message).split())  # aiohttp's parser messages span lines
+        return ProviderConnectionError(f"invalid HTTP response: {_scrub(reason)}", **ctx)
+    if isinstance(exc, aiohttp.ClientError):  # ClientOSError, ClientConnectionError, ...
+        return ProviderConnectionError(
+            f"connection error: {type(exc).__name__}: {_scrub(str(exc))}", **ctx
+        )
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError on 3.11+
+        return ProviderTimeoutError("timed out", **ctx)
+    if isinstance(exc, ssl.SSLError):
+        return ProviderConnectionError(f"TLS error: {_scrub(str(exc))}", should_retry=False, **ctx)
+    if isinstance(exc, OSError):  # ConnectionError, BrokenPipeError, ... raised bare
+        return ProviderConnectionError(
+            f"connection error: {type(exc).__name__}: {_scrub(str(exc))}", **ctx
+        )
+    return None  # not a transport failure: ValueError, TypeError, ... propagate as they are
+
+
+@contextmanager
+def map_transport_errors(
+    provider: str, model: str, *, timeouts: Timeouts | None = None
+) -> Iterator[None]:
+    """Convert aiohttp, asyncio and OS errors raised inside into our errors.
+
+    `raise Ours(...) from exc` keeps the original as `__cause__`. Our own errors, other
+    exceptions (a `ValueError` is a bug, not the network) and cancellation pass through.
+
+    | raised inside                                    | becomes                       |
+    |--------------------------------------------------|-------------------------------|
+    | `ClientSSLError` (certificate, handshake)        | ProviderConnectionError (1)   |
+    | `ServerFingerprintMismatch`                      | ProviderConnectionError (1)   |
+    | `ClientConnectorDNSError`                        | ProviderConnectionError       |
+    | `ClientConnectorError` (refused, unreachable)    | ProviderConnectionError       |
+    | `ConnectionTimeoutError`                         | ProviderTimeoutError (connect) |
+    | `SocketTimeoutError`, `ServerTimeoutError`       | ProviderTimeoutError (read)   |
+    | `asyncio.TimeoutError` / `TimeoutError`          | ProviderTimeoutError          |
+    | `ClientPayloadError`                             | StreamTruncatedError          |
+    | `ServerDisconnectedError`, `ClientOSError`, reset | ProviderConnectionError      |
+    | `InvalidURL`                                     | ProviderConnectionError (1)   |
+    | other `aiohttp.ClientError`, `OSError`           | ProviderConnectionError       |
+
+    (1) with `should_retry=False`: a bad certificate or URL does not fix itself.
+
+    Args:
+        provider: the provider's registry name, for the error.
+        model: the model id, for the error.
+        timeouts: the limits in force, quoted in timeout messages.
+    """
+    try:
+        yield
+    except Exception as exc:
+        ours = _translate(exc, provider, model, timeouts)
+        if ours is None:
+            raise
+        if isinstance(exc, aiohttp.ClientResponseError):
+            _scrub_request_info(exc)
+        raise ours from exc
+
+
+def _scrub_request_info(exc: aiohttp.ClientResponseError) -> None:
+    """Drop the request headers (the API key) and URL query from aiohttp's error.
+
+    Its `repr()` shows `request_info`, and it stays reachable as our error's cause (and
+    as the context of anything raised while it is handled), so a logger using `%r` or a
+    crash reporter walking the chain would otherwise print the key.
+    """
+    info = exc.request_info
+    if info is None:
+        return
+    exc.request_info = aiohttp.RequestInfo(
+        info.url.with_user(None).with_query(None),
+        info.method,
+        CIMultiDictProxy(CIMultiDict()),
+        info.real_url.with_user(None).with_query(None),
+    )
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _encode(json_body: Any) -> bytes:
+    """The request body, serialised once, compactly (NaN is refused: it is not JSON)."""
+    text = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (text sliced from broken input) has no UTF-8 form; JSON's
+        # \uXXXX escapes can still carry it, so let the server decide.
+        return json.dumps(json_body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _with_content_type(headers: Mapping[str, str]) -> dict[str, str]:
+    merged = dict(headers)
+    if not any(name.lower() == "content-type" for name in merged):
+        merged["Content-Type"] = "application/json"
+    return merged
+
+
+async def _start(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    json_body: Any,
+    provider: str,
+    model: str,
+    timeouts: Timeouts,
+) -> aiohttp.ClientResponse:
+    """Send the request; return the response once its headers arrived.
+
+    The first-event limit covers waiting for a pooled connection, connecting and waiting
+    for the headers. aiohttp closes the connection itself when the scope cancels it.
+    """
+    data: bytes | None = None
+    send_headers: Mapping[str, str] = headers
+    if json_body is not None:
+        data = _encode(json_body)
+        send_headers = _with_content_type(headers)
+    limit = timeouts.first_event
+    with (
+        map_transport_errors(provider, model, timeouts=timeouts),
+        anyio.move_on_after(limit),
+    ):
+        # Redirects are not followed: aiohttp strips only Authorization and Cookie on a
+        # cross-origin redirect, and our providers also send keys as x-api-key or
+        # x-goog-api-key. A 3xx reaches the error mapper instead.
+        return await session.request(
+            method,
+            url,
+            headers=send_headers,
+            data=data,
+            timeout=_client_timeout(timeouts),
+            allow_redirects=False,
+        )
+    raise ProviderTimeoutError(
+        f"first event timeout: no response headers within {_seconds(limit)}",
+        provider=provider,
+        model=model,
+    )
+
+
+async def _read_error_body(response: aiohttp.ClientResponse) -> str:
+    """Up to `MAX_ERROR_BODY` bytes of an error reply, decoded leniently."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_ERROR_BODY:
+            break
+    data = b"".join(chunks)[:MAX_ERROR_BODY]
+    encoding = response.charset or "utf-8"
+    try:
+        return data.decode(encoding, errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
+
+
+async def _raise_for_status(
+    response: aiohttp.ClientResponse, error_mapper: ErrorMapper, timeouts: Timeouts
+) -> None:
+    """Raise the mapped error for a reply that is not a success; close it first."""
+    if response.status < 300:
+        return
+    _enter_idle_phase(response, timeouts)
+    body_text = await _read_error_body(response)
+    _finish(response)
+    raise error_mapper(response.status, response.headers, body_text)
+
+
+def _finish(response: aiohttp.ClientResponse) -> None:
+    """Give the connection back: to the pool after a full read, else close it."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
+
+
+def _decode_json(body: bytes, provider: str, model: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bad bytes
+        quoted = body[: _QUOTE_CHARS * 4].decode("utf-8", errors="replace")[:_QUOTE_CHARS]
+        raise ResponseFormatError(
+            f"the reply is not valid JSON ({exc}); it starts {quoted!r}"
+            if body.strip()
+            else "the reply is empty, expected JSON",
+            provider=provider,
+            model=model,
+        ) from exc
+
+
+async def request_json(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    json_body: Any = None,
+    provider: str,
+    model: str,
+    timeouts: Timeouts,
+    error_mapper: ErrorMapper,
+) -> tuple[Any, Mapping[str, str]]:
+    """Send one request and decode its JSON reply.
+
+    Args:
+        session: the Registry's session (borrowed; never closed here).
+        method: "POST", "GET", ...
+        url: the full URL.
+        headers: request headers (credentials included; they never reach a message).
+        json_body: serialised once as compact JSON with `Content-Type: application/json`;
+            None sends no body.
+        provider: the provider's registry name, for errors.
+        model: the model id, for errors.
+        timeouts: connect / first event (until the headers) / idle (while reading).
+        error_mapper: builds the error for a status >= 300 (redirects are not followed).
+
+    Returns:
+        `(decoded JSON, response headers)`; the headers match names case-insensitively.
+
+    Raises:
+        ProviderError: the mapper's error for an error status; `ResponseFormatError` for
+            a body that is not JSON; transport errors as `map_transport_errors` maps them.
+    """
+    response = await _start(
+        session,
+        method,
+        url,
+        headers=headers,
+        json_body=json_body,
+        provider=provider,
+        model=model,
+        timeouts=timeouts,
+    )
+    try:
+        with map_transport_errors(provider, model, timeouts=timeouts):
+            await _raise_for_status(response, error_mapper, timeouts)
+            _enter_idle_phase(response, timeouts)
+            body = await response.read()
+    except BaseException:
+        response.close()  # error or cancellation mid-body: drop the connection
+        raise
+    response.release()  # fully read: the connection goes back to the pool
+    return _decode_json(body, provider, model), response.headers
+
+
+# Streams opened by `open_stream`, mapped to the time (anyio clock) by which their first
+# body bytes must arrive. Weak keys: a response dropped unread leaves nothing behind.
+_FIRST_EVENT_DEADLINES: weakref.WeakKeyDictionary[aiohttp.ClientResponse, float] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def open_stream(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    json_body: Any,
+    provider: str,
+    model: str,
+    timeouts: Timeouts,
+    error_mapper: ErrorMapper,
+) -> aiohttp.ClientResponse:
+    """Send a streaming request; return the open response once success headers arrived.
+
+    The caller owns the response: read it with `iter_body()`, which closes it, or close
+    it with `response.close()`. `iter_body()` also enforces the rest of the first-event
+    limit (until the first body bytes), counted from the moment this call started.
+
+    Args and raises are those of `request_json()`; the error body of a failed status is
+    read (at most `MAX_ERROR_BODY` bytes) and the response closed before raising.
+    """
+    started = anyio.current_time()
+    response = await _start(
+        session,
+        method,
+        url,
+        headers=headers,
+        json_body=json_body,
+        provider=provider,
+        model=model,
+        timeouts=timeouts,
+    )
+    try:
+        with map_transport_errors(provider, model, timeouts=timeouts):
+            await _raise_for_status(response, error_mapper, timeouts)
+    except BaseException:
+        response.close()
+        raise
+    if timeouts.first_event is not None:
+        _FIRST_EVENT_DEADLINES[response] = started + timeouts.first_event
+    return response
+
+
+async def iter_body(
+    response: aiohttp.ClientResponse,
+    *,
+    provider: str,
+    model: str,
+    timeouts: Timeouts,
+) -> AsyncGenerator[bytes, None]:
+    """The raw body chunks of a streamed response, as they arrive; closes the response.
+
+    Wait limits: the first chunk must arrive within the first-event limit (counted from
+    `open_stream()`), every later one within `timeouts.idle` of the bytes before it.
+    A stalled stream raises `ProviderTimeoutError`; it never hangs.
+
+    Always close this generator (`contextlib.aclosing`, or the `Stream` that owns it):
+    breaking out of `async for` does not run its `finally` until garbage collection
+    (PEP 533), and that `finally` is what gives the connection back. A generator that
+    was never started has no `finally` to run: whoever drops it unstarted must close the
+    response (`response.close()`: sync, idempotent, harmless after a release).
+
+    Raises:
+        ProviderTimeoutError: the first chunk or a later one did not arrive in time.
+        StreamTruncatedError: the body ended before its declared end (Content-Length or
+            the chunked terminator): the server or a proxy cut it.
+        ProviderConnectionError: the connection broke.
+    """
+    deadline = _FIRST_EVENT_DEADLINES.pop(response, None)
+    chunks = response.content.iter_any()
+    at_eof = False
+    try:
+        if deadline is not None:
+            # Only the await sits inside the cancel scope, never the `yield` (PEP 789).
+            chunk = b""
+            with anyio.move_on_at(deadline) as scope:
+                chunk = await _next_chunk(chunks, provider, model, timeouts)
+            if scope.cancelled_caught:
+                raise ProviderTimeoutError(
+                    f"first event timeout: no response body within "
+                    f"{_seconds(timeouts.first_event)} of sending the request",
+                    provider=provider,
+                    model=model,
+                )
+            if not chunk:
+                at_eof = True
+                return
+            _enter_idle_phase(response, timeouts)
+            yield chunk
+        while True:
+            # The idle limit is aiohttp's sock_read timer, re-armed by every byte that
+            # arrives; when it fires, the read raises SocketTimeoutError. That costs
+            # nothing per chunk, unlike a cancel scope around each read.
+            chunk = await _next_chunk(chunks, provider, model, timeouts)
+            if not chunk:
+                at_eof = True
+                return
+            yield chunk
+    finally:
+        # Runs on exhaustion, error, `aclose()` and cancellation alike. Sync on purpose:
+        # no await can be interrupted here. A fully read body returns the connection to
+        # the pool; anything else (including a consumer that stopped early) must close
+        # it, because the unread rest of the body would corrupt the next request.
+        if at_eof:
+            response.release()
+        else:
+            response.close()
+
+
+async def _next_chunk(
+    chunks: aiohttp.streams.AsyncStreamIterator[bytes],
+    provider: str,
+    model: str,
+    timeouts: Timeouts,
+) -> bytes:
+    """The next non-empty chunk, or b"" at the end of the body."""
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return b""
+    except Exception as exc:
+        ours = _translate(exc, provider, model, timeouts)
+        if ours is None:
+            raise
+        if isinstance(exc, aiohttp.ClientResponseError):
+            # Its request_info holds the request headers (the API key) and shows them in
+            # its repr: never keep it as the cause. Our message already says what failed.
+            raise ours from None
+        raise ours from exc
+
+
+def request_id_from(headers: Mapping[str, str], names: Sequence[str]) -> str | None:
+    """The first non-empty header among `names` (e.g. ("x-request-id",)), or None.
+
+    Names match case-insensitively with aiohttp's headers; with a plain dict, give the
+    names as the server spells them or in lower case.
+    """
+    for name in names:
+        value = headers.get(name)
+        if value is None:  # a plain dict spelled differently: scan (a handful of headers)
+            lowered = name.lower()
+            value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+        if value and value.strip():
+            return value.strip()
+    return None
