@@ -305,7 +305,8 @@ def _scrub_request_info(exc: aiohttp.ClientResponseError) -> None:
     as the context of anything raised while it is handled), so a logger using `%r` or a
     crash reporter walking the chain would otherwise print the key.
     """
-    info = exc.request_info
+    # Typed as always set, but aiohttp's own constructors accept None.
+    info: aiohttp.RequestInfo | None = exc.request_info
     if info is None:
         return
     exc.request_info = aiohttp.RequestInfo(
