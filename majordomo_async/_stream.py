@@ -16,7 +16,7 @@ never a silent success.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import final
 
@@ -63,8 +63,10 @@ class Stream:
         events: the provider's event source. If it has `aclose()` (an async generator
             does), closing the stream calls it: that is where the connection is released.
         model: the "provider/model-id" key of the target streaming.
-        provider: the provider's name, for errors.
         request_id: the provider's request id, if known up front.
+        on_close: called once when the stream closes, after the source (a provider passes
+            its HTTP response's `close`). Needed because closing an async generator that
+            never started runs none of its code, `finally` blocks included.
     """
 
     __slots__ = (
@@ -75,6 +77,7 @@ class Stream:
         "_finished",
         "_iterated",
         "_model",
+        "_on_close",
         "_request_id",
         "_source",
         "_text",
@@ -88,8 +91,10 @@ class Stream:
         *,
         model: str,
         request_id: str | None = None,
+        on_close: Callable[[], object] | None = None,
     ) -> None:
         self._source = events
+        self._on_close = on_close
         self._model = model
         self._request_id = request_id
         self._buffer: deque[StreamEvent] = deque()
@@ -182,11 +187,15 @@ class Stream:
             return
         self._closed = True
         aclose = getattr(self._source, "aclose", None)
-        if aclose is not None:
-            # Shielded: closing must finish even when the caller is being cancelled,
-            # or the connection would be left to the garbage collector.
-            with anyio.CancelScope(shield=True):
-                await aclose()
+        try:
+            if aclose is not None:
+                # Shielded: closing must finish even when the caller is being cancelled,
+                # or the connection would be left to the garbage collector.
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
 
     async def __aenter__(self) -> Stream:
         return self

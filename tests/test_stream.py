@@ -429,3 +429,39 @@ async def test_repr_of_a_fully_read_stream_says_finished() -> None:
     await drain(stream)
 
     assert repr(stream) == "<Stream prov/model-1 finished>"
+
+
+async def test_on_close_runs_even_when_the_source_never_started() -> None:
+    """A stream closed before its first read still releases what on_close holds."""
+    started, released = [], []
+
+    async def source() -> AsyncIterator[StreamEvent]:
+        started.append(True)
+        yield StreamEnd()
+
+    stream = Stream(source(), model="p/m", on_close=lambda: released.append(True))
+    await stream.aclose()
+    await stream.aclose()
+
+    assert (started, released) == ([], [True])
+
+
+async def test_on_close_runs_when_the_source_fails_to_close() -> None:
+    """on_close runs even if closing the source raises."""
+    released = []
+
+    class BadSource:
+        def __aiter__(self) -> BadSource:
+            return self
+
+        async def __anext__(self) -> StreamEvent:
+            raise StopAsyncIteration
+
+        async def aclose(self) -> None:
+            raise RuntimeError("close failed")
+
+    stream = Stream(BadSource(), model="p/m", on_close=lambda: released.append(True))
+    with pytest.raises(RuntimeError):
+        await stream.aclose()
+
+    assert released == [True]
