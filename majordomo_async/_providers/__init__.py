@@ -1,11 +1,13 @@
 """Built-in providers and DSN schemes.
 
 Each wire format lives in its own module; this package only maps scheme names and
-built-in provider names to factories, importing a module when it is first used.
+built-in provider names to factories, importing a module when it is first used (so
+`import majordomo_async` pays for no provider it does not use).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -16,19 +18,39 @@ if TYPE_CHECKING:
 __all__ = ["builtin_provider", "builtin_provider_names", "builtin_schemes"]
 
 
-def _fake(name: str, dsn: DSN, context: ProviderContext) -> Provider:
-    from .fake import fake_factory
+def _lazy(module: str, factory: str) -> SchemeFactory:
+    """A scheme factory that imports `module` on first use and calls its `factory`."""
 
-    return fake_factory(name, dsn, context)
+    def build(name: str, dsn: DSN, context: ProviderContext) -> Provider:
+        real: SchemeFactory = getattr(importlib.import_module(f".{module}", __name__), factory)
+        return real(name, dsn, context)
+
+    return build
 
 
+# `+http` / `+https` variants pick the transport for a self-hosted or proxied endpoint.
 _SCHEMES: dict[str, SchemeFactory] = {
-    "fake": _fake,
+    "fake": _lazy("fake", "fake_factory"),
+    "anthropic": _lazy("anthropic", "anthropic_factory"),
+    "anthropic+http": _lazy("anthropic", "anthropic_factory"),
+    "anthropic+https": _lazy("anthropic", "anthropic_factory"),
+    "gemini": _lazy("gemini", "gemini_factory"),
+    "gemini+http": _lazy("gemini", "gemini_factory"),
+    "gemini+https": _lazy("gemini", "gemini_factory"),
+    "google": _lazy("gemini", "gemini_factory"),
+    "ollama": _lazy("ollama", "ollama_factory"),
+    "ollama+http": _lazy("ollama", "ollama_factory"),
+    "ollama+https": _lazy("ollama", "ollama_factory"),
 }
 
-# Built-in providers: registry name -> the DSN that builds them when nothing overrides it.
+# Built-in providers: registry name -> the DSN that builds them when nothing overrides it
+# (`LLM_<NAME>` replaces a built-in). Keys come from the usual environment variables.
 _BUILTINS: dict[str, str] = {
     "fake": "fake://",
+    "anthropic": "anthropic://",
+    "gemini": "gemini://",
+    "google": "gemini://",
+    "ollama": "ollama://",
 }
 
 

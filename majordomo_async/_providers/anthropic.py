@@ -1,0 +1,1017 @@
+"""The built-in `anthropic` provider: the Anthropic Messages API over aiohttp.
+
+Wire format: `POST {base}/v1/messages` with `x-api-key` and `anthropic-version:
+2023-06-01` headers (providers.md 5). Streams are Server-Sent Events with named
+events, ending with `message_stop`; errors carry `{"type": "error", "error":
+{"type", "message"}}`, both as HTTP bodies and as in-band `event: error` frames.
+
+Mapping from our types:
+
+- `Request.system` -> top-level `system`; `max_tokens` is required by the API, so
+  a request without one gets the provider's default (`DEFAULT_MAX_TOKENS`, 4096,
+  or the DSN's `max_tokens`).
+- `tool` messages -> `user` messages of `tool_result` blocks (consecutive results
+  share one message, and a user turn right after them joins it);
+  `ToolCallPart` -> `tool_use` blocks in assistant turns.
+- `ImagePart` -> `image` blocks: inline bytes as a `base64` source, `data:` URLs
+  decoded to one, http(s) URLs as a `url` source.
+- `tool_choice`: "auto" -> `auto`, "required" -> `any`, "none" -> `none`,
+  a name -> `{"type": "tool", "name": ...}`.
+- `JSONSchema` -> `output_config.format` (`{"type": "json_schema", "schema": ...}`;
+  the schema's `name` and `strict` have no Anthropic field). Anthropic has no
+  schema-less JSON mode, so `JSONMode` raises `UnsupportedRequestError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import functools
+import json
+import math
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlencode
+
+from .._capabilities import Capabilities
+from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    ContentPolicyError,
+    ContextLengthError,
+    ModelNotFoundError,
+    ProviderStatusError,
+    QuotaExceededError,
+    ResponseFormatError,
+    StreamTruncatedError,
+    UnsupportedRequestError,
+)
+from .._http import Timeouts, iter_body, open_stream, request_id_from, request_json
+from .._messages import (
+    ImagePart,
+    Message,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallPart,
+    ToolResultPart,
+)
+from .._request import JSONMode, JSONSchema, Option, Request, as_request
+from .._response import FinishReason, Response, Usage
+from .._retry_after import parse_retry_after
+from .._sse import ServerSentEvent, SSEDecoder
+from .._stream import Stream
+from ._common import json_or_none, status_error
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .._context import HTTPSessionHolder, ProviderContext
+    from .._dsn import DSN
+
+__all__ = [
+    "API_KEY_ENV_VARS",
+    "ANTHROPIC_VERSION",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_TOKENS",
+    "AnthropicModel",
+    "AnthropicProvider",
+    "anthropic_factory",
+]
+
+DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
+"""Where the Messages API lives (paths `/v1/...` are appended)."""
+ANTHROPIC_VERSION: Final = "2023-06-01"
+"""The `anthropic-version` header: required on every call (providers.md 5.1)."""
+DEFAULT_MAX_TOKENS: Final = 4096
+"""`max_tokens` sent when the request sets none: the API requires the field."""
+API_KEY_ENV_VARS: Final = ("ANTHROPIC_API_KEY",)
+"""Where `anthropic_factory` looks for a key the DSN does not carry."""
+
+_REQUEST_ID_HEADERS: Final = ("request-id",)
+_RESERVED_HEADERS: Final = frozenset({"x-api-key", "anthropic-version", "content-type"})
+_IMAGE_MIME_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_MODELS_PAGE_SIZE: Final = 1000  # the API's maximum `limit`
+
+# stop_reason -> ours (providers.md 5.3, `types/stop_reason.py`). `pause_turn` (a
+# server-tool turn paused, to be resumed by the caller) fits none of ours: OTHER.
+_FINISH_REASONS: Final[Mapping[str, FinishReason]] = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+}
+
+# error.type -> the HTTP status Anthropic pairs it with (providers.md 5.5). An in-band
+# `event: error` arrives on a 200 stream, so its type is all there is to classify by.
+_STATUS_OF_ERROR_TYPE: Final[Mapping[str, int]] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+_UNKNOWN_IN_BAND_STATUS: Final = 500  # an unknown in-band error: the server failed
+
+# Matchers on error.message (lower-cased). Anthropic's error types are coarse: these
+# conditions all come as `invalid_request_error` (or `rate_limit_error`).
+_CONTEXT_MARKERS: Final = ("prompt is too long", "exceed context limit")
+_POLICY_MARKERS: Final = ("content filtering policy",)
+# Prepaid credits spent, or a spend limit the organisation set: 400s that will not
+# clear by retrying (messages seen in issue threads, providers.md 8.1).
+_QUOTA_MARKERS: Final = (
+    "credit balance is too low",
+    "reached your api usage limits",  # the monthly tier cap (a 429)
+    "reached your specified api usage limits",
+    "reached your specified workspace api usage limits",
+)
+_SPEND_LIMIT_CODE: Final = "enforced_spend_limit_reached"
+
+
+# --------------------------------------------------------------------------- request
+
+
+def _build_body(
+    request: Request,
+    model_id: str,
+    *,
+    stream: bool,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    provider: str = "anthropic",
+) -> dict[str, Any]:
+    """The JSON body of `POST /v1/messages` for `request`.
+
+    Raises:
+        UnsupportedRequestError: the request asks for something the Messages API
+            cannot take (JSON mode without a schema, a temperature above 1, an
+            image type it does not accept, tool-call arguments that are not a
+            JSON object).
+    """
+    unsupported = functools.partial(_unsupported, provider=provider, model=model_id)
+    body: dict[str, Any] = {
+        "model": model_id,
+        "max_tokens": request.max_tokens or default_max_tokens,
+        "messages": _messages(request.messages, unsupported),
+    }
+    if request.system:
+        body["system"] = request.system
+    if request.temperature is not None:
+        if request.temperature > 1.0:
+            raise unsupported(
+                f"Anthropic accepts a temperature from 0 to 1, got {request.temperature:g}"
+            )
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    if request.tools:
+        body["tools"] = [_tool(tool) for tool in request.tools]
+    if request.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(request.tool_choice)
+    if isinstance(request.response_format, JSONSchema):
+        body["output_config"] = {
+            "format": {"type": "json_schema", "schema": dict(request.response_format.schema)}
+        }
+    elif isinstance(request.response_format, JSONMode):
+        raise unsupported(
+            "Anthropic has no JSON mode without a schema: ask with json_schema(...) instead"
+        )
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _unsupported(message: str, *, provider: str, model: str) -> UnsupportedRequestError:
+    return UnsupportedRequestError(message, provider=provider, model=model)
+
+
+_Unsupported = Callable[[str], UnsupportedRequestError]
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    definition: dict[str, Any] = {"name": tool.name}
+    if tool.description:  # optional in the API; an empty one says nothing
+        definition["description"] = tool.description
+    definition["input_schema"] = dict(tool.parameters)
+    return definition
+
+
+def _tool_choice(choice: str) -> dict[str, str]:
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    return {"type": "tool", "name": choice}
+
+
+def _messages(messages: tuple[Message, ...], unsupported: _Unsupported) -> list[dict[str, Any]]:
+    """Our messages as Anthropic turns.
+
+    `tool` messages become `user` turns of `tool_result` blocks. A turn next to a tool
+    turn with the same wire role is merged into it: consecutive results then share one
+    user message, as the API asks, and a user's text after them follows the results
+    (which must come first in the turn).
+    """
+    turns: list[dict[str, Any]] = []
+    previous_was_tool = False
+    for message in messages:
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = [block for part in message.parts if (block := _block(part, unsupported))]
+        is_tool = message.role == "tool"
+        if turns and turns[-1]["role"] == role and (is_tool or previous_was_tool):
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+        previous_was_tool = is_tool
+    for turn in turns:
+        content = turn["content"]
+        # One text block is sent as a plain string: the shorter form the docs use.
+        if len(content) == 1 and content[0]["type"] == "text":
+            turn["content"] = content[0]["text"]
+    return turns
+
+
+def _block(
+    part: TextPart | ImagePart | ToolCallPart | ToolResultPart, unsupported: _Unsupported
+) -> dict[str, Any] | None:
+    if isinstance(part, TextPart):
+        # The API rejects empty text blocks; an empty part carries nothing anyway.
+        return {"type": "text", "text": part.text} if part.text else None
+    if isinstance(part, ImagePart):
+        return {"type": "image", "source": _image_source(part, unsupported)}
+    if isinstance(part, ToolCallPart):
+        return {
+            "type": "tool_use",
+            "id": part.call.id,
+            "name": part.call.name,
+            "input": _tool_input(part.call, unsupported),
+        }
+    result: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": part.call_id,
+        "content": part.content,
+    }
+    if part.is_error:
+        result["is_error"] = True
+    return result
+
+
+def _tool_input(call: ToolCall, unsupported: _Unsupported) -> dict[str, Any]:
+    # Anthropic wants the arguments as an object, not as the text the model wrote.
+    try:
+        return call.parse_arguments()
+    except ResponseFormatError:
+        raise unsupported(
+            f"tool call {call.id!r} ({call.name}) has arguments that are not a JSON object; "
+            "Anthropic needs them as one to replay the call"
+        ) from None
+
+
+def _image_source(image: ImagePart, unsupported: _Unsupported) -> dict[str, str]:
+    if image.data is not None:
+        return _base64_source(image.mime_type or "", image.base64(), unsupported)
+    url = image.url or ""
+    if url.startswith("data:"):
+        mime_type, data = _split_data_url(url, unsupported)
+        return _base64_source(mime_type, data, unsupported)
+    if url.startswith(("https://", "http://")):
+        return {"type": "url", "url": url}
+    raise unsupported(f"Anthropic takes images inline or by http(s) URL, not {url[:40]!r}")
+
+
+def _base64_source(mime_type: str, data: str, unsupported: _Unsupported) -> dict[str, str]:
+    if mime_type not in _IMAGE_MIME_TYPES:
+        raise unsupported(
+            f"Anthropic accepts {', '.join(sorted(_IMAGE_MIME_TYPES))} images, not {mime_type!r}"
+        )
+    return {"type": "base64", "media_type": mime_type, "data": data}
+
+
+def _split_data_url(url: str, unsupported: _Unsupported) -> tuple[str, str]:
+    """`data:image/png;base64,AAAA` -> ("image/png", "AAAA")."""
+    header, comma, data = url[len("data:") :].partition(",")
+    mime_type, _, encoding = header.partition(";")
+    if not comma or encoding != "base64":
+        raise unsupported("a data: URL image must be base64 (data:image/png;base64,...)")
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise unsupported("the data: URL image is not valid base64") from None
+    return mime_type, data
+
+
+# --------------------------------------------------------------------------- response
+
+
+def _parse_response(body: object, key: str, headers: Mapping[str, str]) -> Response:
+    """A decoded `/v1/messages` reply as a `Response` answered by `key`.
+
+    Raises:
+        ResponseFormatError: the reply is not a message object.
+    """
+    provider, _, model = key.partition("/")
+    if isinstance(body, dict) and body.get("type") == "error":
+        # An error object with a success status (a proxy could do that): still an error.
+        raise _in_band_error(
+            body,
+            provider=provider,
+            model=model,
+            request_id=request_id_from(headers, _REQUEST_ID_HEADERS),
+        )
+    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(content, list):
+        raise ResponseFormatError(
+            f"expected a message object with a content list, got {_preview(body)}",
+            provider=provider,
+            model=model,
+            request_id=request_id_from(headers, _REQUEST_ID_HEADERS),
+        )
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            text.append(str(block.get("text", "")))
+        elif kind == "tool_use":
+            calls.append(
+                ToolCall(
+                    str(block.get("id", "")),
+                    str(block.get("name", "")),
+                    json.dumps(block.get("input") or {}, ensure_ascii=False),
+                )
+            )
+        # thinking, redacted_thinking and server-tool blocks carry no answer text.
+    return Response(
+        text="".join(text),
+        tool_calls=calls,
+        finish_reason=_finish_reason(body.get("stop_reason")),
+        usage=_UsageCounter().update(body.get("usage")).usage,
+        model=key,
+        request_id=request_id_from(headers, _REQUEST_ID_HEADERS),
+        raw=body,
+    )
+
+
+def _finish_reason(stop_reason: object) -> FinishReason:
+    if not isinstance(stop_reason, str):
+        return FinishReason.OTHER
+    return _FINISH_REASONS.get(stop_reason, FinishReason.OTHER)
+
+
+def _preview(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False) if value is not None else "nothing"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class _UsageCounter:
+    """Token counts; every update overwrites the counts it carries.
+
+    `message_delta.usage` is cumulative (providers.md 5.4), so it replaces. Input is
+    `input_tokens` plus both cache counts: cached tokens are still context (5.3).
+    """
+
+    __slots__ = ("_counts",)
+
+    _FIELDS = (
+        "input_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "output_tokens",
+    )
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(self._FIELDS, 0)
+
+    def update(self, usage: object) -> _UsageCounter:
+        if isinstance(usage, dict):
+            for name in self._FIELDS:
+                value = usage.get(name)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    self._counts[name] = value
+        return self
+
+    @property
+    def usage(self) -> Usage:
+        counts = self._counts
+        return Usage(
+            input_tokens=counts["input_tokens"]
+            + counts["cache_creation_input_tokens"]
+            + counts["cache_read_input_tokens"],
+            output_tokens=counts["output_tokens"],
+        )
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _map_http_error(
+    status: int, headers: Mapping[str, str], body_text: str, *, provider: str, model: str
+) -> ProviderStatusError:
+    """The typed error for an HTTP error reply (the `error_mapper` of every call)."""
+    return _map_error(status, headers, json_or_none(body_text), body_text, provider, model)
+
+
+def _map_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: object,
+    body_text: str,
+    provider: str,
+    model: str,
+    *,
+    in_band: bool = False,
+) -> ProviderStatusError:
+    """Anthropic's own conditions first (providers.md 8.4), then the generic status rules.
+
+    `in_band` marks an error event read from a 200 stream (or a 200 reply), whose
+    `status` is the one Anthropic pairs with its `error.type`.
+    """
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    error_type = error.get("type") if isinstance(error.get("type"), str) else None
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    request_id = request_id_from(headers, _REQUEST_ID_HEADERS)
+    if request_id is None and isinstance(body, dict) and isinstance(body.get("request_id"), str):
+        request_id = body["request_id"]
+    text = (message or "").lower()
+    kind: type[ProviderStatusError] | None = None
+    if status == 404 and error_type == "not_found_error" and text.startswith("model:"):
+        # "model: claude-x"; a wrong path is a 404 "Not Found" and stays generic.
+        kind = ModelNotFoundError
+    elif status == 402 or _is_quota(status, error_type, error, text, headers, in_band):
+        kind = QuotaExceededError
+    elif any(marker in text for marker in _CONTEXT_MARKERS):
+        kind = ContextLengthError
+    elif any(marker in text for marker in _POLICY_MARKERS):
+        kind = ContentPolicyError
+    if in_band and message is not None:
+        message += " (an error inside a successful response)"
+    return status_error(
+        provider=provider,
+        model=model,
+        status=status,
+        headers=headers,
+        body_text=body_text,
+        message=message,
+        code=error_type,
+        request_id=request_id,
+        kind=kind,
+    )
+
+
+def _is_quota(
+    status: int,
+    error_type: str | None,
+    error: Mapping[str, Any],
+    text: str,
+    headers: Mapping[str, str],
+    in_band: bool,
+) -> bool:
+    if any(marker in text for marker in _QUOTA_MARKERS):
+        return True
+    if status != 429:
+        return False
+    details = error.get("details")
+    if isinstance(details, dict) and details.get("error_code") == _SPEND_LIMIT_CODE:
+        return True
+    # The monthly spend cap is a 429 `rate_limit_error` like a rate limit, but it comes
+    # without `retry-after`, which every real rate limit carries (providers.md 5.5). An
+    # error event inside a stream has no headers of its own, and a server that says
+    # `x-should-retry: true` has told us it is a rate limit: then the rule cannot apply.
+    return (
+        not in_band
+        and error_type == "rate_limit_error"
+        and parse_retry_after(headers) is None
+        and (headers.get("x-should-retry") or "").strip().lower() != "true"
+    )
+
+
+def _in_band_error(
+    data: Mapping[str, Any], *, provider: str, model: str, request_id: str | None
+) -> ProviderStatusError:
+    """The typed error for an `event: error` frame (on a 200 stream).
+
+    The SDK raises these with the stream's 200 status; we classify by `error.type`
+    instead, through the status Anthropic pairs with it (529 for `overloaded_error`),
+    so that the same rules as for HTTP errors apply.
+    """
+    error = data.get("error")
+    error_type = error.get("type") if isinstance(error, dict) else None
+    status = _STATUS_OF_ERROR_TYPE.get(str(error_type), _UNKNOWN_IN_BAND_STATUS)
+    headers = {_REQUEST_ID_HEADERS[0]: request_id} if request_id else {}
+    return _map_error(status, headers, data, json.dumps(data), provider, model, in_band=True)
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class _StreamTranslator:
+    """Turns Anthropic's SSE events into ours.
+
+    Event order (providers.md 5.4): `message_start`, then per content block
+    `content_block_start`, `content_block_delta`*, `content_block_stop`, then
+    `message_delta` and `message_stop`; `ping` anywhere. Unknown events are ignored,
+    as the docs ask.
+    """
+
+    __slots__ = (
+        "_finish",
+        "_key",
+        "_model",
+        "_provider",
+        "_request_id",
+        "_tools",
+        "_usage",
+        "done",
+    )
+
+    def __init__(self, *, key: str, request_id: str | None) -> None:
+        self._key = key
+        self._provider, _, self._model = key.partition("/")
+        self._request_id = request_id
+        self._tools: dict[int, int] = {}  # content block index -> our tool-call index
+        self._usage = _UsageCounter()
+        self._finish = FinishReason.OTHER
+        self.done = False
+        """True once `message_stop` arrived: the answer is complete."""
+
+    def feed(self, event: ServerSentEvent) -> list[StreamEvent]:
+        """Our events for one SSE event (none for pings and unknown events).
+
+        Raises:
+            ProviderStatusError: an in-band `error` event, typed by its `error.type`.
+            ResponseFormatError: the event's data is not a JSON object.
+        """
+        name = event.event
+        # Unknown event types are skipped unread: the docs promise new ones may appear.
+        if self.done or (name != "message" and name not in self._HANDLERS):
+            return []
+        data = self._decode(event)
+        if name == "message":  # no `event:` line (a proxy dropped it): the JSON says
+            name = str(data.get("type"))
+        handler = self._HANDLERS.get(name)
+        return handler(self, data) if handler is not None else []
+
+    def _decode(self, event: ServerSentEvent) -> dict[str, Any]:
+        try:
+            data = json.loads(event.data)
+        except ValueError as exc:
+            raise ResponseFormatError(
+                f"the {event.event!r} event's data is not JSON: {event.data[:200]!r}",
+                provider=self._provider,
+                model=self._model,
+                request_id=self._request_id,
+            ) from exc
+        if not isinstance(data, dict):
+            raise ResponseFormatError(
+                f"the {event.event!r} event's data is not a JSON object: {event.data[:200]!r}",
+                provider=self._provider,
+                model=self._model,
+                request_id=self._request_id,
+            )
+        return data
+
+    def _message_start(self, data: dict[str, Any]) -> list[StreamEvent]:
+        message = data.get("message")
+        self._usage.update(message.get("usage") if isinstance(message, dict) else None)
+        return [
+            StreamStart(model=self._key, request_id=self._request_id),
+            UsageUpdate(self._usage.usage),
+        ]
+
+    def _block_start(self, data: dict[str, Any]) -> list[StreamEvent]:
+        block = data.get("content_block")
+        if not isinstance(block, dict):
+            return []
+        if block.get("type") == "text" and block.get("text"):
+            return [TextDelta(str(block["text"]))]
+        if block.get("type") != "tool_use":
+            return []
+        index = self._tools[_index(data)] = len(self._tools)
+        # The input is normally `{}` here and arrives as `input_json_delta` pieces.
+        initial = block.get("input")
+        return [
+            ToolCallDelta(
+                index,
+                id=str(block.get("id", "")),
+                name=str(block.get("name", "")),
+                arguments=json.dumps(initial, ensure_ascii=False) if initial else "",
+            )
+        ]
+
+    def _block_delta(self, data: dict[str, Any]) -> list[StreamEvent]:
+        delta = data.get("delta")
+        if not isinstance(delta, dict):
+            return []
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [TextDelta(str(delta["text"]))]
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            index = self._tools.get(_index(data))
+            if index is not None:
+                return [ToolCallDelta(index, arguments=str(delta["partial_json"]))]
+        # thinking_delta, signature_delta, citations_delta: not part of the answer text.
+        return []
+
+    def _message_delta(self, data: dict[str, Any]) -> list[StreamEvent]:
+        delta = data.get("delta")
+        if isinstance(delta, dict) and "stop_reason" in delta:
+            self._finish = _finish_reason(delta["stop_reason"])
+        if not isinstance(data.get("usage"), dict):
+            return []
+        return [UsageUpdate(self._usage.update(data["usage"]).usage)]
+
+    def _message_stop(self, data: dict[str, Any]) -> list[StreamEvent]:
+        self.done = True
+        return [StreamEnd(self._finish)]
+
+    def _error(self, data: dict[str, Any]) -> list[StreamEvent]:
+        raise _in_band_error(
+            data, provider=self._provider, model=self._model, request_id=self._request_id
+        )
+
+    _HANDLERS: Final[
+        Mapping[str, Callable[[_StreamTranslator, dict[str, Any]], list[StreamEvent]]]
+    ] = {
+        "message_start": _message_start,
+        "content_block_start": _block_start,
+        "content_block_delta": _block_delta,
+        "message_delta": _message_delta,
+        "message_stop": _message_stop,
+        "error": _error,
+    }
+
+
+def _index(data: Mapping[str, Any]) -> int:
+    index = data.get("index")
+    return index if isinstance(index, int) else -1
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class AnthropicModel:
+    """One Anthropic model. Get it with `AnthropicProvider.model(model_id)`."""
+
+    __slots__ = ("_key", "_model_id", "_provider")
+
+    def __init__(self, provider: AnthropicProvider, model_id: str) -> None:
+        self._provider = provider
+        self._model_id = model_id
+        self._key = f"{provider.name}/{model_id}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the model accepts: the defaults, until the capability table exists."""
+        return Capabilities()
+
+    async def generate(self, request: Request | str, *options: Option) -> Response:
+        """Answer `request` in one reply.
+
+        Args:
+            request: the request, or a plain prompt (one user message).
+            *options: request options, applied in order.
+
+        Returns:
+            The answer, with usage, finish reason and Anthropic's request id.
+
+        Raises:
+            AuthenticationError: no API key is configured, or Anthropic refused it.
+            UnsupportedRequestError: the request cannot be expressed for Anthropic.
+            ProviderError: the call failed; the subclass says how.
+        """
+        provider = self._provider
+        request = as_request(request).apply(*options)
+        body = self._body(request, stream=False)
+        data, headers = await request_json(
+            provider._http.get(),
+            "POST",
+            provider._url("/v1/messages"),
+            headers=provider._headers(self._model_id),
+            json_body=body,
+            provider=provider.name,
+            model=self._model_id,
+            timeouts=provider._timeouts,
+            error_mapper=self._error_mapper,
+        )
+        return _parse_response(data, self._key, headers)
+
+    async def stream(self, request: Request | str, *options: Option) -> Stream:
+        """Start answering `request` as a stream of events.
+
+        An HTTP error raises here, before any event, so a chain can still fail over.
+
+        Args:
+            request: the request, or a plain prompt (one user message).
+            *options: request options, applied in order.
+
+        Returns:
+            An open `Stream`: `StreamStart`, `UsageUpdate`, `TextDelta` and
+            `ToolCallDelta` pieces, a final `UsageUpdate`, then `StreamEnd`.
+
+        Raises:
+            AuthenticationError: no API key is configured, or Anthropic refused it.
+            UnsupportedRequestError: the request cannot be expressed for Anthropic.
+            ProviderError: the call failed; the subclass says how.
+        """
+        provider = self._provider
+        request = as_request(request).apply(*options)
+        body = self._body(request, stream=True)
+        response = await open_stream(
+            provider._http.get(),
+            "POST",
+            provider._url("/v1/messages"),
+            headers=provider._headers(self._model_id),
+            json_body=body,
+            provider=provider.name,
+            model=self._model_id,
+            timeouts=provider._timeouts,
+            error_mapper=self._error_mapper,
+        )
+        request_id = request_id_from(response.headers, _REQUEST_ID_HEADERS)
+        return Stream(
+            self._events(response, request_id),
+            model=self._key,
+            request_id=request_id,
+            on_close=response.close,
+        )
+
+    def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
+        return _build_body(
+            request,
+            self._model_id,
+            stream=stream,
+            default_max_tokens=self._provider._default_max_tokens,
+            provider=self._provider.name,
+        )
+
+    def _error_mapper(
+        self, status: int, headers: Mapping[str, str], body_text: str
+    ) -> ProviderStatusError:
+        return _map_http_error(
+            status, headers, body_text, provider=self._provider.name, model=self._model_id
+        )
+
+    async def _events(
+        self, response: aiohttp.ClientResponse, request_id: str | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        provider = self._provider
+        decoder = SSEDecoder(provider=provider.name, model=self._model_id)
+        translator = _StreamTranslator(key=self._key, request_id=request_id)
+        chunks = iter_body(
+            response, provider=provider.name, model=self._model_id, timeouts=provider._timeouts
+        )
+        async with contextlib.aclosing(chunks):
+            # Read on to the end of the body after `message_stop` (the translator ignores
+            # anything later), so the connection goes back to the pool, not dropped.
+            async for chunk in chunks:
+                for sse in decoder.feed(chunk):
+                    for event in translator.feed(sse):
+                        yield event
+        for sse in decoder.close():
+            for event in translator.feed(sse):
+                yield event
+        if not translator.done:
+            raise StreamTruncatedError(
+                "the Anthropic stream ended before message_stop: the answer is incomplete",
+                provider=provider.name,
+                model=self._model_id,
+                request_id=request_id,
+            )
+
+    def __repr__(self) -> str:
+        return f"<AnthropicModel {self._key}>"
+
+
+class AnthropicProvider:
+    """The Anthropic Messages API. Construction does no I/O and never fails for a missing key.
+
+    A call without a key raises `AuthenticationError` naming `ANTHROPIC_API_KEY`.
+
+    Args:
+        name: the registry name (the first half of each target key).
+        api_key: the API key, sent as `x-api-key`; None defers the error to the first call.
+        base_url: the API root without `/v1` (default `https://api.anthropic.com`);
+            a trailing `/v1` is tolerated.
+        http: the Registry's session holder; the session is fetched at call time.
+        timeouts: connect, first-event and idle timeouts (default `Timeouts()`).
+        extra_headers: sent with every call (`anthropic-beta`, a proxy's own headers);
+            they cannot replace `x-api-key`, `anthropic-version` or `content-type`.
+        default_max_tokens: `max_tokens` for requests that set none (the API requires it).
+
+    Example:
+        ```python
+        provider = AnthropicProvider(
+            "anthropic", api_key=key, base_url=DEFAULT_BASE_URL, http=HTTPSessionHolder()
+        )
+        response = await provider.model("claude-sonnet-4-5").generate("Hello")
+        ```
+    """
+
+    __slots__ = (
+        "_api_key",
+        "_base_url",
+        "_default_max_tokens",
+        "_extra_headers",
+        "_http",
+        "_models",
+        "_name",
+        "_timeouts",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str | None,
+        base_url: str = DEFAULT_BASE_URL,
+        http: HTTPSessionHolder,
+        timeouts: Timeouts | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        if default_max_tokens < 1:
+            raise ConfigurationError(
+                f"anthropic provider {name!r}: max_tokens must be at least 1, "
+                f"got {default_max_tokens}"
+            )
+        self._name = name
+        self._api_key = api_key or None
+        base = base_url.rstrip("/")
+        # `.../v1` is a common way to write an API root; the paths below add it again.
+        self._base_url = base[: -len("/v1")] if base.endswith("/v1") else base
+        self._http = http
+        self._timeouts = timeouts if timeouts is not None else Timeouts()
+        # Case-insensitively, the auth headers are ours: a second `X-Api-Key` would be sent
+        # alongside ours rather than replace it.
+        self._extra_headers = {
+            name: value
+            for name, value in (extra_headers or {}).items()
+            if name.lower() not in _RESERVED_HEADERS
+        }
+        self._default_max_tokens = default_max_tokens
+        self._models: dict[str, AnthropicModel] = {}
+
+    @property
+    def name(self) -> str:
+        """The registry name."""
+        return self._name
+
+    @property
+    def base_url(self) -> str:
+        """The API root the paths `/v1/...` are appended to."""
+        return self._base_url
+
+    def model(self, model_id: str) -> AnthropicModel:
+        """The model `model_id` ("claude-sonnet-4-5"), cached per id; no I/O."""
+        model = self._models.get(model_id)
+        if model is None:
+            model = self._models.setdefault(model_id, AnthropicModel(self, model_id))
+        return model
+
+    async def list_models(self) -> list[str]:
+        """The model ids this key can use (`GET /v1/models`, every page), newest first.
+
+        Raises:
+            AuthenticationError: no API key is configured, or Anthropic refused it.
+            ProviderError: the call failed; the subclass says how.
+        """
+        ids: list[str] = []
+        after: str | None = None
+        while True:
+            query: dict[str, str | int] = {"limit": _MODELS_PAGE_SIZE}
+            if after:
+                query["after_id"] = after
+            data, _ = await request_json(
+                self._http.get(),
+                "GET",
+                self._url("/v1/models?" + urlencode(query)),
+                headers=self._headers(""),
+                provider=self._name,
+                model="",
+                timeouts=self._timeouts,
+                error_mapper=functools.partial(_map_http_error, provider=self._name, model=""),
+            )
+            page = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(page, list):
+                raise ResponseFormatError(
+                    f"expected a model list, got {_preview(data)}", provider=self._name
+                )
+            ids.extend(str(item["id"]) for item in page if isinstance(item, dict) and "id" in item)
+            last = data.get("last_id")
+            # Stop when the server says so, or would hand out the same page again.
+            if not data.get("has_more") or not isinstance(last, str) or last == after:
+                return ids
+            after = last
+
+    def _url(self, path: str) -> str:
+        return self._base_url + path
+
+    def _headers(self, model: str) -> dict[str, str]:
+        if self._api_key is None:
+            raise AuthenticationError(
+                f"no Anthropic API key for provider {self._name!r}: set "
+                f"{' or '.join(API_KEY_ENV_VARS)}, or put the key in the DSN "
+                "(anthropic://KEY@)",
+                provider=self._name,
+                model=model,
+            )
+        # No content-type here: the transport adds it to requests that have a JSON body.
+        return {
+            **self._extra_headers,
+            "x-api-key": self._api_key,
+            "anthropic-version": ANTHROPIC_VERSION,
+        }
+
+    def __repr__(self) -> str:
+        # Never the key: only whether there is one.
+        key = "set" if self._api_key else "missing"
+        return f"AnthropicProvider({self._name!r}, base_url={self._base_url!r}, api_key={key})"
+
+
+# --------------------------------------------------------------------------- factory
+
+_TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
+_QUERY_KEYS: Final = (*_TIMEOUT_KEYS, "max_tokens")
+
+
+def anthropic_factory(name: str, dsn: DSN, context: ProviderContext) -> AnthropicProvider:
+    """The `anthropic://` scheme factory.
+
+    - Key: the DSN's credential, else `ANTHROPIC_API_KEY` from the Registry's env.
+      None is fine here: the first call raises `AuthenticationError`.
+    - Base URL: the DSN's (`anthropic+http://127.0.0.1:8080` for a local proxy) when
+      it names a host, else `https://api.anthropic.com`.
+    - Query keys: `connect`, `first_event`, `idle` (timeouts in seconds, > 0) and
+      `max_tokens` (the default for requests that set none, a whole number >= 1).
+
+    Example: `anthropic://sk-ant-...@?idle=60&max_tokens=8192`.
+
+    Raises:
+        ConfigurationError: an unknown query key or a bad value.
+    """
+    api_key = dsn.credential
+    if not api_key:
+        for variable in API_KEY_ENV_VARS:
+            api_key = context.env(variable)
+            if api_key:
+                break
+    unknown = sorted(set(dsn.query) - set(_QUERY_KEYS))
+    if unknown:
+        raise ConfigurationError(
+            f"anthropic provider {name!r}: unknown DSN query key(s) {', '.join(unknown)} "
+            f"(accepted: {', '.join(_QUERY_KEYS)})"
+        )
+    seconds = {
+        key: _positive_seconds(name, key, dsn.query[key])
+        for key in _TIMEOUT_KEYS
+        if key in dsn.query
+    }
+    max_tokens = DEFAULT_MAX_TOKENS
+    if "max_tokens" in dsn.query:
+        max_tokens = _whole_number(name, "max_tokens", dsn.query["max_tokens"])
+    return AnthropicProvider(
+        name,
+        api_key=api_key or None,
+        base_url=dsn.base_url if dsn.host else DEFAULT_BASE_URL,
+        http=context.http,
+        timeouts=Timeouts(**seconds),
+        default_max_tokens=max_tokens,
+    )
+
+
+def _positive_seconds(name: str, key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(
+            f"anthropic provider {name!r}: DSN key {key!r} needs a number of seconds > 0, "
+            f"got {value!r}"
+        )
+    return seconds
+
+
+def _whole_number(name: str, key: str, value: str) -> int:
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ConfigurationError(
+            f"anthropic provider {name!r}: DSN key {key!r} needs a whole number >= 1, got {value!r}"
+        )
+    return int(text)

@@ -1,0 +1,1117 @@
+"""The built-in `gemini` provider (alias `google`): the Gemini Developer API over aiohttp.
+
+Wire format (providers.md section 6; ai.google.dev):
+
+- `POST {base}/models/{model}:generateContent`, and `:streamGenerateContent?alt=sse` for
+  streams (without `alt=sse` a stream is one slowly sent JSON array). The default base is
+  `https://generativelanguage.googleapis.com/v1beta`.
+- The key travels in the `x-goog-api-key` header, never in the URL (`?key=` would put it
+  into proxy logs and into aiohttp's error messages).
+- Roles are `user` and `model`; the system prompt is the top-level `systemInstruction`;
+  tool results are `functionResponse` parts of a `user` turn.
+- A stream is SSE `data:` chunks with no sentinel: it is complete when a chunk carried a
+  `finishReason`, and the server then ends the body. An error can arrive as a chunk whose
+  JSON is `{"error": ...}`, with or without the `data:` prefix (providers.md 2.1).
+
+Tool call ids. Gemini calls usually have no id, and a tool result is matched to its call
+by the function's name. So:
+
+- A call without an id gets a synthesized one, `call_<n>`, where `n` is the call's
+  position in the reply (0, 1, ... for parallel calls). A call that has an id keeps it.
+- Gemini 3 attaches an opaque `thoughtSignature` to (the first of) its function calls and
+  rejects the next request with 400 unless that signature comes back on the same call.
+  `ToolCall` has no field for it, so it rides in the id: `call_0__thought__<signature>`
+  (the convention LiteLLM uses). Replaying the `ToolCall` in a `ToolCallPart` restores
+  it; the id is opaque to callers, who only echo it in `ToolResultPart.call_id`.
+- A replayed model turn whose first call has no signature (a call another provider made,
+  or an older Gemini's) gets the documented placeholder `skip_thought_signature_validator`
+  (ai.google.dev/gemini-api/docs/thought-signatures, FAQ), which Gemini 3 accepts.
+- A `ToolResultPart` is sent as `functionResponse` named `ToolResultPart.name` when set,
+  else by the name of the `ToolCallPart` with the same id earlier in the conversation.
+  Ids other than the synthesized `call_<n>` are echoed as `functionCall.id` and
+  `functionResponse.id`.
+- `functionResponse.response` must be a JSON object: a result that is a JSON object is
+  sent as it is; anything else is wrapped as `{"output": value}` (`{"error": value}` when
+  `is_error`), the keys Gemini documents for function output and failures.
+
+Images: inline bytes become `inlineData` (base64); a `data:` URL is decoded into
+`inlineData` locally; an http(s) URL becomes `fileData.fileUri`, which the Developer API
+fetches itself (public and signed URLs, and Files API URIs); other URL schemes raise
+`UnsupportedRequestError`.
+
+Usage: `input_tokens` is `promptTokenCount` plus `toolUsePromptTokenCount`; `output_tokens`
+is `candidatesTokenCount` plus `thoughtsTokenCount` (thinking tokens are billed as output
+and are not part of `candidatesTokenCount`: the three add up to `totalTokenCount`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import mimetypes
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+from .._capabilities import Capabilities
+from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from .._exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ContentPolicyError,
+    ContextLengthError,
+    ModelNotFoundError,
+    ProviderConnectionError,
+    ProviderError,
+    QuotaExceededError,
+    ResponseFormatError,
+    StreamTruncatedError,
+    UnsupportedRequestError,
+)
+from .._http import ErrorMapper, Timeouts, iter_body, open_stream, request_json
+from .._messages import (
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallPart,
+    ToolResultPart,
+)
+from .._request import JSONMode, JSONSchema, Option, Request, as_request
+from .._response import FinishReason, Response, Usage
+from .._retry_after import gemini_retry_delay
+from .._sse import ServerSentEvent, SSEDecoder
+from .._stream import Stream
+from ._common import json_or_none, status_error
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .._context import HTTPSessionHolder, ProviderContext
+    from .._dsn import DSN
+
+__all__ = ["DEFAULT_BASE_URL", "GeminiModel", "GeminiProvider", "gemini_factory"]
+
+DEFAULT_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta"
+"""The Gemini Developer API (Vertex AI is a different host and auth, out of scope)."""
+
+KEY_ENV_VARS: Final = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+"""Where the factory looks for a key when the DSN has none, in this order."""
+
+_THOUGHT_SEP: Final = "__thought__"
+"""Separates a tool call id from the thought signature carried in it (see the module doc)."""
+
+_SKIP_SIGNATURE: Final = "skip_thought_signature_validator"
+"""Gemini's documented placeholder for a function call that has no real signature."""
+
+_SYNTHESIZED_PREFIX: Final = "call_"
+
+_LIST_PAGE_SIZE: Final = 1000  # the API's maximum page size
+_LIST_MAX_PAGES: Final = 100  # a server that repeats its page token cannot loop us forever
+
+# Bodies kept for spotting an error JSON sent without `data:` at the end of a stream.
+_RAW_TAIL_BYTES: Final = 64 * 1024
+
+_FINISH_REASONS: Final[Mapping[str, FinishReason]] = {
+    "STOP": FinishReason.STOP,
+    "MAX_TOKENS": FinishReason.LENGTH,
+    # Output withheld on policy grounds (providers.md 8.1, "content filter (output)").
+    "SAFETY": FinishReason.CONTENT_FILTER,
+    "RECITATION": FinishReason.CONTENT_FILTER,
+    "BLOCKLIST": FinishReason.CONTENT_FILTER,
+    "PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
+    "SPII": FinishReason.CONTENT_FILTER,
+    "IMAGE_SAFETY": FinishReason.CONTENT_FILTER,
+    "IMAGE_PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
+    "IMAGE_RECITATION": FinishReason.CONTENT_FILTER,
+}
+"""Gemini `finishReason` -> ours; anything else (OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL,
+...) is `OTHER`. Gemini has no tool-call reason: a reply with calls usually says STOP."""
+
+_TOOL_MODES: Final[Mapping[str, str]] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+
+_TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
+
+
+# --------------------------------------------------------------------------- request body
+
+
+def _build_body(
+    request: Request, model_id: str, *, stream: bool, provider: str = "gemini"
+) -> dict[str, Any]:
+    """The `generateContent` JSON body for `request`.
+
+    The model id and streaming live in the URL for Gemini, so the body is the same for
+    both calls; `model_id` and `provider` only label the errors.
+
+    Raises:
+        UnsupportedRequestError: an image URL Gemini cannot take, or a tool result whose
+            function name cannot be found.
+        ConfigurationError: a malformed `data:` URL, or a `tool_choice` naming no tool.
+    """
+    del stream  # `:streamGenerateContent?alt=sse` is the only difference, in the URL
+    body: dict[str, Any] = {"contents": _contents(request, provider, model_id)}
+    if request.system:
+        body["systemInstruction"] = {"parts": [{"text": request.system}]}
+    if request.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
+    tool_config = _tool_config(request)
+    if tool_config is not None:
+        body["toolConfig"] = tool_config
+    config = _generation_config(request)
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def _generation_config(request: Request) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.max_tokens is not None:
+        config["maxOutputTokens"] = request.max_tokens
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
+    fmt = request.response_format
+    if isinstance(fmt, JSONMode | JSONSchema):
+        config["responseMimeType"] = "application/json"
+    if isinstance(fmt, JSONSchema):
+        # `responseJsonSchema` takes full JSON Schema; `responseSchema` only an OpenAPI
+        # subset that rejects common keywords. Gemini has no schema name or strict flag.
+        config["responseJsonSchema"] = dict(fmt.schema)
+    return config
+
+
+def _declaration(tool: Tool) -> dict[str, Any]:
+    # `parametersJsonSchema` (full JSON Schema) rather than `parameters` (an OpenAPI
+    # subset that refuses e.g. `additionalProperties` and empty object properties).
+    declaration: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        declaration["description"] = tool.description
+    declaration["parametersJsonSchema"] = dict(tool.parameters)
+    return declaration
+
+
+def _tool_config(request: Request) -> dict[str, Any] | None:
+    choice = request.tool_choice
+    if choice is None:
+        return None
+    mode = _TOOL_MODES.get(choice)
+    if mode is not None:
+        return {"functionCallingConfig": {"mode": mode}}
+    if not any(tool.name == choice for tool in request.tools):
+        raise ConfigurationError(
+            f"tool_choice names {choice!r}, which is not one of the request's tools "
+            f"({', '.join(repr(tool.name) for tool in request.tools) or 'none'})"
+        )
+    # ANY with one allowed name forces that function (providers.md 6.2).
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice]}}
+
+
+def _contents(request: Request, provider: str, model: str) -> list[dict[str, Any]]:
+    """`contents`: one entry per message; consecutive tool messages share one user turn."""
+    names = _call_names(request.messages)
+    contents: list[dict[str, Any]] = []
+    previous_role = ""
+    for message in request.messages:
+        parts = [_part(part, names, provider, model) for part in message.parts]
+        if message.role == "assistant":
+            _sign_first_call(parts)
+        if not parts:
+            continue  # Gemini rejects a turn without parts
+        # Parallel results answer one model turn: Gemini wants them in one content.
+        if message.role == "tool" and previous_role == "tool":
+            contents[-1]["parts"].extend(parts)
+            continue
+        contents.append(
+            {"role": "model" if message.role == "assistant" else "user", "parts": parts}
+        )
+        previous_role = message.role
+    return contents
+
+
+def _call_names(messages: tuple[Message, ...]) -> dict[str, str]:
+    """Tool call id -> function name, from the `ToolCallPart`s of the conversation."""
+    return {
+        part.call.id: part.call.name
+        for message in messages
+        for part in message.parts
+        if isinstance(part, ToolCallPart)
+    }
+
+
+def _part(part: Part, names: Mapping[str, str], provider: str, model: str) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if isinstance(part, ImagePart):
+        return _image(part, provider, model)
+    if isinstance(part, ToolCallPart):
+        return _function_call(part.call)
+    return _function_response(part, names, provider, model)
+
+
+def _split_id(call_id: str) -> tuple[str, str | None]:
+    """`(id, thought signature or None)` from an id built by `_call_id`."""
+    base, sep, signature = call_id.partition(_THOUGHT_SEP)
+    return base, (signature or None) if sep else None
+
+
+def _call_id(index: int, given: object, signature: object) -> str:
+    """The `ToolCall.id` of Gemini's call number `index` (see the module doc)."""
+    base = given if isinstance(given, str) and given else f"{_SYNTHESIZED_PREFIX}{index}"
+    if isinstance(signature, str) and signature:
+        return f"{base}{_THOUGHT_SEP}{signature}"
+    return base
+
+
+def _echoed_id(base: str) -> str | None:
+    """The id to send back as `functionCall.id`/`functionResponse.id`: not our own `call_<n>`."""
+    suffix = base.removeprefix(_SYNTHESIZED_PREFIX)
+    if base.startswith(_SYNTHESIZED_PREFIX) and suffix.isascii() and suffix.isdigit():
+        return None
+    return base or None
+
+
+def _function_call(call: ToolCall) -> dict[str, Any]:
+    base, signature = _split_id(call.id)
+    function: dict[str, Any] = {"name": call.name, "args": _arguments(call)}
+    echoed = _echoed_id(base)
+    if echoed is not None:
+        function["id"] = echoed
+    part: dict[str, Any] = {"functionCall": function}
+    if signature is not None:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _arguments(call: ToolCall) -> dict[str, Any]:
+    try:
+        return call.parse_arguments()
+    except ProviderError as exc:
+        # A replayed call whose arguments are not a JSON object is the caller's input.
+        raise ConfigurationError(
+            f"cannot replay tool call {call.name!r}: {exc.message} (Gemini needs an object)"
+        ) from None
+
+
+def _sign_first_call(parts: list[dict[str, Any]]) -> None:
+    """Give the turn's first function call the placeholder signature if it has none.
+
+    Gemini 3 validates the first call of each model step of the current turn; a call
+    without a real signature (made by another provider or model) passes with the
+    documented placeholder, which older models ignore.
+    """
+    for part in parts:
+        if "functionCall" in part:
+            part.setdefault("thoughtSignature", _SKIP_SIGNATURE)
+            return
+
+
+def _function_response(
+    part: ToolResultPart, names: Mapping[str, str], provider: str, model: str
+) -> dict[str, Any]:
+    name = part.name or names.get(part.call_id)
+    if not name:
+        raise UnsupportedRequestError(
+            f"Gemini matches tool results to calls by function name: the result for call id "
+            f"{_split_id(part.call_id)[0]!r} has no name and no ToolCallPart with that id "
+            "precedes it (set ToolResultPart.name, or keep the assistant's tool calls in "
+            "the conversation)",
+            provider=provider,
+            model=model,
+        )
+    response: dict[str, Any] = {"name": name, "response": _result_object(part)}
+    echoed = _echoed_id(_split_id(part.call_id)[0])
+    if echoed is not None:
+        response["id"] = echoed
+    return {"functionResponse": response}
+
+
+def _result_object(part: ToolResultPart) -> dict[str, Any]:
+    """`functionResponse.response`: a JSON object (Gemini's `output`/`error` convention)."""
+    value = json_or_none(part.content)
+    if value is None and part.content.strip() != "null":
+        value = part.content  # not JSON: send the text itself
+    if part.is_error:
+        return {"error": value}
+    if isinstance(value, dict):
+        return value
+    return {"output": value}
+
+
+def _image(image: ImagePart, provider: str, model: str) -> dict[str, Any]:
+    if image.data is not None:
+        return {"inlineData": {"mimeType": image.mime_type, "data": image.base64()}}
+    url = image.url or ""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "data":
+        data_mime, data = _decode_data_url(url, image.mime_type)
+        return {"inlineData": {"mimeType": data_mime, "data": data}}
+    if scheme in ("http", "https"):
+        # The Developer API fetches public and signed http(s) URLs itself (Google's
+        # "expanded inputs" announcement; file-input-methods guide). The MIME type is
+        # optional on the wire; send it when we know it.
+        mime_type = image.mime_type or mimetypes.guess_type(urlsplit(url).path)[0]
+        if mime_type:
+            return {"fileData": {"mimeType": mime_type, "fileUri": url}}
+        return {"fileData": {"fileUri": url}}
+    raise UnsupportedRequestError(
+        f"Gemini takes images inline, as data: URLs or as http(s) URLs, not {scheme or 'a'}: "
+        "URLs (gs:// objects must first be registered with the Files API)",
+        provider=provider,
+        model=model,
+    )
+
+
+def _decode_data_url(url: str, fallback_mime: str | None) -> tuple[str, str]:
+    """`(MIME type, base64 data)` of a `data:` URL (RFC 2397), decoded locally."""
+    header, comma, payload = url[len("data:") :].partition(",")
+    if not comma:
+        raise ConfigurationError("malformed data: URL in an ImagePart (no ',' before the data)")
+    fields = header.split(";")
+    mime_type = fields[0].strip() or fallback_mime
+    if not mime_type:
+        raise ConfigurationError("the data: URL of an ImagePart names no MIME type")
+    raw = unquote_to_bytes(payload)
+    if any(field.strip().lower() == "base64" for field in fields[1:]):
+        try:
+            raw = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigurationError("the data: URL of an ImagePart has invalid base64") from None
+    return mime_type, base64.b64encode(raw).decode("ascii")
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def _parse_response(body: object, key: str, headers: Mapping[str, str]) -> Response:
+    """A `generateContent` reply as our `Response`.
+
+    Args:
+        body: the decoded JSON reply.
+        key: the "provider/model-id" key of the target that answered.
+        headers: the reply's headers.
+
+    Raises:
+        ContentPolicyError: the prompt was blocked (`promptFeedback.blockReason`).
+        ResponseFormatError: the reply has no usable candidate.
+        ProviderStatusError: the reply is an `{"error": ...}` object.
+    """
+    provider, _, model = key.partition("/")
+    if not isinstance(body, dict):
+        raise ResponseFormatError(
+            f"expected a JSON object from generateContent, got {type(body).__name__}",
+            provider=provider,
+            model=model,
+        )
+    if "error" in body:
+        raise _map_error(provider, model, _status_of(body), headers, json.dumps(body))
+    candidate = _first_candidate(body, provider, model)
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    for part in _parts(candidate):
+        if _is_answer_text(part):
+            text.append(part["text"])
+        call = part.get("functionCall")
+        if isinstance(call, dict):
+            calls.append(_tool_call(len(calls), call, part, provider, model))
+    return Response(
+        text="".join(text),
+        tool_calls=calls,
+        finish_reason=_finish_reason(candidate.get("finishReason"), bool(calls)),
+        usage=_usage(body.get("usageMetadata")) or Usage(),
+        model=key,
+        request_id=_response_id(body),
+        raw=body,
+    )
+
+
+def _first_candidate(body: dict[str, Any], provider: str, model: str) -> dict[str, Any]:
+    candidates = body.get("candidates")
+    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+        return candidates[0]
+    _raise_if_blocked(body, provider, model)
+    raise ResponseFormatError(
+        "the reply has no candidates (and no promptFeedback.blockReason)",
+        provider=provider,
+        model=model,
+    )
+
+
+def _raise_if_blocked(body: dict[str, Any], provider: str, model: str) -> None:
+    """A blocked prompt is a 200 with `promptFeedback.blockReason` and no candidates."""
+    feedback = body.get("promptFeedback")
+    reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
+    if isinstance(reason, str) and reason:
+        raise ContentPolicyError(
+            f"Gemini blocked the prompt (promptFeedback.blockReason={reason})",
+            provider=provider,
+            model=model,
+            code=reason,
+            request_id=_response_id(body),
+        )
+
+
+def _parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return []  # a candidate stopped for SAFETY often has no content at all
+    return [part for part in parts if isinstance(part, dict)]
+
+
+def _is_answer_text(part: dict[str, Any]) -> bool:
+    # Parts marked `thought` are reasoning summaries, not the answer.
+    return isinstance(part.get("text"), str) and not part.get("thought")
+
+
+def _tool_call(
+    index: int, call: dict[str, Any], part: dict[str, Any], provider: str, model: str
+) -> ToolCall:
+    name = call.get("name")
+    if not isinstance(name, str) or not name:
+        raise ResponseFormatError(
+            "a functionCall in the reply has no name", provider=provider, model=model
+        )
+    args = call.get("args")
+    arguments = json.dumps(args if isinstance(args, dict) else {}, ensure_ascii=False)
+    return ToolCall(_call_id(index, call.get("id"), part.get("thoughtSignature")), name, arguments)
+
+
+def _finish_reason(value: object, has_calls: bool) -> FinishReason:
+    reason = _FINISH_REASONS.get(value, FinishReason.OTHER) if isinstance(value, str) else None
+    if reason is None:
+        reason = FinishReason.STOP
+    # Gemini ends a tool-calling reply with STOP; callers need to know to run the tools.
+    if has_calls and reason is FinishReason.STOP:
+        return FinishReason.TOOL_CALLS
+    return reason
+
+
+def _count(metadata: dict[str, Any], name: str) -> int:
+    value = metadata.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _usage(metadata: object) -> Usage | None:
+    if not isinstance(metadata, dict):
+        return None
+    return Usage(
+        input_tokens=_count(metadata, "promptTokenCount")
+        + _count(metadata, "toolUsePromptTokenCount"),
+        output_tokens=_count(metadata, "candidatesTokenCount")
+        + _count(metadata, "thoughtsTokenCount"),
+    )
+
+
+def _response_id(body: dict[str, Any]) -> str | None:
+    value = body.get("responseId")
+    return value if isinstance(value, str) and value else None
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _status_of(body: dict[str, Any]) -> int:
+    """The HTTP status an in-band `{"error": {"code": ...}}` stands for (500 if unsaid)."""
+    error = body.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) and not isinstance(code, bool) and code >= 400 else 500
+
+
+def _error_fields(body: object) -> tuple[str | None, str | None, list[dict[str, Any]]]:
+    """`(message, status, details)` of a Google RPC error body, each None/[] if absent."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, None, []
+    message = error.get("message")
+    status = error.get("status")
+    details = error.get("details")
+    return (
+        message if isinstance(message, str) else None,
+        status if isinstance(status, str) else None,
+        [d for d in details if isinstance(d, dict)] if isinstance(details, list) else [],
+    )
+
+
+def _detail_reasons(details: list[dict[str, Any]]) -> set[str]:
+    """The `reason`s of `google.rpc.ErrorInfo` details ("API_KEY_INVALID", ...)."""
+    return {d["reason"] for d in details if isinstance(d.get("reason"), str)}
+
+
+def _quota_ids(details: list[dict[str, Any]]) -> list[str]:
+    """The `quotaId`s (and metrics) of `google.rpc.QuotaFailure` violations."""
+    ids: list[str] = []
+    for detail in details:
+        violations = detail.get("violations")
+        if not isinstance(violations, list):
+            continue
+        for violation in violations:
+            if isinstance(violation, dict):
+                ids.extend(
+                    v for k in ("quotaId", "quotaMetric") if isinstance(v := violation.get(k), str)
+                )
+    return ids
+
+
+def _map_error(
+    provider: str, model: str, status: int, headers: Mapping[str, str], body_text: str
+) -> ProviderError:
+    """Our error for a Gemini error reply (an HTTP error, or an in-band error chunk).
+
+    Gemini-specific matchers first (providers.md 6.5 and 8.1), then the generic status
+    rules of `status_error`.
+    """
+    body = json_or_none(body_text)
+    message, rpc_status, details = _error_fields(body)
+    text = (message or "").lower()
+    common: dict[str, Any] = {
+        "provider": provider,
+        "model": model,
+        "status": status,
+        "headers": headers,
+        "body_text": body_text,
+        "message": message,
+        "code": rpc_status,
+    }
+    reasons = _detail_reasons(details)
+    if "API_KEY_INVALID" in reasons or "api key not valid" in text:
+        # Gemini answers a bad key with 400 INVALID_ARGUMENT, not 401.
+        return status_error(**{**common, "code": "API_KEY_INVALID"}, kind=AuthenticationError)
+    if status == 404 and ("models/" in text or ("model" in text and "not found" in text)):
+        return status_error(**common, kind=ModelNotFoundError)
+    if status == 404 and rpc_status == "NOT_FOUND":
+        # The API itself answered (a missing file, say): not a wrong base URL.
+        return status_error(**common, kind=BadRequestError)
+    if "input token count" in text and "exceed" in text:
+        return status_error(**common, kind=ContextLengthError)
+    if status == 429 or rpc_status == "RESOURCE_EXHAUSTED":
+        return _rate_limit_error(common, body, headers, details)
+    return status_error(**common)
+
+
+def _rate_limit_error(
+    common: dict[str, Any], body: object, headers: Mapping[str, str], details: list[dict[str, Any]]
+) -> ProviderError:
+    """429 RESOURCE_EXHAUSTED: a per-minute limit clears, a per-day quota does not soon."""
+    if any("perday" in quota.lower().replace("_", "") for quota in _quota_ids(details)):
+        return status_error(**common, kind=QuotaExceededError)
+    error = status_error(**common)
+    # Gemini is not known to send Retry-After (which status_error reads); its hint is
+    # RetryInfo.retryDelay in the body.
+    delay = gemini_retry_delay(body) if error.retry_after is None else None
+    if delay is None:
+        return error
+    return type(error)(
+        error.message,
+        provider=error.provider,
+        model=error.model,
+        status=error.status,
+        code=error.code,
+        retry_after=delay,
+        request_id=error.request_id,
+        should_retry=error.should_retry,
+    )
+
+
+def _missing_key_error(provider: str, model: str) -> AuthenticationError:
+    return AuthenticationError(
+        f"no API key for the Gemini provider {provider!r}: set {KEY_ENV_VARS[0]} "
+        f"(or {KEY_ENV_VARS[1]}), or put the key in the DSN (gemini://KEY@)",
+        provider=provider,
+        model=model,
+    )
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class _StreamTranslator:
+    """Turns decoded `streamGenerateContent` chunks into our stream events.
+
+    States: before the first chunk (`StreamStart` not sent yet); streaming; terminal
+    (a chunk carried `finishReason`: `StreamEnd` was produced). A body that ends before
+    the terminal state is truncated (`finish()` raises).
+    """
+
+    __slots__ = (
+        "_calls",
+        "_headers",
+        "_key",
+        "_model",
+        "_provider",
+        "_started",
+        "finished",
+    )
+
+    def __init__(self, *, key: str, headers: Mapping[str, str]) -> None:
+        self._key = key
+        self._provider, _, self._model = key.partition("/")
+        self._headers = headers
+        self._started = False
+        self._calls = 0  # function calls so far: the next call's index
+        self.finished = False
+
+    def event(self, sse: ServerSentEvent) -> list[StreamEvent]:
+        """Translate one SSE event (its `data` is one JSON chunk)."""
+        if not sse.data.strip():
+            return []
+        try:
+            chunk = json.loads(sse.data)
+        except ValueError as exc:
+            raise ResponseFormatError(
+                f"a stream chunk is not JSON: {sse.data[:200]!r}",
+                provider=self._provider,
+                model=self._model,
+            ) from exc
+        return self.chunk(chunk)
+
+    def chunk(self, chunk: object) -> list[StreamEvent]:
+        """Translate one decoded chunk (a `GenerateContentResponse`).
+
+        Raises:
+            ProviderStatusError: the chunk is an `{"error": ...}` object (mapped by code).
+            ContentPolicyError: the prompt was blocked.
+        """
+        if not isinstance(chunk, dict):
+            raise ResponseFormatError(
+                f"a stream chunk is not a JSON object: {type(chunk).__name__}",
+                provider=self._provider,
+                model=self._model,
+            )
+        if "error" in chunk:
+            raise _map_error(
+                self._provider, self._model, _status_of(chunk), self._headers, json.dumps(chunk)
+            )
+        events: list[StreamEvent] = []
+        if not self._started:
+            self._started = True
+            events.append(StreamStart(model=self._key, request_id=_response_id(chunk)))
+        candidates = chunk.get("candidates")
+        candidate = candidates[0] if isinstance(candidates, list) and candidates else None
+        if not isinstance(candidate, dict):
+            _raise_if_blocked(chunk, self._provider, self._model)
+            candidate = {}
+        for part in _parts(candidate):
+            events.extend(self._part_events(part))
+        usage = _usage(chunk.get("usageMetadata"))
+        if usage is not None:
+            events.append(UsageUpdate(usage))
+        reason = candidate.get("finishReason")
+        if isinstance(reason, str) and reason and not self.finished:
+            self.finished = True
+            events.append(StreamEnd(_finish_reason(reason, self._calls > 0)))
+        return events
+
+    def _part_events(self, part: dict[str, Any]) -> list[StreamEvent]:
+        if _is_answer_text(part) and part["text"]:
+            return [TextDelta(part["text"])]
+        call = part.get("functionCall")
+        if not isinstance(call, dict):
+            return []
+        # Gemini (Developer API) sends each call whole in one chunk: one delta per call.
+        tool_call = _tool_call(self._calls, call, part, self._provider, self._model)
+        self._calls += 1
+        return [
+            ToolCallDelta(
+                self._calls - 1, id=tool_call.id, name=tool_call.name, arguments=tool_call.arguments
+            )
+        ]
+
+    def finish(self, raw_tail: bytes) -> None:
+        """At the end of the body: raise unless the terminal chunk arrived.
+
+        Args:
+            raw_tail: the last bytes of the body, searched for an error JSON sent without
+                the `data:` prefix (which an SSE decoder skips as unknown fields).
+        """
+        if self.finished:
+            return
+        error = _raw_error(raw_tail)
+        if error is not None:
+            raise _map_error(
+                self._provider, self._model, _status_of(error), self._headers, json.dumps(error)
+            )
+        raise StreamTruncatedError(
+            "the Gemini stream ended before a chunk with a finishReason",
+            provider=self._provider,
+            model=self._model,
+        )
+
+
+_SSE_FIELDS: Final = ("data:", "event:", "id:", "retry:", ":")
+
+
+def _raw_error(tail: bytes) -> dict[str, Any] | None:
+    """An `{"error": ...}` object written at the end of the body without `data:`, if any.
+
+    python-genai collects such non-`data:` lines until the braces balance; at the end of
+    the body the same lines are the trailing run of lines that are not SSE fields.
+    """
+    lines = tail.decode("utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    collected: list[str] = []
+    for line in reversed(lines):
+        if not line.strip() or line.startswith(_SSE_FIELDS):
+            break
+        collected.append(line)
+    value = json_or_none("\n".join(reversed(collected)))
+    return value if isinstance(value, dict) and "error" in value else None
+
+
+class _RawTail:
+    """The last `_RAW_TAIL_BYTES` bytes of a body."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self._buf += chunk
+        if len(self._buf) > 2 * _RAW_TAIL_BYTES:  # trim in batches, not on every chunk
+            del self._buf[:-_RAW_TAIL_BYTES]
+
+    def bytes(self) -> bytes:
+        return bytes(self._buf[-_RAW_TAIL_BYTES:])
+
+
+# --------------------------------------------------------------------------- model, provider
+
+
+class GeminiModel:
+    """One Gemini model. Get it with `GeminiProvider.model(model_id)`; no I/O until called."""
+
+    __slots__ = ("_key", "_model_id", "_path", "_provider")
+
+    def __init__(self, provider: GeminiProvider, model_id: str) -> None:
+        self._provider = provider
+        self._model_id = model_id
+        self._key = f"{provider.name}/{model_id}"
+        self._path = _model_path(model_id)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this model accepts (the defaults until the capability table lands)."""
+        return Capabilities()
+
+    @property
+    def key(self) -> str:
+        """The "provider/model-id" key."""
+        return self._key
+
+    async def generate(self, request: Request | str, *options: Option) -> Response:
+        """Answer `request` with one `generateContent` call.
+
+        Args:
+            request: the request, or a plain prompt (one user message).
+            *options: request options, applied in order.
+
+        Returns:
+            The answer, its usage, and Gemini's `responseId` as `request_id`.
+
+        Raises:
+            AuthenticationError: no API key is configured, or Gemini refused it.
+            ProviderError: the mapped HTTP, transport or reply error.
+            UnsupportedRequestError: the request has something Gemini cannot take.
+        """
+        request = as_request(request).apply(*options)
+        body = _build_body(request, self._model_id, stream=False, provider=self._provider.name)
+        provider = self._provider
+        data, headers = await request_json(
+            provider.http.get(),
+            "POST",
+            f"{provider.base_url}/{self._path}:generateContent",
+            headers=provider._headers(self._model_id),
+            json_body=body,
+            provider=provider.name,
+            model=self._model_id,
+            timeouts=provider.timeouts,
+            error_mapper=provider._error_mapper(self._model_id),
+        )
+        return _parse_response(data, self._key, headers)
+
+    async def stream(self, request: Request | str, *options: Option) -> Stream:
+        """Start a `streamGenerateContent?alt=sse` call.
+
+        HTTP errors raise here, before any event, so a chain can fail over.
+
+        Args:
+            request: the request, or a plain prompt (one user message).
+            *options: request options, applied in order.
+
+        Returns:
+            An open `Stream`: `StreamStart`, `TextDelta`/`ToolCallDelta`, `UsageUpdate`,
+            and `StreamEnd` once a chunk carries a `finishReason`.
+
+        Raises:
+            AuthenticationError: no API key is configured, or Gemini refused it.
+            ProviderError: the mapped HTTP or transport error.
+            UnsupportedRequestError: the request has something Gemini cannot take.
+        """
+        request = as_request(request).apply(*options)
+        body = _build_body(request, self._model_id, stream=True, provider=self._provider.name)
+        provider = self._provider
+        response = await open_stream(
+            provider.http.get(),
+            "POST",
+            f"{provider.base_url}/{self._path}:streamGenerateContent?alt=sse",
+            headers=provider._headers(self._model_id),
+            json_body=body,
+            provider=provider.name,
+            model=self._model_id,
+            timeouts=provider.timeouts,
+            error_mapper=provider._error_mapper(self._model_id),
+        )
+        return Stream(self._events(response), model=self._key, on_close=response.close)
+
+    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamEvent]:
+        provider = self._provider
+        translator = _StreamTranslator(key=self._key, headers=response.headers)
+        decoder = SSEDecoder(provider=provider.name, model=self._model_id)
+        tail = _RawTail()
+        body = iter_body(
+            response, provider=provider.name, model=self._model_id, timeouts=provider.timeouts
+        )
+        async with aclosing(body):
+            try:
+                async for chunk in body:
+                    tail.add(chunk)
+                    for sse in decoder.feed(chunk):
+                        for event in translator.event(sse):
+                            yield event
+            except (ProviderConnectionError, StreamTruncatedError):
+                # The terminal chunk already arrived: a reset, a stall or a missing
+                # chunked terminator while waiting for the end of the body loses nothing.
+                if not translator.finished:
+                    raise
+                return
+            for sse in decoder.close():
+                for event in translator.event(sse):
+                    yield event
+        translator.finish(tail.bytes())
+
+    def __repr__(self) -> str:
+        return f"<GeminiModel {self._key}>"
+
+
+def _model_path(model_id: str) -> str:
+    """The URL path of a model: `models/<id>` (tuned models: `tunedModels/<id>`)."""
+    for collection in ("models/", "tunedModels/"):
+        if model_id.startswith(collection):
+            return collection + quote(model_id[len(collection) :], safe="")
+    return "models/" + quote(model_id, safe="")
+
+
+class GeminiProvider:
+    """The Gemini Developer API, with one API key.
+
+    Construction does no I/O and never fails for a missing key: calls then raise
+    `AuthenticationError` naming `GEMINI_API_KEY` / `GOOGLE_API_KEY`.
+
+    Args:
+        name: the registry name (the first half of each target key).
+        api_key: the API key, or None.
+        base_url: the API root, e.g. `https://generativelanguage.googleapis.com/v1beta`.
+        http: the Registry's session holder (its session is fetched at call time).
+        timeouts: connect / first event / idle limits (default `Timeouts()`).
+        extra_headers: sent with every request (a proxy's headers, say); the key header
+            always wins.
+
+    Example:
+        ```python
+        provider = GeminiProvider("gemini", api_key=key, base_url=DEFAULT_BASE_URL,
+                                  http=HTTPSessionHolder())
+        response = await provider.model("gemini-2.5-flash").generate("Hello")
+        ```
+    """
+
+    __slots__ = (
+        "_api_key",
+        "_base_url",
+        "_extra_headers",
+        "_http",
+        "_models",
+        "_name",
+        "_timeouts",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str | None,
+        base_url: str,
+        http: HTTPSessionHolder,
+        timeouts: Timeouts | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._name = name
+        self._api_key = api_key or None
+        self._base_url = base_url.rstrip("/")
+        self._http = http
+        self._timeouts = timeouts if timeouts is not None else Timeouts()
+        self._extra_headers = dict(extra_headers or {})
+        self._models: dict[str, GeminiModel] = {}
+
+    @property
+    def name(self) -> str:
+        """The registry name."""
+        return self._name
+
+    @property
+    def base_url(self) -> str:
+        """The API root, without a trailing slash."""
+        return self._base_url
+
+    @property
+    def http(self) -> HTTPSessionHolder:
+        """The session holder requests go through."""
+        return self._http
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The per-request time limits."""
+        return self._timeouts
+
+    def model(self, model_id: str) -> GeminiModel:
+        """The model `model_id` ("gemini-2.5-flash"), cached per id. No I/O.
+
+        Raises:
+            ConfigurationError: the model id is empty.
+        """
+        model = self._models.get(model_id)
+        if model is None:
+            if not model_id.strip():
+                raise ConfigurationError(f"empty model id for the Gemini provider {self._name!r}")
+            model = self._models.setdefault(model_id, GeminiModel(self, model_id))
+        return model
+
+    async def list_models(self) -> list[str]:
+        """The ids of the models that can `generateContent` with this key.
+
+        Follows `nextPageToken` across pages; ids lose their `models/` prefix.
+
+        Raises:
+            AuthenticationError: no API key is configured, or Gemini refused it.
+            ProviderError: the mapped HTTP, transport or reply error.
+        """
+        ids: list[str] = []
+        token: str | None = None
+        for _ in range(_LIST_MAX_PAGES):
+            url = f"{self._base_url}/models?pageSize={_LIST_PAGE_SIZE}"
+            if token:
+                url += f"&pageToken={quote(token, safe='')}"
+            data, _headers = await request_json(
+                self._http.get(),
+                "GET",
+                url,
+                headers=self._headers(""),
+                provider=self._name,
+                model="",
+                timeouts=self._timeouts,
+                error_mapper=self._error_mapper(""),
+            )
+            ids.extend(_model_ids(data, self._name))
+            next_token = data.get("nextPageToken") if isinstance(data, dict) else None
+            if not isinstance(next_token, str) or not next_token or next_token == token:
+                break
+            token = next_token
+        return ids
+
+    def _headers(self, model_id: str) -> dict[str, str]:
+        if self._api_key is None:
+            raise _missing_key_error(self._name, model_id)
+        return {**self._extra_headers, "x-goog-api-key": self._api_key}
+
+    def _error_mapper(self, model_id: str) -> ErrorMapper:
+        key = self._api_key
+
+        def mapper(status: int, headers: Mapping[str, str], body_text: str) -> ProviderError:
+            # Defence in depth: should a proxy ever echo the key, it never reaches a message.
+            if key:
+                body_text = body_text.replace(key, "***")
+            return _map_error(self._name, model_id, status, headers, body_text)
+
+        return mapper
+
+    def __repr__(self) -> str:
+        return f"GeminiProvider({self._name!r}, base_url={self._base_url!r})"
+
+
+def _model_ids(data: object, provider: str) -> list[str]:
+    if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
+        raise ResponseFormatError(
+            "expected {'models': [...]} from the models list", provider=provider
+        )
+    ids: list[str] = []
+    for entry in data.get("models", []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        methods = entry.get("supportedGenerationMethods")
+        # Embedding-only and other models that cannot answer a chat are left out.
+        if isinstance(methods, list) and "generateContent" not in methods:
+            continue
+        ids.append(entry["name"].removeprefix("models/"))
+    return ids
+
+
+def _timeouts_from(query: Mapping[str, str], name: str) -> Timeouts | None:
+    """`Timeouts` from a DSN's `connect`, `first_event` and `idle` keys (seconds)."""
+    unknown = sorted(set(query) - set(_TIMEOUT_KEYS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown key(s) {', '.join(map(repr, unknown))} in the DSN of the Gemini provider "
+            f"{name!r} (accepted: {', '.join(_TIMEOUT_KEYS)}, in seconds)"
+        )
+    if not query:
+        return None
+    seconds: dict[str, float] = {}
+    for field in _TIMEOUT_KEYS:
+        if field not in query:
+            continue
+        try:
+            value = float(query[field])
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigurationError(
+                f"DSN key {field!r} of the Gemini provider {name!r} needs a positive number "
+                f"of seconds, got {query[field]!r}"
+            )
+        seconds[field] = value
+    return Timeouts(**seconds)
+
+
+def gemini_factory(name: str, dsn: DSN, context: ProviderContext) -> GeminiProvider:
+    """The `gemini://` (and `google://`) scheme factory.
+
+    - Key: the DSN's credential, else `GEMINI_API_KEY`, else `GOOGLE_API_KEY`. A missing
+      key is reported when a call is made, not here.
+    - Base URL: the DSN's (`gemini://KEY@host/v1beta`, `gemini+http://127.0.0.1:8080/v1beta`)
+      when it names a host, else `DEFAULT_BASE_URL`. Give the full API root, version included.
+    - Query: `connect`, `first_event`, `idle` set the timeouts in seconds
+      (`gemini://KEY@?first_event=300`); any other key is an error.
+
+    Raises:
+        ConfigurationError: an unknown query key or a bad number of seconds.
+    """
+    api_key = dsn.credential
+    if not api_key:
+        api_key = next((value for var in KEY_ENV_VARS if (value := context.env(var))), None)
+    return GeminiProvider(
+        name,
+        api_key=api_key,
+        base_url=dsn.base_url if dsn.host else DEFAULT_BASE_URL,
+        http=context.http,
+        timeouts=_timeouts_from(dsn.query, name),
+    )

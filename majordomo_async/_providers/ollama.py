@@ -1,0 +1,988 @@
+"""The built-in Ollama provider: the native `POST /api/chat` API over aiohttp.
+
+Wire format (providers.md section 7, checked against `ollama/ollama` docs/api.md and
+api/types.go, and the official `ollama-python` client):
+
+- Requests: `{"model", "messages", "tools", "format", "options", "stream"}`. The system
+  prompt is the first message; sampling settings live under `options` (`num_predict` is
+  the token cap). Images are raw base64 strings in a message's `images` list: inline
+  bytes and `data:` URLs are sent, an http(s) URL raises `UnsupportedRequestError`
+  (fetching it is for a later milestone). Tool-call arguments are JSON *objects* on
+  the wire, so `ToolCall.arguments` text is parsed before it is replayed.
+- Ollama has no `tool_choice`. "auto" sends the tools, "none" sends none, a tool name
+  sends only that tool, and "required" sends them all: the model may still answer in
+  text, because nothing on the wire can force a call.
+- Replies: `message.content` (a text delta when streaming), `message.tool_calls` (whole
+  calls, often without ids: `call_N` ids are made up, N counting calls in the reply),
+  and a final object with `"done": true`, `done_reason` and the token counts
+  `prompt_eval_count` / `eval_count`. Tool calls end with `done_reason: "stop"`, so the
+  finish reason is `TOOL_CALLS` whenever the reply had any.
+- Streams are NDJSON and Ollama streams by default, so `"stream"` is always sent. The
+  terminal signal is `"done": true`; a body that ends without it is truncated. An
+  `{"error": "..."}` line (before or after content) raises the mapped, typed error.
+- No credential locally. When `OLLAMA_API_KEY` or a DSN credential is set (ollama.com),
+  it goes out as `Authorization: Bearer`; ollama.com without a key fails at call time
+  with an `AuthenticationError` naming `OLLAMA_API_KEY`.
+
+DSNs (`ollama_factory`):
+
+```
+ollama://[KEY@][host[:port]][/path][?connect=S&first_event=S&idle=S]
+ollama+http://...   ollama+https://...
+```
+
+- No host: the server comes from `OLLAMA_HOST` (as the official clients read it: `host`,
+  `host:port`, `:port` or a full `http(s)://host[:port][/path]` URL), else
+  `http://127.0.0.1:11434`.
+- `ollama://host` is plain HTTP on port 11434 unless a port is given, except
+  `ollama://ollama.com`, which is `https://ollama.com`. `ollama+http://` and
+  `ollama+https://` pick the transport explicitly (default ports 80 and 443).
+- Query keys, each a positive number of seconds: `connect` (TCP + TLS, default 10),
+  `first_event` (until the first body bytes; a cold model load counts, default 300),
+  `idle` (between chunks, default 120). Any other key is an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import attrs
+
+from .._capabilities import Capabilities
+from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    ContentPolicyError,
+    ContextLengthError,
+    ModelNotFoundError,
+    OverloadedError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    QuotaExceededError,
+    ResponseFormatError,
+    ServerError,
+    StreamTruncatedError,
+    UnsupportedRequestError,
+)
+from .._http import Timeouts, iter_body, open_stream, request_id_from, request_json
+from .._messages import ImagePart, Message, TextPart, Tool, ToolCall, ToolCallPart, ToolResultPart
+from .._request import JSONMode, JSONSchema, Option, Request, as_request
+from .._response import FinishReason, Response, Usage
+from .._sse import NDJSONDecoder
+from .._stream import Stream
+from ._common import json_or_none, status_error
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .._context import HTTPSessionHolder, ProviderContext
+    from .._dsn import DSN
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUTS",
+    "OllamaModel",
+    "OllamaProvider",
+    "ollama_factory",
+    "parse_ollama_host",
+]
+
+DEFAULT_BASE_URL: Final = "http://127.0.0.1:11434"
+"""Where a local Ollama server listens unless `OLLAMA_HOST` says otherwise."""
+
+_DEFAULT_PORT: Final = 11434
+_CLOUD_HOST: Final = "ollama.com"
+_KEY_ENV: Final = "OLLAMA_API_KEY"
+_HOST_ENV: Final = "OLLAMA_HOST"
+_TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
+# Ollama documents no request id header; ollama.com and proxies in front of a local
+# server may send the common one.
+_REQUEST_ID_HEADERS: Final = ("x-request-id",)
+_LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
+# The first request to a model loads it into memory, which takes from seconds to minutes
+# for a large model: the time to the first byte gets more room than the shared default.
+DEFAULT_TIMEOUTS: Final = Timeouts(first_event=300.0)
+
+# Error texts (providers.md 7.5 and 8.1; server/routes.go, server/sched.go; Ollama
+# cloud 429 bodies seen in issue threads). Matched case-insensitively.
+# `model 'x' not found`, `model "x" not found, try pulling it first`, `model not found`.
+_MODEL_NOT_FOUND: Final = re.compile(
+    r"""\bmodel(?:\s+(?:'[^']*'|"[^"]*"|\S+))?\s+not found""", re.IGNORECASE
+)
+_CONTEXT_LENGTH: Final = re.compile(
+    r"exceeds? the context length|context length exceeded|context window", re.IGNORECASE
+)
+_UNSUPPORTED: Final = re.compile(r"does not support (tools|thinking|vision|images)", re.IGNORECASE)
+_BUSY: Final = re.compile(r"server busy|maximum pending requests", re.IGNORECASE)
+# "you have reached your session/hourly/weekly usage limit, upgrade for higher limits":
+# a plan's allowance, which clears in hours or days, not within a retry budget.
+_USAGE_LIMIT: Final = re.compile(r"usage limit", re.IGNORECASE)
+# Ollama itself has no moderation; this catches a moderating proxy or cloud front end.
+_CONTENT_POLICY: Final = re.compile(r"content policy|content filter|moderation", re.IGNORECASE)
+_UNAUTHORIZED: Final = re.compile(r"\bunauthori[sz]ed\b", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def parse_ollama_host(value: str | None) -> str:
+    """The base URL an `OLLAMA_HOST` value names, read as the official clients read it.
+
+    Args:
+        value: `host`, `host:port`, `:port`, or `http(s)://host[:port][/path]`; quotes and
+            surrounding spaces are ignored. None or "" is the default.
+
+    Returns:
+        A base URL without a trailing slash. Without a scheme the transport is HTTP and
+        the port 11434; with one, the scheme's default port.
+
+    Raises:
+        ConfigurationError: the scheme is not http or https, or the port is invalid.
+
+    Example:
+        >>> parse_ollama_host("gpu-box")
+        'http://gpu-box:11434'
+        >>> parse_ollama_host("https://ollama.example.com/base/")
+        'https://ollama.example.com/base'
+    """
+    text = (value or "").strip().strip("\"'").strip()
+    if not text:
+        return DEFAULT_BASE_URL
+    scheme, sep, rest = text.partition("://")
+    default_port: int | None = _DEFAULT_PORT
+    if not sep:
+        scheme, rest = "http", text
+    elif scheme.lower() in ("http", "https"):
+        scheme, default_port = scheme.lower(), None
+    else:
+        raise ConfigurationError(
+            f"{_HOST_ENV} has an unsupported scheme {scheme!r}: use http:// or https://"
+        )
+    parts = urlsplit(f"{scheme}://{rest}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(
+            f"{_HOST_ENV} has an invalid port: expected host:port with a port from 1 to 65535"
+        ) from None
+    host = parts.hostname or "127.0.0.1"
+    return _url(scheme, host, port or default_port, parts.path)
+
+
+def _url(scheme: str, host: str, port: int | None, path: str) -> str:
+    host = f"[{host}]" if ":" in host else host
+    path = path.rstrip("/")
+    return f"{scheme}://{host}{f':{port}' if port is not None else ''}{path}"
+
+
+def _dsn_base_url(dsn: DSN, env_host: str | None) -> str:
+    """The server a DSN names: its host, else `OLLAMA_HOST`, else the local default."""
+    if not dsn.host:
+        return parse_ollama_host(env_host)
+    if dsn.scheme.endswith("+https"):
+        return _url("https", dsn.host, dsn.port, dsn.path)
+    if dsn.scheme.endswith("+http"):
+        return _url("http", dsn.host, dsn.port, dsn.path)
+    if _is_cloud(dsn.host):
+        return _url("https", dsn.host, dsn.port, dsn.path)
+    # A bare host is a self-hosted server: plain HTTP on Ollama's port, as OLLAMA_HOST.
+    return _url("http", dsn.host, dsn.port or _DEFAULT_PORT, dsn.path)
+
+
+def _is_cloud(host: str) -> bool:
+    host = host.lower()
+    return host == _CLOUD_HOST or host.endswith("." + _CLOUD_HOST)
+
+
+def _dsn_timeouts(query: Mapping[str, str]) -> Timeouts | None:
+    """`Timeouts` from a DSN's `connect` / `first_event` / `idle` keys (None if none)."""
+    unknown = sorted(set(query) - set(_TIMEOUT_KEYS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown ollama DSN key(s) {', '.join(map(repr, unknown))} "
+            f"(accepted keys: {', '.join(_TIMEOUT_KEYS)})"
+        )
+    if not query:
+        return None
+    values: dict[str, float] = {}
+    for key, text in query.items():
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ConfigurationError(
+                f"ollama DSN key {key!r} needs a positive number of seconds, got {text!r}"
+            )
+        values[key] = seconds
+    return attrs.evolve(DEFAULT_TIMEOUTS, **values)
+
+
+# --------------------------------------------------------------------------- request body
+
+
+@attrs.frozen
+class _Target:
+    """Who a request is for: names the errors request building raises."""
+
+    provider: str
+    model: str
+
+    def unsupported(self, message: str) -> UnsupportedRequestError:
+        return UnsupportedRequestError(message, provider=self.provider, model=self.model)
+
+
+def _build_body(
+    request: Request, model_id: str, *, stream: bool, provider: str = "ollama"
+) -> dict[str, Any]:
+    """The `/api/chat` JSON body for `request` (pure: no I/O).
+
+    Args:
+        request: what to ask.
+        model_id: the model, as the server names it ("llama3.2").
+        stream: ask for an NDJSON stream (True) or one JSON reply (False).
+        provider: the provider's registry name, for errors.
+
+    Raises:
+        UnsupportedRequestError: an image given by http(s) URL, tool-call arguments that
+            are not a JSON object, or a `tool_choice` naming a tool that is not offered.
+    """
+    target = _Target(provider, model_id)
+    body: dict[str, Any] = {"model": model_id, "messages": _build_messages(request, target)}
+    tools = _offered_tools(request, target)
+    if tools:
+        body["tools"] = [_tool_definition(tool) for tool in tools]
+    if isinstance(request.response_format, JSONMode):
+        body["format"] = "json"
+    elif isinstance(request.response_format, JSONSchema):
+        body["format"] = dict(request.response_format.schema)
+    options = _options(request)
+    if options:
+        body["options"] = options
+    # Ollama streams unless told otherwise, so the choice is always explicit.
+    body["stream"] = stream
+    return body
+
+
+def _options(request: Request) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    if request.top_p is not None:
+        options["top_p"] = request.top_p
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    if request.stop:
+        options["stop"] = list(request.stop)
+    return options
+
+
+def _offered_tools(request: Request, target: _Target) -> tuple[Tool, ...]:
+    """The tools to send: Ollama has no `tool_choice`, so the choice filters the list."""
+    choice = request.tool_choice
+    if choice is None or choice in ("auto", "required"):
+        return request.tools
+    if choice == "none":
+        return ()
+    chosen = tuple(tool for tool in request.tools if tool.name == choice)
+    if not chosen:
+        raise target.unsupported(
+            f"tool_choice names {choice!r}, which is not among the request's tools"
+        )
+    return chosen
+
+
+def _tool_definition(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = dict(tool.parameters)
+    return {"type": "function", "function": function}
+
+
+def _build_messages(request: Request, target: _Target) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    # Tool results name their tool (`tool_name`); the name comes from the call they answer.
+    names: dict[str, str] = {}
+    for message in request.messages:
+        for part in message.parts:
+            if isinstance(part, ToolCallPart):
+                names[part.call.id] = part.call.name
+        messages.extend(_message_entries(message, names, target))
+    return messages
+
+
+def _message_entries(
+    message: Message, names: Mapping[str, str], target: _Target
+) -> Iterator[dict[str, Any]]:
+    """One wire message for the text, images and tool calls; one per tool result."""
+    text: list[str] = []
+    images: list[str] = []
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            text.append(part.text)
+        elif isinstance(part, ImagePart):
+            images.append(_image_data(part, target))
+        elif isinstance(part, ToolCallPart):
+            calls.append(_tool_call_entry(part.call, target))
+        else:
+            results.append(_tool_result_entry(part, names))
+    if text or images or calls or not results:
+        entry: dict[str, Any] = {"role": message.role, "content": "".join(text)}
+        if images:
+            entry["images"] = images
+        if calls:
+            entry["tool_calls"] = calls
+        yield entry
+    yield from results
+
+
+def _image_data(part: ImagePart, target: _Target) -> str:
+    """Raw base64 (no `data:` prefix), as Ollama's `images` list wants it."""
+    if part.data is not None:
+        return part.base64()
+    url = part.url or ""
+    if url[:5].lower() == "data:":
+        return _data_url_base64(url, target)
+    raise target.unsupported(
+        "Ollama takes images only as inline data, not by URL: pass the bytes "
+        "(ImagePart.from_bytes) or a data: URL"
+    )
+
+
+def _data_url_base64(url: str, target: _Target) -> str:
+    header, comma, payload = url[5:].partition(",")
+    if not comma:
+        raise target.unsupported("the image data: URL has no ',' before its data")
+    if header.lower().endswith(";base64"):
+        data = unquote_to_bytes(payload)
+        try:
+            base64.b64decode(data, validate=True)
+        except binascii.Error:
+            raise target.unsupported(
+                "the image data: URL says base64 but its data is not base64"
+            ) from None
+        return data.decode("ascii")
+    # A percent-encoded data: URL carries the bytes themselves.
+    return base64.b64encode(unquote_to_bytes(payload)).decode("ascii")
+
+
+def _tool_call_entry(call: ToolCall, target: _Target) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call.arguments or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise target.unsupported(
+            f"Ollama needs tool-call arguments as a JSON object; the arguments of "
+            f"call {call.id!r} ({call.name}) are not one"
+        )
+    return {"id": call.id, "function": {"name": call.name, "arguments": arguments}}
+
+
+def _tool_result_entry(part: ToolResultPart, names: Mapping[str, str]) -> dict[str, Any]:
+    # Ollama has no error flag for results: `is_error` content describes the failure.
+    entry: dict[str, Any] = {"role": "tool", "content": part.content}
+    name = part.name or names.get(part.call_id)
+    if name:
+        entry["tool_name"] = name
+    # Newer servers read `tool_call_id`; older ones ignore fields they do not know.
+    entry["tool_call_id"] = part.call_id
+    return entry
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def _parse_response(
+    body: Any, key: str, headers: Mapping[str, str], *, request_id: str | None = None
+) -> Response:
+    """A `Response` from a non-streamed `/api/chat` reply.
+
+    Args:
+        body: the decoded JSON reply.
+        key: the "provider/model-id" key of the target that answered.
+        headers: the reply's headers (for the request id).
+        request_id: overrides the request id found in `headers`.
+
+    Raises:
+        ProviderError: the reply is an `{"error": ...}` object (the mapped, typed error).
+        ResponseFormatError: the reply is not a chat response.
+    """
+    provider, _, model = key.partition("/")
+    if request_id is None:
+        request_id = request_id_from(headers, _REQUEST_ID_HEADERS)
+    if isinstance(body, dict) and "error" in body:
+        raise _in_band_error(body["error"], provider, model, request_id)
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, dict):
+        raise ResponseFormatError(
+            "the Ollama reply has no message object", provider=provider, model=model
+        )
+    text = _content(message, provider, model)
+    calls = _tool_calls(message, 0, provider, model)
+    return Response(
+        text=text,
+        tool_calls=calls,
+        finish_reason=_finish_reason(body.get("done_reason"), has_tool_calls=bool(calls)),
+        usage=_usage(body),
+        model=key,
+        request_id=request_id,
+        raw=body,
+    )
+
+
+def _content(message: Mapping[str, Any], provider: str, model: str) -> str:
+    content = message.get("content")
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise ResponseFormatError(
+            "the Ollama reply's message.content is not a string", provider=provider, model=model
+        )
+    return content
+
+
+def _tool_calls(
+    message: Mapping[str, Any], first_index: int, provider: str, model: str
+) -> list[ToolCall]:
+    """The message's tool calls; calls without an id get `call_<index>`."""
+    raw = message.get("tool_calls") or []
+    if not isinstance(raw, list):
+        raise ResponseFormatError(
+            "the Ollama reply's message.tool_calls is not a list", provider=provider, model=model
+        )
+    calls: list[ToolCall] = []
+    for offset, item in enumerate(raw):
+        function = item.get("function") if isinstance(item, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(function, dict) or not isinstance(name, str) or not name:
+            raise ResponseFormatError(
+                "an Ollama tool call has no function name", provider=provider, model=model
+            )
+        call_id = item.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            call_id = f"call_{first_index + offset}"
+        calls.append(ToolCall(call_id, name, _arguments_text(function.get("arguments"))))
+    return calls
+
+
+def _arguments_text(arguments: Any) -> str:
+    """Ollama sends arguments as a JSON object; `ToolCall.arguments` is JSON text."""
+    if arguments is None:
+        return "{}"
+    if isinstance(arguments, str):  # already text (OpenAI-style), kept as written
+        return arguments
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def _finish_reason(done_reason: Any, *, has_tool_calls: bool) -> FinishReason:
+    # Ollama ends tool calls with "stop" (providers.md 7.3): the calls decide.
+    if has_tool_calls:
+        return FinishReason.TOOL_CALLS
+    if done_reason is None or done_reason == "stop":
+        return FinishReason.STOP
+    if done_reason == "length":
+        return FinishReason.LENGTH
+    return FinishReason.OTHER  # "load", "unload", or something newer
+
+
+def _usage(body: Mapping[str, Any]) -> Usage:
+    # Counts may be missing (e.g. a cached prompt): zero, as `Usage` promises.
+    return Usage(
+        input_tokens=_count(body.get("prompt_eval_count")),
+        output_tokens=_count(body.get("eval_count")),
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+class _StreamTranslator:
+    """Turns decoded NDJSON objects of a `/api/chat` stream into our events.
+
+    Feed objects in order; `done` turns True at the terminal object (`"done": true`),
+    after which nothing more is expected. `finish()` raises if it never came.
+    """
+
+    __slots__ = ("_calls", "_key", "_model", "_provider", "_request_id", "_started", "done")
+
+    def __init__(self, key: str, request_id: str | None) -> None:
+        self._key = key
+        self._provider, _, self._model = key.partition("/")
+        self._request_id = request_id
+        self._started = False
+        self._calls = 0  # tool calls seen so far: the next call's index
+        self.done = False
+
+    def feed(self, obj: Any) -> list[StreamEvent]:
+        """The events one stream object makes.
+
+        Raises:
+            ProviderError: the object is an in-band `{"error": ...}` (mapped, typed).
+            ResponseFormatError: the object is not a chat stream object.
+        """
+        events: list[StreamEvent] = []
+        if not self._started:
+            self._started = True
+            events.append(StreamStart(model=self._key, request_id=self._request_id))
+        if not isinstance(obj, dict):
+            raise ResponseFormatError(
+                f"an Ollama stream line is not a JSON object: {str(obj)[:200]!r}",
+                provider=self._provider,
+                model=self._model,
+            )
+        if "error" in obj:
+            raise _in_band_error(obj["error"], self._provider, self._model, self._request_id)
+        message = obj.get("message")
+        if isinstance(message, dict):
+            text = _content(message, self._provider, self._model)
+            if text:
+                events.append(TextDelta(text))
+            for call in _tool_calls(message, self._calls, self._provider, self._model):
+                events.append(ToolCallDelta(self._calls, call.id, call.name, call.arguments))
+                self._calls += 1
+        if obj.get("done") is True:
+            self.done = True
+            events.append(UsageUpdate(_usage(obj)))
+            reason = _finish_reason(obj.get("done_reason"), has_tool_calls=self._calls > 0)
+            events.append(StreamEnd(reason))
+        return events
+
+    def feed_all(self, objs: Iterable[Any]) -> list[StreamEvent]:
+        """The events of several objects, in order; objects after the terminal one are ignored."""
+        events: list[StreamEvent] = []
+        for obj in objs:
+            if self.done:
+                break
+            events.extend(self.feed(obj))
+        return events
+
+    def finish(self) -> None:
+        """At the end of the body.
+
+        Raises:
+            StreamTruncatedError: the terminal `"done": true` object never came.
+        """
+        if not self.done:
+            raise StreamTruncatedError(
+                'the Ollama stream ended before its final object ("done": true)',
+                provider=self._provider,
+                model=self._model,
+                request_id=self._request_id,
+            )
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _error_text(body_text: str) -> str | None:
+    """The `error` string of an Ollama error body (`{"error": "..."}`), if it is one."""
+    body = json_or_none(body_text)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):  # OpenAI-shaped, from a proxy in front of the server
+        error = error.get("message")
+    return error if isinstance(error, str) and error.strip() else None
+
+
+def _with_pull_hint(text: str, model: str) -> str:
+    return f"{text} (run `ollama pull {model}` on the server to download it)"
+
+
+def _in_band_error(error: Any, provider: str, model: str, request_id: str | None) -> ProviderError:
+    """The error for an `{"error": ...}` object in a 200 reply (no status of its own)."""
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        error = error["message"]  # OpenAI-shaped, from a proxy in front of the server
+    text = error if isinstance(error, str) and error else json.dumps(error)
+    ctx: dict[str, Any] = {"provider": provider, "model": model, "request_id": request_id}
+    if _MODEL_NOT_FOUND.search(text):
+        return ModelNotFoundError(_with_pull_hint(text, model), **ctx)
+    if _CONTEXT_LENGTH.search(text):
+        return ContextLengthError(text, **ctx)
+    if _UNSUPPORTED.search(text):
+        return UnsupportedRequestError(text, **ctx)
+    if _USAGE_LIMIT.search(text):
+        return QuotaExceededError(text, **ctx)
+    if _BUSY.search(text):
+        return OverloadedError(text, **ctx)
+    if _CONTENT_POLICY.search(text):
+        return ContentPolicyError(text, **ctx)
+    if _UNAUTHORIZED.search(text):
+        return AuthenticationError(text, **ctx)
+    # The model runner failed mid-answer: a server fault, worth one retry.
+    return ServerError(text, **ctx)
+
+
+@attrs.frozen
+class _ErrorMapper:
+    """`ErrorMapper` for Ollama: its own matchers first, then `status_error()`."""
+
+    provider: str
+    model: str
+    has_key: bool
+
+    def __call__(self, status: int, headers: Mapping[str, str], body_text: str) -> ProviderError:
+        text = _error_text(body_text)
+        request_id = request_id_from(headers, _REQUEST_ID_HEADERS)
+        common: dict[str, Any] = {
+            "provider": self.provider,
+            "model": self.model,
+            "status": status,
+            "headers": headers,
+            "body_text": body_text,
+            "request_id": request_id,
+        }
+        if text is not None:
+            special = self._special(status, text, common)
+            if special is not None:
+                return special
+        if status in (401, 403):
+            return status_error(message=self._auth_message(text), **common)
+        return status_error(message=text, **common)
+
+    def _special(self, status: int, text: str, common: dict[str, Any]) -> ProviderError | None:
+        """Matchers on the body text, in providers.md 8.4 order; None when none fits."""
+        if status == 404 and _MODEL_NOT_FOUND.search(text):
+            return status_error(
+                message=_with_pull_hint(text, self.model), kind=ModelNotFoundError, **common
+            )
+        if status == 429 and _USAGE_LIMIT.search(text):
+            return status_error(message=text, kind=QuotaExceededError, **common)
+        if status in (400, 413, 422) and _CONTEXT_LENGTH.search(text):
+            return status_error(message=text, kind=ContextLengthError, **common)
+        if status in (400, 403) and _CONTENT_POLICY.search(text):
+            return status_error(message=text, kind=ContentPolicyError, **common)
+        if status == 400 and _UNSUPPORTED.search(text):
+            # "x does not support tools": another model may; no penalty for this one.
+            return UnsupportedRequestError(
+                text,
+                provider=self.provider,
+                model=self.model,
+                status=status,
+                request_id=common["request_id"],
+            )
+        if status == 503 and _BUSY.search(text):
+            return status_error(message=text, kind=OverloadedError, **common)
+        return None
+
+    def _auth_message(self, text: str | None) -> str:
+        said = text or "unauthorized"
+        if self.has_key:
+            return f"{said}: the server rejected the API key (check {_KEY_ENV} or the DSN key)"
+        return f"{said}: this server needs an API key; set {_KEY_ENV} or put it in the DSN"
+
+
+@contextlib.contextmanager
+def _not_running_hint(base_url: str) -> Iterator[None]:
+    """Say plainly that Ollama is not running when its host refuses the connection."""
+    try:
+        yield
+    except ProviderConnectionError as exc:
+        if isinstance(exc, ProviderTimeoutError) or not _refused(exc):
+            raise
+        host = urlsplit(base_url).hostname or ""
+        hint = (
+            "start it with `ollama serve`, or point OLLAMA_HOST at the right server"
+            if host in _LOCAL_HOSTS
+            else "check the host and port, or point OLLAMA_HOST at the right server"
+        )
+        raise ProviderConnectionError(
+            f"Ollama does not seem to be running at {base_url} (connection refused): {hint}",
+            provider=exc.provider,
+            model=exc.model,
+        ) from exc.__cause__
+
+
+def _refused(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(getattr(cause, "os_error", None), ConnectionRefusedError) or isinstance(
+        cause, ConnectionRefusedError
+    )
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class OllamaModel:
+    """One Ollama model. Get it with `OllamaProvider.model(model_id)`."""
+
+    __slots__ = ("_key", "_model_id", "_provider")
+
+    def __init__(self, provider: OllamaProvider, model_id: str) -> None:
+        self._provider = provider
+        self._model_id = model_id
+        self._key = f"{provider.name}/{model_id}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this model accepts (the defaults until the capability table lands)."""
+        return Capabilities()
+
+    async def generate(self, request: Request | str, *options: Option) -> Response:
+        """Answer `request` with one non-streamed `/api/chat` call.
+
+        Args:
+            request: the request, or a plain prompt (one user message).
+            *options: request options, applied in order.
+
+        Returns:
+            The answer; `Response.model` is this model's "provider/model-id" key.
+
+        Raises:
+            ProviderError: the subclass for the failure (see the module docstring).
+        """
+        request = as_request(request).apply(*options)
+        provider = self._provider
+        body = _build_body(request, self._model_id, stream=False, provider=provider.name)
+        with _not_running_hint(provider.base_url):
+            reply, headers = await request_json(
+                provider._session(self._model_id),
+                "POST",
+                provider._url("/api/chat"),
+                headers=provider._headers(stream=False),
+                json_body=body,
+                provider=provider.name,
+                model=self._model_id,
+                timeouts=provider._timeouts,
+                error_mapper=provider._error_mapper(self._model_id),
+            )
+        return _parse_response(reply, self._key, headers)
+
+    async def stream(self, request: Request | str, *options: Option) -> Stream:
+        """Start a streamed `/api/chat` answer.
+
+        HTTP errors before the stream starts are raised here, so a chain can fail over.
+
+        Args:
+            request: the request, or a plain prompt (one user message).
+            *options: request options, applied in order.
+
+        Returns:
+            An open `Stream`: `StreamStart`, `TextDelta` / `ToolCallDelta` pieces,
+            `UsageUpdate`, then `StreamEnd`. Close it (`async with`).
+
+        Raises:
+            ProviderError: the subclass for the failure (see the module docstring).
+        """
+        request = as_request(request).apply(*options)
+        provider = self._provider
+        body = _build_body(request, self._model_id, stream=True, provider=provider.name)
+        with _not_running_hint(provider.base_url):
+            response = await open_stream(
+                provider._session(self._model_id),
+                "POST",
+                provider._url("/api/chat"),
+                headers=provider._headers(stream=True),
+                json_body=body,
+                provider=provider.name,
+                model=self._model_id,
+                timeouts=provider._timeouts,
+                error_mapper=provider._error_mapper(self._model_id),
+            )
+        request_id = request_id_from(response.headers, _REQUEST_ID_HEADERS)
+        return Stream(
+            self._events(response, request_id),
+            model=self._key,
+            request_id=request_id,
+            on_close=response.close,
+        )
+
+    async def _events(
+        self, response: aiohttp.ClientResponse, request_id: str | None
+    ) -> AsyncIterator[StreamEvent]:
+        """Body chunks -> NDJSON objects -> our events, until `"done": true`."""
+        provider = self._provider
+        decoder = NDJSONDecoder(provider=provider.name, model=self._model_id)
+        translator = _StreamTranslator(self._key, request_id)
+        chunks = iter_body(
+            response, provider=provider.name, model=self._model_id, timeouts=provider._timeouts
+        )
+        # `aclosing`: leaving early (error, cancellation, a consumer that stops) closes
+        # the connection at once instead of at garbage collection.
+        async with contextlib.aclosing(chunks):
+            try:
+                async for chunk in chunks:
+                    if translator.done:
+                        # Read on to the end (nothing more is expected): a body read to
+                        # its end gives the connection back to the pool, not closed.
+                        continue
+                    for event in translator.feed_all(decoder.feed(chunk)):
+                        yield event
+            except ProviderError:
+                if not translator.done:
+                    raise
+                # The answer was complete; only reading the empty rest failed, and
+                # `iter_body` closed the connection. Nothing is lost.
+                return
+            if not translator.done:
+                for event in translator.feed_all(decoder.close()):
+                    yield event
+        translator.finish()
+
+    def __repr__(self) -> str:
+        return f"<OllamaModel {self._key}>"
+
+
+class OllamaProvider:
+    """The Ollama native API (`/api/chat`) at one base URL.
+
+    Construction does no I/O and never fails for a missing key: a local server needs
+    none; ollama.com without one fails at call time with an `AuthenticationError`.
+
+    Args:
+        name: the registry name (the first half of each target key).
+        api_key: sent as `Authorization: Bearer` when set (ollama.com); never shown.
+        base_url: the server, e.g. "http://127.0.0.1:11434" (no `/api` suffix).
+        http: the Registry's session holder; the session is fetched at call time.
+        timeouts: connect / first event / idle limits (default `DEFAULT_TIMEOUTS`: 10 s,
+            300 s for a cold model load, 120 s).
+        extra_headers: added to every request (a proxy's auth, for instance); never shown.
+
+    Example:
+        ```python
+        provider = OllamaProvider(
+            "ollama", api_key=None, base_url="http://127.0.0.1:11434", http=HTTPSessionHolder()
+        )
+        reply = await provider.model("llama3.2").generate("Why is the sky blue?")
+        ```
+    """
+
+    __slots__ = (
+        "_api_key",
+        "_base_url",
+        "_extra_headers",
+        "_http",
+        "_models",
+        "_name",
+        "_timeouts",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str | None,
+        base_url: str,
+        http: HTTPSessionHolder,
+        timeouts: Timeouts | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._name = name
+        self._api_key = api_key or None
+        self._base_url = base_url.rstrip("/")
+        self._http = http
+        self._timeouts = timeouts if timeouts is not None else DEFAULT_TIMEOUTS
+        self._extra_headers = dict(extra_headers or {})
+        self._models: dict[str, OllamaModel] = {}
+
+    @property
+    def name(self) -> str:
+        """The registry name."""
+        return self._name
+
+    @property
+    def base_url(self) -> str:
+        """The server's base URL, without a trailing slash."""
+        return self._base_url
+
+    def model(self, model_id: str) -> OllamaModel:
+        """The model `model_id` (`name[:tag]`, e.g. "llama3.2"), cached per id. No I/O."""
+        model = self._models.get(model_id)
+        if model is None:
+            model = self._models.setdefault(model_id, OllamaModel(self, model_id))
+        return model
+
+    async def list_models(self) -> list[str]:
+        """The models the server has (`GET /api/tags`), as `name:tag` strings.
+
+        Raises:
+            ProviderError: the server failed or is unreachable.
+            ResponseFormatError: the reply is not a model list.
+        """
+        with _not_running_hint(self._base_url):
+            reply, _ = await request_json(
+                self._session(""),
+                "GET",
+                self._url("/api/tags"),
+                headers=self._headers(stream=False),
+                provider=self._name,
+                model="",
+                timeouts=self._timeouts,
+                error_mapper=self._error_mapper(""),
+            )
+        models = reply.get("models") if isinstance(reply, dict) else None
+        if not isinstance(models, list):
+            raise ResponseFormatError(
+                "the Ollama /api/tags reply has no models list", provider=self._name
+            )
+        names: list[str] = []
+        for entry in models:
+            name = (entry.get("name") or entry.get("model")) if isinstance(entry, dict) else None
+            if isinstance(name, str) and name:
+                names.append(name)
+        return names
+
+    def _session(self, model_id: str) -> aiohttp.ClientSession:
+        """The shared session, after checking that a cloud server has its key."""
+        if self._api_key is None and _is_cloud(urlsplit(self._base_url).hostname or ""):
+            raise AuthenticationError(
+                f"{self._base_url} needs an API key: set {_KEY_ENV} "
+                "(create one at https://ollama.com/settings/keys) or put it in the DSN",
+                provider=self._name,
+                model=model_id,
+            )
+        return self._http.get()
+
+    def _url(self, path: str) -> str:
+        return self._base_url + path
+
+    def _headers(self, *, stream: bool) -> dict[str, str]:
+        headers = {"Accept": "application/x-ndjson" if stream else "application/json"}
+        headers.update(self._extra_headers)
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _error_mapper(self, model_id: str) -> _ErrorMapper:
+        return _ErrorMapper(self._name, model_id, has_key=self._api_key is not None)
+
+    def __repr__(self) -> str:
+        # Never the key or the extra headers: either may hold a credential.
+        return f"OllamaProvider({self._name!r}, base_url={self._base_url!r})"
+
+
+def ollama_factory(name: str, dsn: DSN, context: ProviderContext) -> OllamaProvider:
+    """The `ollama://` (and `ollama+http://`, `ollama+https://`) scheme factory.
+
+    The key is the DSN's credential, else `OLLAMA_API_KEY` (optional: only ollama.com
+    needs one). The server is the DSN's host, else `OLLAMA_HOST`, else
+    `http://127.0.0.1:11434`. The query may set `connect`, `first_event` and `idle`
+    timeouts in seconds (see the module docstring).
+
+    Raises:
+        ConfigurationError: an unknown query key, a bad timeout, or a bad `OLLAMA_HOST`.
+    """
+    api_key = dsn.credential or context.env(_KEY_ENV) or None
+    base_url = _dsn_base_url(dsn, context.env(_HOST_ENV))
+    return OllamaProvider(
+        name,
+        api_key=api_key,
+        base_url=base_url,
+        http=context.http,
+        timeouts=_dsn_timeouts(dsn.query),
+    )
