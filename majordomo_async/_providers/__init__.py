@@ -28,6 +28,32 @@ def _lazy(module: str, factory: str) -> SchemeFactory:
     return build
 
 
+def _lazy_preset(preset: str) -> SchemeFactory:
+    """The scheme factory of an OpenAI-compatible preset, importing the module on use."""
+
+    def build(name: str, dsn: DSN, context: ProviderContext) -> Provider:
+        from .openai import openai_compatible_factory
+
+        return openai_compatible_factory(preset)(name, dsn, context)
+
+    return build
+
+
+# OpenAI-compatible servers with a preset (base URL, key variable, wire quirks); kept in
+# step with `openai.OPENAI_COMPATIBLE_PRESETS` by tests/test_provider_wiring.py.
+_OPENAI_PRESETS = (
+    "groq",
+    "deepseek",
+    "openrouter",
+    "together",
+    "mistral",
+    "xai",
+    "fireworks",
+    "vllm",
+    "llamacpp",
+    "lmstudio",
+)
+
 # `+http` / `+https` variants pick the transport for a self-hosted or proxied endpoint.
 _SCHEMES: dict[str, SchemeFactory] = {
     "fake": _lazy("fake", "fake_factory"),
@@ -41,6 +67,14 @@ _SCHEMES: dict[str, SchemeFactory] = {
     "ollama": _lazy("ollama", "ollama_factory"),
     "ollama+http": _lazy("ollama", "ollama_factory"),
     "ollama+https": _lazy("ollama", "ollama_factory"),
+    "openai": _lazy("openai", "openai_factory"),
+    "openai+http": _lazy("openai", "openai_factory"),
+    "openai+https": _lazy("openai", "openai_factory"),
+    **{
+        f"{preset}{transport}": _lazy_preset(preset)
+        for preset in _OPENAI_PRESETS
+        for transport in ("", "+http", "+https")
+    },
 }
 
 # Built-in providers: registry name -> the DSN that builds them when nothing overrides it
@@ -51,6 +85,7 @@ _BUILTINS: dict[str, str] = {
     "gemini": "gemini://",
     "google": "gemini://",
     "ollama": "ollama://",
+    "openai": "openai://",
 }
 
 

@@ -1,0 +1,939 @@
+"""The built-in `openai` provider: request shapes, reply parsing, streams, errors, factories.
+
+Request and reply shapes use aioresponses; streams and faults run against a real
+`aiohttp.web` server on 127.0.0.1 that writes the fixture bodies in small chunks.
+Every test's session is checked for connections left checked out before it is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+from aiohttp import web
+from aioresponses import aioresponses
+from yarl import URL
+
+from majordomo_async import (
+    DSN,
+    AsyncModel,
+    AuthenticationError,
+    BadRequestError,
+    Capabilities,
+    ConfigurationError,
+    ContentPolicyError,
+    ContextLengthError,
+    ErrorClass,
+    FinishReason,
+    HTTPSessionHolder,
+    ImagePart,
+    Message,
+    ModelLister,
+    ModelNotFoundError,
+    MonotonicClock,
+    OverloadedError,
+    Provider,
+    ProviderConnectionError,
+    ProviderContext,
+    ProviderError,
+    ProviderTimeoutError,
+    QuotaExceededError,
+    RateLimitError,
+    Request,
+    ResponseFormatError,
+    ServerError,
+    StreamEnd,
+    StreamStart,
+    StreamTruncatedError,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolResultPart,
+    UnsupportedRequestError,
+    Usage,
+    UsageUpdate,
+    classify,
+    json_mode,
+    json_schema,
+    max_tokens,
+    stop,
+    system,
+    temperature,
+    tool_choice,
+    tools,
+    top_p,
+)
+from majordomo_async._http import Timeouts
+from majordomo_async._providers.openai import (
+    OPENAI_COMPATIBLE_PRESETS,
+    OPENAI_PRESET,
+    OpenAIProvider,
+    Preset,
+    _build_body,
+    _finish_reason,
+    _parse_response,
+    openai_compatible_factory,
+    openai_factory,
+)
+
+from .helpers.mocking import CompatResponse
+
+FIXTURES = Path(__file__).parent / "fixtures" / "openai"
+KEY = "sk-test-0123456789abcdefSECRET"
+OPENAI_URL = "https://api.openai.com/v1"
+CHAT_URL = f"{OPENAI_URL}/chat/completions"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def fixture(name: str) -> bytes:
+    """The bytes of a fixture file."""
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str) -> Any:
+    """A JSON fixture, decoded."""
+    return json.loads(fixture(name))
+
+
+def mock_post(mocked: aioresponses, url: str = CHAT_URL, **kwargs: Any) -> None:
+    """Answer POSTs to `url` (with a chat completion unless told otherwise)."""
+    kwargs.setdefault("payload", fixture_json("chat_text.json"))
+    mocked.post(url, response_class=CompatResponse, **kwargs)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HTTPSessionHolder]:
+    """A session holder, checked for leaked connections and closed after the test."""
+    holder = HTTPSessionHolder()
+    yield holder
+    if holder._session is not None:
+        acquired = holder._session.connector._acquired  # type: ignore[union-attr]
+        assert not acquired, f"connections left checked out: {acquired}"
+    await holder.aclose()
+
+
+def make_provider(
+    http: HTTPSessionHolder,
+    base_url: str = OPENAI_URL,
+    *,
+    api_key: str | None = KEY,
+    preset: Preset | None = None,
+    timeouts: Timeouts | None = None,
+) -> OpenAIProvider:
+    """A provider named "openai" on `base_url`."""
+    return OpenAIProvider(
+        "openai", api_key=api_key, base_url=base_url, http=http, timeouts=timeouts, preset=preset
+    )
+
+
+def context(http: HTTPSessionHolder, env: Mapping[str, str] | None = None) -> ProviderContext:
+    """A factory context with a fixed environment."""
+    return ProviderContext(http=http, clock=MonotonicClock(), env=dict(env or {}).get)
+
+
+def sent(mocked: aioresponses, url: str = CHAT_URL, method: str = "POST") -> tuple[Any, Any]:
+    """(decoded JSON body, headers) of the one request aioresponses saw for `url`."""
+    calls = mocked.requests[(method, URL(url))]
+    assert len(calls) == 1
+    kwargs = calls[0].kwargs
+    data = kwargs.get("data")
+    return (json.loads(data) if data else None), kwargs["headers"]
+
+
+async def body_for(request: Request | str, *options: Any, http: HTTPSessionHolder) -> Any:
+    """The JSON body `generate()` sends for `request` (replying with a plain answer)."""
+    with aioresponses() as mocked:
+        mock_post(mocked)
+        await make_provider(http).model("gpt-4o-mini").generate(request, *options)
+        body, _ = sent(mocked)
+    return body
+
+
+# --------------------------------------------------------------------------- a local server
+
+
+@attrs.define
+class Seen:
+    """One request the local server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    peer: Any
+    """The client's (host, port): the same for two requests on one connection."""
+
+
+@asynccontextmanager
+async def local_server(routes: Mapping[str, Handler]) -> AsyncIterator[tuple[str, list[Seen]]]:
+    """Serve `routes` on 127.0.0.1; yield (base URL ending in /v1, requests seen)."""
+    seen: list[Seen] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        raw = await request.read()
+        body = json.loads(raw) if raw else None
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        seen.append(Seen(request.method, request.path, dict(request.headers), body, peer))
+        return await handler(request)
+
+    app = web.Application(middlewares=[record])
+    for path, handler in routes.items():
+        app.router.add_route("*", path, handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.05)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}/v1", seen
+    finally:
+        await runner.cleanup()
+
+
+def sse(
+    body: bytes, *, chunk: int = 7, stall: bool = False, end_after: float = 0.0, **headers: str
+) -> Handler:
+    """A handler streaming `body` in `chunk`-byte pieces, then stalling or ending the body
+    (after `end_after` seconds)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "x-request-id": "req_s1", **headers}
+        )
+        await response.prepare(request)
+        for start in range(0, len(body), chunk):
+            await response.write(body[start : start + chunk])
+        if stall:
+            await anyio.sleep_forever()
+        await anyio.sleep(end_after)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+def reply(
+    status: int, body: bytes, content_type: str = "application/json", **headers: str
+) -> Handler:
+    """A handler answering `status` with `body` at once."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            status=status,
+            body=body,
+            headers={"Content-Type": content_type, "x-request-id": "req_e1", **headers},
+        )
+
+    return handler
+
+
+def closed_port_url() -> str:
+    """A base URL on a port that was just bound and closed: connecting is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def read_all(stream: Any) -> list[Any]:
+    """Every event of `stream`, closing it."""
+    async with stream:
+        return [event async for event in stream]
+
+
+# --------------------------------------------------------------------------- request shapes
+
+
+async def test_plain_text_request_body_and_headers(http: HTTPSessionHolder) -> None:
+    """A plain prompt is one user message; the key goes in a Bearer header."""
+    with aioresponses() as mocked:
+        mock_post(mocked)
+        await make_provider(http).model("gpt-4o-mini").generate("Hello")
+        body, headers = sent(mocked)
+    assert body == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
+    assert headers == {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+
+async def test_system_prompt_leads_the_messages(http: HTTPSessionHolder) -> None:
+    """`system` becomes a leading system message (not `developer`)."""
+    body = await body_for("Hi", system("Be terse."), http=http)
+    assert body["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hi"},
+    ]
+
+
+async def test_sampling_parameters(http: HTTPSessionHolder) -> None:
+    """temperature, top_p, stop and max_tokens (as max_completion_tokens for OpenAI)."""
+    body = await body_for(
+        "Hi", temperature(0.2), top_p(0.9), max_tokens(64), stop("\n\n", "END"), http=http
+    )
+    assert body == {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "max_completion_tokens": 64,
+        "stop": ["\n\n", "END"],
+    }
+
+
+def test_compatible_servers_get_max_tokens_and_mistral_no_stream_options() -> None:
+    """Presets send `max_tokens`; Mistral's streams carry no `stream_options`."""
+    request = Request("Hi", max_tokens=32)
+    groq = _build_body(request, "m", stream=True, preset=OPENAI_COMPATIBLE_PRESETS["groq"])
+    mistral = _build_body(request, "m", stream=True, preset=OPENAI_COMPATIBLE_PRESETS["mistral"])
+    openai = _build_body(request, "m", stream=True, preset=OPENAI_PRESET)
+    assert groq["max_tokens"] == 32 and "max_completion_tokens" not in groq
+    assert groq["stream_options"] == {"include_usage": True}
+    assert mistral["max_tokens"] == 32 and "stream_options" not in mistral
+    assert openai["max_completion_tokens"] == 32 and openai["stream"] is True
+    assert openai["stream_options"] == {"include_usage": True}
+
+
+WEATHER = Tool(
+    "weather",
+    "Current weather for a city",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+@pytest.mark.parametrize(
+    ("choice", "wire"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        ("required", "required"),
+        ("weather", {"type": "function", "function": {"name": "weather"}}),
+    ],
+)
+async def test_tools_and_tool_choice(http: HTTPSessionHolder, choice: str, wire: Any) -> None:
+    """Tools are function definitions; a tool name forces that function."""
+    body = await body_for("Weather?", tools(WEATHER), tool_choice(choice), http=http)
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "Current weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    assert body["tool_choice"] == wire
+
+
+async def test_tool_results_follow_up(http: HTTPSessionHolder) -> None:
+    """Assistant tool calls replay as `tool_calls`; each result is its own tool message."""
+    first = ToolCall("call_wx1", "weather", '{"city": "Bergen"}')
+    second = ToolCall("call_tm2", "local_time", '{"tz": "Europe/Oslo"}')
+    request = Request(
+        [
+            Message.user("Weather and time in Bergen?"),
+            Message.assistant("Checking.", ToolCallPart(first), ToolCallPart(second)),
+            Message(
+                "tool",
+                [ToolResultPart("call_wx1", '{"c": 9}'), ToolResultPart("call_tm2", "14:05")],
+            ),
+            Message.assistant(ToolCallPart(first)),
+            Message.tool_result("call_wx1", "timeout", is_error=True),
+        ]
+    )
+    body = await body_for(request, http=http)
+    call_1 = {
+        "id": "call_wx1",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city": "Bergen"}'},
+    }
+    call_2 = {
+        "id": "call_tm2",
+        "type": "function",
+        "function": {"name": "local_time", "arguments": '{"tz": "Europe/Oslo"}'},
+    }
+    assert body["messages"] == [
+        {"role": "user", "content": "Weather and time in Bergen?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [call_1, call_2]},
+        {"role": "tool", "tool_call_id": "call_wx1", "content": '{"c": 9}'},
+        {"role": "tool", "tool_call_id": "call_tm2", "content": "14:05"},
+        {"role": "assistant", "content": None, "tool_calls": [call_1]},
+        {"role": "tool", "tool_call_id": "call_wx1", "content": "timeout"},
+    ]
+
+
+async def test_inline_and_url_images(http: HTTPSessionHolder) -> None:
+    """Inline bytes become a base64 data: URL; a URL image is sent as given."""
+    request = Message.user(
+        "Compare these.",
+        ImagePart.from_bytes(b"\x89PNG\r\n", "image/png"),
+        ImagePart.from_url("https://example.com/cat.jpg"),
+    )
+    body = await body_for(Request([request]), http=http)
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Compare these."},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+            ],
+        }
+    ]
+
+
+async def test_json_mode_and_json_schema(http: HTTPSessionHolder) -> None:
+    """JSONMode is `json_object`; JSONSchema is `json_schema` with name, schema, strict."""
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    plain = await body_for("JSON please", json_mode(), http=http)
+    shaped = await body_for("JSON please", json_schema(schema, name="answer"), http=http)
+    assert plain["response_format"] == {"type": "json_object"}
+    assert shaped["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema, "strict": True},
+    }
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message.assistant(ImagePart.from_url("https://example.com/a.png")),
+        Message.user(ToolCallPart(ToolCall("c1", "f"))),
+        Message("tool", ["just text"]),
+    ],
+)
+async def test_parts_the_wire_cannot_carry(http: HTTPSessionHolder, message: Message) -> None:
+    """A part in a place this wire format has no field for raises UnsupportedRequestError."""
+    with aioresponses() as mocked, pytest.raises(UnsupportedRequestError) as caught:
+        await make_provider(http).model("gpt-4o-mini").generate(Request([message]))
+    assert not mocked.requests
+    assert caught.value.provider == "openai" and caught.value.model == "gpt-4o-mini"
+
+
+# --------------------------------------------------------------------------- reply parsing
+
+
+async def test_text_reply_usage_finish_and_request_id(http: HTTPSessionHolder) -> None:
+    """Text, usage, finish reason, request id and model key come from the reply."""
+    with aioresponses() as mocked:
+        mock_post(mocked, headers={"x-request-id": "req_9"})
+        response = await make_provider(http).model("gpt-4o-mini").generate("Capital of Norway?")
+    assert response.text == "Oslo is the capital of Norway."
+    assert response.usage == Usage(21, 8)
+    assert response.finish_reason is FinishReason.STOP
+    assert response.request_id == "req_9"
+    assert response.model == "openai/gpt-4o-mini"
+    assert response.tool_calls == ()
+    assert response.raw["id"] == "chatcmpl-a1"
+
+
+def test_parallel_tool_calls_are_parsed() -> None:
+    """Each tool call keeps its id, name and JSON-text arguments, in order."""
+    response = _parse_response(fixture_json("chat_tools.json"), "openai/gpt-4o-mini", {})
+    assert response.finish_reason is FinishReason.TOOL_CALLS
+    assert response.text == ""
+    assert response.tool_calls == (
+        ToolCall("call_wx1", "weather", '{"city": "Bergen"}'),
+        ToolCall("call_tm2", "local_time", '{"tz": "Europe/Oslo"}'),
+    )
+    assert response.tool_calls[1].parse_arguments() == {"tz": "Europe/Oslo"}
+    assert response.usage == Usage(87, 39)
+
+
+def test_refusal_is_a_content_filter_finish() -> None:
+    """A declined structured-output request reports CONTENT_FILTER, with no text."""
+    response = _parse_response(fixture_json("chat_refusal.json"), "openai/gpt-4o", {})
+    assert response.finish_reason is FinishReason.CONTENT_FILTER
+    assert response.text == ""
+
+
+@pytest.mark.parametrize(
+    ("wire", "ours"),
+    [
+        ("stop", FinishReason.STOP),
+        (None, FinishReason.STOP),
+        ("length", FinishReason.LENGTH),
+        ("model_length", FinishReason.LENGTH),
+        ("tool_calls", FinishReason.TOOL_CALLS),
+        ("function_call", FinishReason.TOOL_CALLS),
+        ("content_filter", FinishReason.CONTENT_FILTER),
+        ("eos_token", FinishReason.OTHER),
+    ],
+)
+def test_finish_reasons_are_normalised(wire: str | None, ours: FinishReason) -> None:
+    """Every documented finish reason maps to ours; an unknown one is OTHER."""
+    assert _finish_reason(wire) is ours
+
+
+@pytest.mark.parametrize(
+    "body", [[], {"choices": []}, {"choices": [{"index": 0}]}, {"choices": "x"}, "text"]
+)
+def test_malformed_replies_raise_response_format_error(body: Any) -> None:
+    """A reply that is not a chat completion is a ResponseFormatError, not a KeyError."""
+    with pytest.raises(ResponseFormatError, match="unexpected chat completion reply"):
+        _parse_response(body, "openai/gpt-4o-mini", {})
+
+
+def test_an_error_body_with_status_200_is_raised() -> None:
+    """OpenRouter reports late failures as HTTP 200 with an error body: it is raised."""
+    body = {"error": {"code": 502, "message": "Upstream provider returned an invalid response"}}
+    with pytest.raises(ServerError) as caught:
+        _parse_response(body, "openrouter/x/y", {"x-request-id": "req_7"})
+    assert caught.value.status == 502 and caught.value.request_id == "req_7"
+
+
+# --------------------------------------------------------------------------- streams
+
+
+async def test_text_stream_collects_text_usage_and_finish(http: HTTPSessionHolder) -> None:
+    """Chunked SSE (multi-byte characters split) aggregates into the full answer."""
+    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"))}
+    async with local_server(routes) as (base, seen):
+        stream = await make_provider(http, base).model("gpt-4o-mini").stream("Greet me")
+        response = await stream.collect()
+    assert response.text == "Hej från Malmö!"
+    assert response.usage == Usage(11, 4)
+    assert response.finish_reason is FinishReason.STOP
+    assert response.request_id == "req_s1"
+    assert response.model == "openai/gpt-4o-mini"
+    assert seen[0].body["stream"] is True
+    assert seen[0].body["stream_options"] == {"include_usage": True}
+    assert seen[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+async def test_stream_event_order(http: HTTPSessionHolder) -> None:
+    """StreamStart first, deltas, usage, and StreamEnd last (only at `[DONE]`)."""
+    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"), chunk=64)}
+    async with local_server(routes) as (base, _):
+        events = await read_all(await make_provider(http, base).model("m").stream("Hi"))
+    assert events == [
+        StreamStart("openai/m", "req_s1"),
+        TextDelta("Hej"),
+        TextDelta(" från"),
+        TextDelta(" Malmö!"),
+        UsageUpdate(Usage(11, 4)),
+        StreamEnd(FinishReason.STOP),
+    ]
+
+
+async def test_tool_call_deltas_assemble_into_calls(http: HTTPSessionHolder) -> None:
+    """Fragments keyed by index form two complete parallel tool calls."""
+    routes = {"/v1/chat/completions": sse(fixture("tool_stream.sse"), chunk=11)}
+    async with local_server(routes) as (base, _):
+        stream = await make_provider(http, base).model("gpt-4o-mini").stream("Bergen?")
+        events = await read_all(stream)
+    deltas = [event for event in events if isinstance(event, ToolCallDelta)]
+    assert deltas[0] == ToolCallDelta(0, "call_wx1", "weather", "")
+    assert deltas[1] == ToolCallDelta(0, None, None, '{"city":')
+    response = stream.response
+    assert response.tool_calls == (
+        ToolCall("call_wx1", "weather", '{"city": "Bergen"}'),
+        ToolCall("call_tm2", "local_time", '{"tz": "Europe/Oslo"}'),
+    )
+    assert response.finish_reason is FinishReason.TOOL_CALLS
+    assert response.usage == Usage(87, 39)
+
+
+async def test_stream_cut_before_done_is_truncated(http: HTTPSessionHolder) -> None:
+    """A body that ends cleanly without `data: [DONE]` raises StreamTruncatedError."""
+    routes = {"/v1/chat/completions": sse(fixture("truncated_stream.sse"))}
+    async with local_server(routes) as (base, _):
+        stream = await make_provider(http, base).model("m").stream("Tell a story")
+        seen: list[Any] = []
+        with pytest.raises(StreamTruncatedError, match=r"\[DONE\]"):
+            async with stream:
+                async for event in stream:
+                    seen.append(event)
+    assert TextDelta("Once upon") in seen
+    assert classify(StreamTruncatedError("x")) is ErrorClass.TRANSIENT
+
+
+async def test_in_band_error_before_the_first_delta(http: HTTPSessionHolder) -> None:
+    """An error event before any content raises the mapped error and no content."""
+    routes = {"/v1/chat/completions": sse(fixture("error_before_delta.sse"))}
+    async with local_server(routes) as (base, _):
+        stream = await make_provider(http, base).model("m").stream("Hi")
+        seen: list[Any] = []
+        with pytest.raises(ServerError, match="had an error") as caught:
+            async with stream:
+                async for event in stream:
+                    seen.append(event)
+    assert seen == []
+    assert caught.value.code == "server_error" and caught.value.status is None
+    assert caught.value.request_id == "req_s1"
+
+
+async def test_in_band_error_after_a_delta(http: HTTPSessionHolder) -> None:
+    """An error event after content raises the error its status names, after the text."""
+    routes = {"/v1/chat/completions": sse(fixture("error_after_delta.sse"))}
+    async with local_server(routes) as (base, _):
+        stream = await make_provider(http, base).model("m").stream("Hi")
+        seen: list[Any] = []
+        with pytest.raises(ServerError, match="invalid response") as caught:
+            async with stream:
+                async for event in stream:
+                    seen.append(event)
+    assert TextDelta("The first") in seen
+    assert caught.value.status == 502
+
+
+async def test_in_band_context_error_is_typed(http: HTTPSessionHolder) -> None:
+    """llama.cpp's in-band `exceed_context_size_error` is a ContextLengthError."""
+    routes = {"/v1/chat/completions": sse(fixture("context_in_band.sse"))}
+    async with local_server(routes) as (base, _):
+        stream = await make_provider(http, base).model("m").stream("Hi")
+        with pytest.raises(ContextLengthError) as caught:
+            await stream.collect()
+    assert caught.value.status == 400 and caught.value.code == "exceed_context_size_error"
+
+
+async def test_json_error_instead_of_a_stream(http: HTTPSessionHolder) -> None:
+    """A 200 JSON error body where a stream was expected raises the mapped error."""
+    body = json.dumps({"error": {"code": 429, "message": "slow down"}}).encode()
+    routes = {"/v1/chat/completions": reply(200, body)}
+    async with local_server(routes) as (base, _):
+        stream = await make_provider(http, base).model("m").stream("Hi")
+        with pytest.raises(RateLimitError, match="slow down"):
+            await stream.collect()
+
+
+async def test_breaking_out_early_releases_the_connection(http: HTTPSessionHolder) -> None:
+    """Leaving a stream after the first delta closes its connection (checked at teardown)."""
+    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"), stall=True)}
+    async with local_server(routes) as (base, _):
+        async with await make_provider(http, base).model("m").stream("Hi") as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    break
+        assert stream.closed
+
+
+async def test_a_stream_closed_unread_releases_the_connection(http: HTTPSessionHolder) -> None:
+    """A stream closed before it is iterated still gives its connection back."""
+    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"), stall=True)}
+    async with local_server(routes) as (base, _):
+        stream = await make_provider(http, base).model("m").stream("Hi")
+        await stream.aclose()
+        session = http.get()
+        assert not session.connector._acquired  # type: ignore[union-attr]
+
+
+async def test_a_stalled_stream_times_out(http: HTTPSessionHolder) -> None:
+    """A stream that goes silent past the idle limit raises ProviderTimeoutError."""
+    routes = {"/v1/chat/completions": sse(fixture("truncated_stream.sse"), stall=True)}
+    async with local_server(routes) as (base, _):
+        provider = make_provider(http, base, timeouts=Timeouts(idle=0.2))
+        stream = await provider.model("m").stream("Hi")
+        with pytest.raises(ProviderTimeoutError):
+            await stream.collect()
+
+
+async def test_a_finished_stream_returns_its_connection_to_the_pool(
+    http: HTTPSessionHolder,
+) -> None:
+    """After `[DONE]` the rest of the body is read, so the next call reuses the connection."""
+    # The body's end comes a moment after `[DONE]`, in a packet of its own.
+    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"), chunk=4096, end_after=0.05)}
+    async with local_server(routes) as (base, seen):
+        model = make_provider(http, base).model("m")
+        await (await model.stream("one")).collect()
+        await (await model.stream("two")).collect()
+    assert seen[0].peer is not None
+    assert seen[0].peer == seen[1].peer
+
+
+# --------------------------------------------------------------------------- HTTP errors
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "error", "code", "retry_after"),
+    [
+        (404, "error_model_not_found.json", {}, ModelNotFoundError, "model_not_found", None),
+        (400, "error_context_length.json", {}, ContextLengthError, "context_length_exceeded", None),
+        (400, "error_invalid_prompt.json", {}, ContentPolicyError, "invalid_prompt", None),
+        (401, "error_invalid_api_key.json", {}, AuthenticationError, "invalid_api_key", None),
+        (
+            429,
+            "error_rate_limit.json",
+            {"Retry-After": "7"},
+            RateLimitError,
+            "rate_limit_exceeded",
+            7.0,
+        ),
+        (
+            429,
+            "error_rate_limit.json",
+            {"retry-after-ms": "250", "Retry-After": "1"},
+            RateLimitError,
+            "rate_limit_exceeded",
+            0.25,
+        ),
+        (429, "error_insufficient_quota.json", {}, QuotaExceededError, "insufficient_quota", None),
+        (503, "error_overloaded.json", {}, OverloadedError, "server_is_overloaded", None),
+        (500, "error_server.json", {}, ServerError, "server_error", None),
+        (404, "error_wrong_path.json", {}, BadRequestError, None, None),
+        (400, "error_deepseek_model.json", {}, ModelNotFoundError, "invalid_request_error", None),
+        (422, "error_mistral_422.json", {}, BadRequestError, "invalid_request_error", None),
+        (403, "error_openrouter_moderation.json", {}, ContentPolicyError, None, None),
+        (402, "error_openrouter_credits.json", {}, QuotaExceededError, None, None),
+        (498, "error_server.json", {}, OverloadedError, "server_error", None),
+    ],
+)
+async def test_http_errors_are_mapped(
+    http: HTTPSessionHolder,
+    status: int,
+    body: str,
+    headers: dict[str, str],
+    error: type[ProviderError],
+    code: str | None,
+    retry_after: float | None,
+) -> None:
+    """Each documented error reply becomes its typed error with code, retry hint, request id."""
+    routes = {"/v1/chat/completions": reply(status, fixture(body), **headers)}
+    async with local_server(routes) as (base, _):
+        with pytest.raises(ProviderError) as caught:
+            await make_provider(http, base).model("gpt-9-turbo").generate("Hi")
+    exc = caught.value
+    assert type(exc) is error
+    assert (exc.status, exc.code, exc.retry_after) == (status, code, retry_after)
+    assert exc.request_id == "req_e1"
+    assert (exc.provider, exc.model) == ("openai", "gpt-9-turbo")
+
+
+async def test_error_classes_drive_the_retry_policy(http: HTTPSessionHolder) -> None:
+    """A rate limit is transient; an exhausted quota and a missing model are permanent."""
+    routes = {
+        "/v1/chat/completions": reply(429, fixture("error_insufficient_quota.json")),
+        "/v1/models": reply(429, fixture("error_rate_limit.json")),
+    }
+    async with local_server(routes) as (base, _):
+        provider = make_provider(http, base)
+        with pytest.raises(QuotaExceededError) as quota:
+            await provider.model("m").generate("Hi")
+        with pytest.raises(RateLimitError) as limited:
+            await provider.list_models()
+    assert classify(quota.value) is ErrorClass.PERMANENT
+    assert classify(limited.value) is ErrorClass.TRANSIENT
+
+
+async def test_an_html_gateway_page_is_summarised(http: HTTPSessionHolder) -> None:
+    """A proxy's HTML 502 page is a ServerError quoting its title, not the whole page."""
+    page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    routes = {"/v1/chat/completions": reply(502, page, content_type="text/html")}
+    async with local_server(routes) as (base, _):
+        with pytest.raises(ServerError, match="502 Bad Gateway"):
+            await make_provider(http, base).model("m").generate("Hi")
+
+
+async def test_stream_http_errors_raise_before_any_event(http: HTTPSessionHolder) -> None:
+    """An error status on a streaming call raises from `stream()` itself."""
+    routes = {"/v1/chat/completions": reply(404, fixture("error_model_not_found.json"))}
+    async with local_server(routes) as (base, _):
+        with pytest.raises(ModelNotFoundError, match="does not exist"):
+            await make_provider(http, base).model("gpt-9-turbo").stream("Hi")
+
+
+# --------------------------------------------------------------------------- models
+
+
+async def test_list_models(http: HTTPSessionHolder) -> None:
+    """`list_models` returns the ids of `GET /models`, with the key sent."""
+    routes = {"/v1/models": reply(200, fixture("models.json"))}
+    async with local_server(routes) as (base, seen):
+        ids = await make_provider(http, base).list_models()
+    assert ids == ["gpt-4o-mini", "gpt-4o"]
+    assert (seen[0].method, seen[0].path) == ("GET", "/v1/models")
+    assert seen[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+async def test_list_models_accepts_a_bare_list(http: HTTPSessionHolder) -> None:
+    """A server that answers `/models` with a bare JSON array still lists its ids."""
+    routes = {"/v1/models": reply(200, fixture("models_bare_list.json"))}
+    async with local_server(routes) as (base, _):
+        ids = await make_provider(http, base).list_models()
+    assert ids == ["meta-llama/Llama-3.3-70B-Instruct-Turbo", "Qwen/Qwen2.5-72B-Instruct-Turbo"]
+
+
+# --------------------------------------------------------------------------- keys
+
+
+async def test_a_missing_key_fails_the_call_not_construction(http: HTTPSessionHolder) -> None:
+    """Without a key the call raises AuthenticationError naming OPENAI_API_KEY, sending nothing."""
+    provider = openai_factory("openai", DSN.parse("openai://"), context(http))
+    model = provider.model("gpt-4o-mini")
+    with aioresponses() as mocked:
+        with pytest.raises(AuthenticationError, match="OPENAI_API_KEY"):
+            await model.generate("Hi")
+        with pytest.raises(AuthenticationError, match="OPENAI_API_KEY"):
+            await model.stream("Hi")
+        with pytest.raises(AuthenticationError, match="OPENAI_API_KEY"):
+            await provider.list_models()
+        assert not mocked.requests
+
+
+async def test_the_key_never_appears_in_errors_or_reprs(http: HTTPSessionHolder) -> None:
+    """Even a server echoing the key back cannot put it in an error; reprs never show it."""
+    echo = json.dumps({"error": {"message": f"bad key {KEY}", "code": "invalid_api_key"}})
+    stream_echo = f'data: {{"error": {{"message": "bad key {KEY}"}}}}\n\n'.encode()
+    routes = {
+        "/v1/chat/completions": reply(401, echo.encode()),
+        "/v1/models": reply(200, json.dumps({"error": {"message": KEY}}).encode()),
+    }
+    errors: list[BaseException] = []
+    async with local_server(routes) as (base, _):
+        provider = make_provider(http, base)
+        with pytest.raises(AuthenticationError) as caught:
+            await provider.model("m").generate("Hi")
+        errors.append(caught.value)
+    async with local_server({"/v1/chat/completions": sse(stream_echo)}) as (base, _):
+        stream = await make_provider(http, base).model("m").stream("Hi")
+        with pytest.raises(ServerError) as in_band:
+            await stream.collect()
+        errors.append(in_band.value)
+    refused = make_provider(http, f"{closed_port_url()}/v1")
+    with pytest.raises(ProviderConnectionError) as connection:
+        await refused.model("m").generate("Hi")
+    errors.append(connection.value)
+    texts = [repr(provider), repr(provider.model("m")), str(provider.__slots__)]
+    for error in errors:
+        cause: BaseException | None = error
+        while cause is not None:
+            texts += [str(cause), repr(cause)]
+            cause = cause.__cause__
+    assert all(KEY not in text for text in texts), [t for t in texts if KEY in t]
+    assert "***" in str(errors[0])
+
+
+# --------------------------------------------------------------------------- factories
+
+
+async def test_openai_dsn_key_base_url_and_env(http: HTTPSessionHolder) -> None:
+    """The DSN's key wins over OPENAI_API_KEY; the env key is used when the DSN has none."""
+    env = {"OPENAI_API_KEY": "sk-from-env"}
+    from_dsn = openai_factory(
+        "openai", DSN.parse("openai://sk-from-dsn@api.openai.com/v1"), context(http, env)
+    )
+    from_env = openai_factory("openai", DSN.parse("openai://"), context(http, env))
+    assert from_dsn.base_url == from_env.base_url == OPENAI_URL
+    with aioresponses() as mocked:
+        mock_post(mocked, repeat=True)
+        await from_dsn.model("m").generate("Hi")
+        await from_env.model("m").generate("Hi")
+        calls = mocked.requests[("POST", URL(CHAT_URL))]
+    assert [call.kwargs["headers"]["Authorization"] for call in calls] == [
+        "Bearer sk-from-dsn",
+        "Bearer sk-from-env",
+    ]
+
+
+async def test_generic_compatible_dsn(http: HTTPSessionHolder) -> None:
+    """`openai+http://host:port/v1` talks plain HTTP and never borrows OPENAI_API_KEY."""
+    env = {"OPENAI_API_KEY": "sk-openai-only"}
+    routes = {"/v1/chat/completions": reply(200, fixture("chat_text.json"))}
+    async with local_server(routes) as (base, seen):
+        host_port = base.removeprefix("http://").removesuffix("/v1")
+        provider = openai_factory(
+            "local", DSN.parse(f"openai+http://{host_port}/v1"), context(http, env)
+        )
+        response = await provider.model("qwen").generate("Hi", max_tokens(8))
+    assert provider.base_url == base
+    assert "Authorization" not in seen[0].headers
+    assert seen[0].body["max_tokens"] == 8
+    assert response.model == "local/qwen"
+    bare = openai_factory("local", DSN.parse("openai+https://llm.internal"), context(http))
+    assert bare.base_url == "https://llm.internal/v1"
+    with pytest.raises(ConfigurationError, match="needs the server's address"):
+        openai_factory("local", DSN.parse("openai+http://"), context(http))
+
+
+def test_dsn_query_timeouts_and_headers(http: HTTPSessionHolder) -> None:
+    """`connect`, `first_event`, `idle`, `organization` and `project` come from the query."""
+    dsn = DSN.parse("openai://k@api.openai.com/v1?connect=2&first_event=30&idle=15&project=p1")
+    provider = openai_factory("openai", dsn, context(http))
+    assert provider.timeouts == Timeouts(connect=2.0, first_event=30.0, idle=15.0)
+    assert provider.headers("m")["OpenAI-Project"] == "p1"
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("idle=-1", "'idle' needs a number"), ("idle=soon", "'idle' needs"), ("retries=3", "unknown")],
+)
+def test_bad_dsn_queries_are_configuration_errors(
+    http: HTTPSessionHolder, query: str, message: str
+) -> None:
+    """A bad or unknown query key is a ConfigurationError naming it."""
+    with pytest.raises(ConfigurationError, match=message):
+        openai_factory("openai", DSN.parse(f"openai://?{query}"), context(http))
+
+
+def test_the_preset_table() -> None:
+    """Every documented server has a preset; local ones are plain HTTP and need no key."""
+    assert set(OPENAI_COMPATIBLE_PRESETS) == {
+        "groq",
+        "deepseek",
+        "openrouter",
+        "together",
+        "mistral",
+        "xai",
+        "fireworks",
+        "vllm",
+        "llamacpp",
+        "lmstudio",
+    }
+    for name in ("vllm", "llamacpp", "lmstudio"):
+        preset = OPENAI_COMPATIBLE_PRESETS[name]
+        assert preset.base_url.startswith("http://127.0.0.1:") and not preset.requires_key
+    for name in ("groq", "deepseek", "openrouter", "together", "mistral", "xai", "fireworks"):
+        preset = OPENAI_COMPATIBLE_PRESETS[name]
+        assert preset.base_url.startswith("https://") and preset.requires_key
+        assert preset.env_vars == (f"{name.upper()}_API_KEY",)
+
+
+def build(preset: str, dsn: str, http: HTTPSessionHolder, **env: str) -> OpenAIProvider:
+    """The provider a preset's scheme factory builds for `dsn`."""
+    provider = openai_compatible_factory(preset)(preset, DSN.parse(dsn), context(http, env))
+    assert isinstance(provider, OpenAIProvider)
+    return provider
+
+
+async def test_preset_factories(http: HTTPSessionHolder) -> None:
+    """A preset's factory uses its base URL and key variable, or the DSN's host."""
+    groq = build("groq", "groq://", http, GROQ_API_KEY="gsk-1")
+    assert groq.base_url == "https://api.groq.com/openai/v1"
+    assert groq.headers("m")["Authorization"] == "Bearer gsk-1"
+    assert build("groq", "groq://gsk-2@", http).headers("m")["Authorization"] == "Bearer gsk-2"
+    vllm = build("vllm", "vllm://gpu-box:9000", http)
+    assert vllm.base_url == "http://gpu-box:9000/v1"
+    assert vllm.headers("m") == {}
+    assert build("vllm", "vllm+https://gpu-box/api/v1", http).base_url == "https://gpu-box/api/v1"
+    assert build("deepseek", "deepseek://k@eu.deepseek.example", http).base_url == (
+        "https://eu.deepseek.example"
+    )
+    keyless = build("mistral", "mistral://", http)
+    with pytest.raises(AuthenticationError, match="MISTRAL_API_KEY"):
+        await keyless.model("mistral-small-latest").generate("Hi")
+    with pytest.raises(ConfigurationError, match="known: groq"):
+        openai_compatible_factory("nope")
+
+
+def test_provider_and_models_satisfy_the_protocols(http: HTTPSessionHolder) -> None:
+    """The provider is a Provider and ModelLister; models are cached AsyncModels."""
+    provider = make_provider(http)
+    model = provider.model("gpt-4o-mini")
+    assert isinstance(provider, Provider) and isinstance(provider, ModelLister)
+    assert isinstance(model, AsyncModel)
+    assert provider.model("gpt-4o-mini") is model
+    assert model.capabilities == Capabilities()
+    assert http._session is None  # construction and model() did no I/O
