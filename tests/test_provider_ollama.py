@@ -939,7 +939,7 @@ def test_factory_timeouts_from_the_query() -> None:
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ({"idel": "3"}, "unknown ollama DSN key"),
+        ({"idel": "3"}, "ollama provider .o.: unknown DSN query key"),
         ({"idle": "soon"}, "positive number"),
         ({"connect": "0"}, "positive number"),
         ({"first_event": "inf"}, "positive number"),

@@ -9,22 +9,37 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Final
+
+import attrs
 
 from .._exceptions import (
     AuthenticationError,
     BadRequestError,
+    ConfigurationError,
     OverloadedError,
     ProviderStatusError,
     RateLimitError,
     ServerError,
 )
+from .._http import Timeouts
 from .._retry_after import parse_retry_after
 
-__all__ = ["body_summary", "json_or_none", "status_error"]
+__all__ = [
+    "TIMEOUT_KEYS",
+    "body_summary",
+    "dsn_timeouts",
+    "json_or_none",
+    "key_from_env",
+    "status_error",
+]
+
+TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
+"""DSN query keys every HTTP provider accepts: its `Timeouts`, in seconds."""
 
 # How much of a non-JSON, non-HTML error body a message quotes.
 _EXCERPT_CHARS: Final = 300
@@ -189,3 +204,55 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     if value is None:
         value = next((v for k, v in headers.items() if k.lower() == name), None)
     return value
+
+
+def dsn_timeouts(
+    query: Mapping[str, str],
+    *,
+    label: str,
+    accepted: Iterable[str] = TIMEOUT_KEYS,
+    base: Timeouts | None = None,
+) -> Timeouts:
+    """`Timeouts` from a DSN query's `connect`, `first_event` and `idle` keys.
+
+    Args:
+        query: the DSN's query.
+        label: names the provider in messages ("anthropic provider 'work'").
+        accepted: every key the provider's DSN takes (the timeout keys and its own).
+        base: the provider's defaults, which the query's keys override.
+
+    Raises:
+        ConfigurationError: a key outside `accepted`, or a timeout that is not a
+            positive, finite number of seconds.
+    """
+    allowed = tuple(accepted)
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        raise ConfigurationError(
+            f"{label}: unknown DSN query key(s) {', '.join(map(repr, unknown))} "
+            f"(accepted: {', '.join(allowed)})"
+        )
+    seconds: dict[str, float] = {}
+    for key in TIMEOUT_KEYS:
+        if key not in query:
+            continue
+        try:
+            value = float(query[key])
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigurationError(
+                f"{label}: DSN query key {key!r} needs a number: a positive number of "
+                f"seconds, got {query[key]!r}"
+            )
+        seconds[key] = value
+    return attrs.evolve(base or Timeouts(), **seconds)
+
+
+def key_from_env(env: Callable[[str], str | None], variables: Iterable[str]) -> str | None:
+    """The first non-blank value among `variables` in the Registry's env, stripped."""
+    for variable in variables:
+        value = env(variable)
+        if value and value.strip():
+            return value.strip()
+    return None

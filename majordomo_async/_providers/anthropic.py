@@ -29,7 +29,6 @@ import binascii
 import contextlib
 import functools
 import json
-import math
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
@@ -63,7 +62,7 @@ from .._response import FinishReason, Response, Usage
 from .._retry_after import parse_retry_after
 from .._sse import ServerSentEvent, SSEDecoder
 from .._stream import Stream
-from ._common import json_or_none, status_error
+from ._common import TIMEOUT_KEYS, dsn_timeouts, json_or_none, key_from_env, status_error
 
 if TYPE_CHECKING:
     import aiohttp
@@ -946,9 +945,6 @@ class AnthropicProvider:
 
 # --------------------------------------------------------------------------- factory
 
-_TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
-_QUERY_KEYS: Final = (*_TIMEOUT_KEYS, "max_tokens")
-
 
 def anthropic_factory(name: str, dsn: DSN, context: ProviderContext) -> AnthropicProvider:
     """The `anthropic://` scheme factory.
@@ -965,23 +961,10 @@ def anthropic_factory(name: str, dsn: DSN, context: ProviderContext) -> Anthropi
     Raises:
         ConfigurationError: an unknown query key or a bad value.
     """
-    api_key = dsn.credential
-    if not api_key:
-        for variable in API_KEY_ENV_VARS:
-            api_key = context.env(variable)
-            if api_key:
-                break
-    unknown = sorted(set(dsn.query) - set(_QUERY_KEYS))
-    if unknown:
-        raise ConfigurationError(
-            f"anthropic provider {name!r}: unknown DSN query key(s) {', '.join(unknown)} "
-            f"(accepted: {', '.join(_QUERY_KEYS)})"
-        )
-    seconds = {
-        key: _positive_seconds(name, key, dsn.query[key])
-        for key in _TIMEOUT_KEYS
-        if key in dsn.query
-    }
+    api_key = dsn.credential or key_from_env(context.env, API_KEY_ENV_VARS)
+    timeouts = dsn_timeouts(
+        dsn.query, label=f"anthropic provider {name!r}", accepted=(*TIMEOUT_KEYS, "max_tokens")
+    )
     max_tokens = DEFAULT_MAX_TOKENS
     if "max_tokens" in dsn.query:
         max_tokens = _whole_number(name, "max_tokens", dsn.query["max_tokens"])
@@ -990,22 +973,9 @@ def anthropic_factory(name: str, dsn: DSN, context: ProviderContext) -> Anthropi
         api_key=api_key or None,
         base_url=dsn.base_url if dsn.host else DEFAULT_BASE_URL,
         http=context.http,
-        timeouts=Timeouts(**seconds),
+        timeouts=timeouts,
         default_max_tokens=max_tokens,
     )
-
-
-def _positive_seconds(name: str, key: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(
-            f"anthropic provider {name!r}: DSN key {key!r} needs a number of seconds > 0, "
-            f"got {value!r}"
-        )
-    return seconds
 
 
 def _whole_number(name: str, key: str, value: str) -> int:

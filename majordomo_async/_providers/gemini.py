@@ -49,7 +49,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import mimetypes
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
@@ -88,7 +87,7 @@ from .._response import FinishReason, Response, Usage
 from .._retry_after import gemini_retry_delay
 from .._sse import ServerSentEvent, SSEDecoder
 from .._stream import Stream
-from ._common import json_or_none, status_error
+from ._common import dsn_timeouts, json_or_none, key_from_env, status_error
 
 if TYPE_CHECKING:
     import aiohttp
@@ -135,8 +134,6 @@ _FINISH_REASONS: Final[Mapping[str, FinishReason]] = {
 ...) is `OTHER`. Gemini has no tool-call reason: a reply with calls usually says STOP."""
 
 _TOOL_MODES: Final[Mapping[str, str]] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-
-_TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
 
 
 # --------------------------------------------------------------------------- request body
@@ -1065,33 +1062,6 @@ def _model_ids(data: object, provider: str) -> list[str]:
     return ids
 
 
-def _timeouts_from(query: Mapping[str, str], name: str) -> Timeouts | None:
-    """`Timeouts` from a DSN's `connect`, `first_event` and `idle` keys (seconds)."""
-    unknown = sorted(set(query) - set(_TIMEOUT_KEYS))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown key(s) {', '.join(map(repr, unknown))} in the DSN of the Gemini provider "
-            f"{name!r} (accepted: {', '.join(_TIMEOUT_KEYS)}, in seconds)"
-        )
-    if not query:
-        return None
-    seconds: dict[str, float] = {}
-    for field in _TIMEOUT_KEYS:
-        if field not in query:
-            continue
-        try:
-            value = float(query[field])
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigurationError(
-                f"DSN key {field!r} of the Gemini provider {name!r} needs a positive number "
-                f"of seconds, got {query[field]!r}"
-            )
-        seconds[field] = value
-    return Timeouts(**seconds)
-
-
 def gemini_factory(name: str, dsn: DSN, context: ProviderContext) -> GeminiProvider:
     """The `gemini://` (and `google://`) scheme factory.
 
@@ -1107,11 +1077,11 @@ def gemini_factory(name: str, dsn: DSN, context: ProviderContext) -> GeminiProvi
     """
     api_key = dsn.credential
     if not api_key:
-        api_key = next((value for var in KEY_ENV_VARS if (value := context.env(var))), None)
+        api_key = key_from_env(context.env, KEY_ENV_VARS)
     return GeminiProvider(
         name,
         api_key=api_key,
         base_url=dsn.base_url if dsn.host else DEFAULT_BASE_URL,
         http=context.http,
-        timeouts=_timeouts_from(dsn.query, name),
+        timeouts=dsn_timeouts(dsn.query, label=f"Gemini provider {name!r}"),
     )

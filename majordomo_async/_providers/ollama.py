@@ -48,7 +48,6 @@ import base64
 import binascii
 import contextlib
 import json
-import math
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -80,7 +79,7 @@ from .._request import JSONMode, JSONSchema, Option, Request, as_request
 from .._response import FinishReason, Response, Usage
 from .._sse import NDJSONDecoder
 from .._stream import Stream
-from ._common import json_or_none, status_error
+from ._common import dsn_timeouts, json_or_none, status_error
 
 if TYPE_CHECKING:
     import aiohttp
@@ -104,7 +103,6 @@ _DEFAULT_PORT: Final = 11434
 _CLOUD_HOST: Final = "ollama.com"
 _KEY_ENV: Final = "OLLAMA_API_KEY"
 _HOST_ENV: Final = "OLLAMA_HOST"
-_TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
 # Ollama documents no request id header; ollama.com and proxies in front of a local
 # server may send the common one.
 _REQUEST_ID_HEADERS: Final = ("x-request-id",)
@@ -202,30 +200,6 @@ def _dsn_base_url(dsn: DSN, env_host: str | None) -> str:
 def _is_cloud(host: str) -> bool:
     host = host.lower()
     return host == _CLOUD_HOST or host.endswith("." + _CLOUD_HOST)
-
-
-def _dsn_timeouts(query: Mapping[str, str]) -> Timeouts | None:
-    """`Timeouts` from a DSN's `connect` / `first_event` / `idle` keys (None if none)."""
-    unknown = sorted(set(query) - set(_TIMEOUT_KEYS))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown ollama DSN key(s) {', '.join(map(repr, unknown))} "
-            f"(accepted keys: {', '.join(_TIMEOUT_KEYS)})"
-        )
-    if not query:
-        return None
-    values: dict[str, float] = {}
-    for key, text in query.items():
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = math.nan
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise ConfigurationError(
-                f"ollama DSN key {key!r} needs a positive number of seconds, got {text!r}"
-            )
-        values[key] = seconds
-    return attrs.evolve(DEFAULT_TIMEOUTS, **values)
 
 
 # --------------------------------------------------------------------------- request body
@@ -984,5 +958,5 @@ def ollama_factory(name: str, dsn: DSN, context: ProviderContext) -> OllamaProvi
         api_key=api_key,
         base_url=base_url,
         http=context.http,
-        timeouts=_dsn_timeouts(dsn.query),
+        timeouts=dsn_timeouts(dsn.query, label=f"ollama provider {name!r}", base=DEFAULT_TIMEOUTS),
     )

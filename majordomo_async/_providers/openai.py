@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -74,7 +73,14 @@ from .._request import JSONMode, JSONSchema, Option, Request, ResponseFormat, as
 from .._response import FinishReason, Response, Usage
 from .._sse import ServerSentEvent, SSEDecoder
 from .._stream import Stream
-from ._common import body_summary, json_or_none, status_error
+from ._common import (
+    TIMEOUT_KEYS,
+    body_summary,
+    dsn_timeouts,
+    json_or_none,
+    key_from_env,
+    status_error,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -1092,11 +1098,9 @@ class OpenAIProvider:
 
 # --------------------------------------------------------------------------- factories
 
-_TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
 _HEADER_KEYS: Final[Mapping[str, str]] = MappingProxyType(
     {"organization": "OpenAI-Organization", "project": "OpenAI-Project"}
 )
-_QUERY_KEYS: Final = (*_TIMEOUT_KEYS, *_HEADER_KEYS)
 
 
 def openai_factory(name: str, dsn: DSN, context: ProviderContext) -> OpenAIProvider:
@@ -1157,35 +1161,21 @@ def openai_compatible_factory(preset_name: str) -> SchemeFactory:
 def _build_provider(
     name: str, dsn: DSN, context: ProviderContext, preset: Preset, *, default_path: str
 ) -> OpenAIProvider:
-    unknown = sorted(set(dsn.query) - set(_QUERY_KEYS))
-    if unknown:
-        raise ConfigurationError(
-            f"provider {name!r}: unknown DSN query key(s) {', '.join(unknown)} "
-            f"(accepted: {', '.join(_QUERY_KEYS)})"
-        )
-    seconds = {
-        key: _seconds(name, key, dsn.query[key]) for key in _TIMEOUT_KEYS if key in dsn.query
-    }
+    timeouts = dsn_timeouts(
+        dsn.query, label=f"provider {name!r}", accepted=(*TIMEOUT_KEYS, *_HEADER_KEYS)
+    )
     extra_headers = {
         header: dsn.query[key] for key, header in _HEADER_KEYS.items() if dsn.query.get(key)
     }
     return OpenAIProvider(
         name,
-        api_key=dsn.credential or _key_from_env(context, preset.env_vars),
+        api_key=dsn.credential or key_from_env(context.env, preset.env_vars),
         base_url=_base_url(dsn, preset, default_path),
         http=context.http,
-        timeouts=Timeouts(**seconds),
+        timeouts=timeouts,
         extra_headers=extra_headers,
         preset=preset,
     )
-
-
-def _key_from_env(context: ProviderContext, variables: Iterable[str]) -> str | None:
-    for variable in variables:
-        value = context.env(variable)
-        if value and value.strip():
-            return value.strip()
-    return None
 
 
 def _base_url(dsn: DSN, preset: Preset, default_path: str) -> str:
@@ -1203,15 +1193,3 @@ def _path_of(url: str) -> str:
     rest = url.partition("://")[2]
     slash = rest.find("/")
     return rest[slash:] if slash != -1 else ""
-
-
-def _seconds(name: str, key: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(
-            f"provider {name!r}: DSN query key {key!r} needs a number of seconds > 0, got {value!r}"
-        )
-    return seconds
