@@ -38,6 +38,7 @@ from ._exceptions import ContentPolicyError as ContentPolicyError
 from ._exceptions import ContextLengthError as ContextLengthError
 from ._exceptions import DSNError as DSNError
 from ._exceptions import ErrorClass as ErrorClass
+from ._exceptions import ImageDownloadError as ImageDownloadError
 from ._exceptions import MajordomoError as MajordomoError
 from ._exceptions import ModelNotFoundError as ModelNotFoundError
 from ._exceptions import OverloadedError as OverloadedError
@@ -122,6 +123,7 @@ __all__ = (
     "HealthConfig",
     "HealthStore",
     "HealthTracker",
+    "ImageDownloadError",
     "ImagePart",
     "InMemoryHealthStore",
     "JSONMode",

@@ -31,13 +31,14 @@ import math
 import random
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Final, Generic, TypeVar, final
+from typing import Any, Final, Generic, Literal, TypeVar, final
 
 import anyio
 import attrs
 
 from ._capabilities import Capabilities
 from ._clock import Clock
+from ._download import ImageFetcher, standalone_fetch
 from ._exceptions import (
     ADVANCE_WITHOUT_PENALTY,
     ChainExhaustedError,
@@ -50,6 +51,7 @@ from ._exceptions import (
     TargetSkippedError,
     classify,
 )
+from ._fitting import RequestFitter
 from ._health import HealthTracker
 from ._protocols import AsyncModel
 from ._request import Option, Request, as_request
@@ -93,6 +95,14 @@ class ChainConfig:
     """Seconds: a same-target retry that would wait longer advances instead."""
     max_recovery_wait: float = attrs.field(default=30.0, validator=_non_negative)
     """Seconds: when every target is benched, the longest wait for the first to recover."""
+    unsupported_images: Literal["error", "placeholder"] = "error"
+    """An image a target cannot take (no vision, wrong type, too large): "error" refuses
+    that target (the chain moves on without a health penalty); "placeholder" sends the
+    request with the image replaced by a short text note."""
+    image_download_max_bytes: int = attrs.field(default=20 * 1024 * 1024, validator=_non_negative)
+    """The largest image URL downloaded for a target that takes only inline images."""
+    image_download_timeout: float = attrs.field(default=30.0, validator=_positive_or_none)
+    """Seconds for one image download (also bounded by the call's deadline)."""
 
     @property
     def retries(self) -> int:
@@ -117,6 +127,14 @@ class Target:
     key: str
     """"provider/model-id": the health tracker's key and `Response.model`."""
     model: AsyncModel
+    capabilities_override: Capabilities | None = None
+    """What the target accepts, when the user overrode the model's own `capabilities`."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The capabilities each attempt on this target is fitted to."""
+        override = self.capabilities_override
+        return override if override is not None else self.model.capabilities
 
 
 T = TypeVar("T")
@@ -124,6 +142,8 @@ T = TypeVar("T")
 
 class _Mode(Generic[T]):
     """What an attempt is: how to run it, stamp its result, and throw it away."""
+
+    streaming = False
 
     async def run(self, model: AsyncModel, request: Request) -> T:
         raise NotImplementedError
@@ -149,6 +169,8 @@ class _Generate(_Mode[Response]):
 
 
 class _Establish(_Mode[Stream]):
+    streaming = True
+
     async def run(self, model: AsyncModel, request: Request) -> Stream:
         stream = await model.stream(request)
         try:
@@ -179,16 +201,24 @@ class Chain:
     A one-target spec is a chain of one: the same code path and bookkeeping.
     """
 
-    __slots__ = ("_config", "_targets", "_tracker")
+    __slots__ = ("_config", "_fetch_image", "_targets", "_tracker")
 
     def __init__(
-        self, targets: Sequence[Target], tracker: HealthTracker, config: ChainConfig
+        self,
+        targets: Sequence[Target],
+        tracker: HealthTracker,
+        config: ChainConfig,
+        *,
+        fetch_image: ImageFetcher | None = None,
     ) -> None:
         if not targets:
             raise ConfigurationError("a chain needs at least one target")
         self._targets = tuple(targets)
         self._tracker = tracker
         self._config = config
+        # A Registry passes a fetcher on its shared session; a bare chain opens a
+        # short-lived session per download.
+        self._fetch_image = fetch_image or standalone_fetch
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -198,7 +228,7 @@ class Chain:
     @property
     def capabilities(self) -> Capabilities:
         """The head target's capabilities (each attempt uses its own target's)."""
-        return self._targets[0].model.capabilities
+        return self._targets[0].capabilities
 
     @property
     def config(self) -> ChainConfig:
@@ -262,6 +292,7 @@ class _Call:
         "config",
         "deadline",
         "failures",
+        "fitter",
         "recoveries",
         "request",
         "tracker",
@@ -270,7 +301,14 @@ class _Call:
     def __init__(self, chain: Chain, request: Request) -> None:
         self.request = request
         self.tracker = chain._tracker
-        self.config = chain._config
+        self.config = config = chain._config
+        self.fitter = RequestFitter(
+            request,
+            chain._fetch_image,
+            policy=config.unsupported_images,
+            max_download_bytes=config.image_download_max_bytes,
+            download_timeout=config.image_download_timeout,
+        )
         self.clock: Clock = self.tracker.clock
         timeout = request.timeout or self.config.timeout
         self.deadline = self.clock.now() + timeout if timeout else math.inf
@@ -287,6 +325,11 @@ class _Call:
             skip = TargetSkippedError(key, "not tried (the call's deadline ran out)")
             failures.append(TargetFailure(key, skip))
             return _ADVANCE
+        capabilities = target.capabilities
+        too_large = self.fitter.too_large(capabilities)
+        if too_large is not None:
+            failures.append(TargetFailure(key, TargetSkippedError(key, too_large)))
+            return _ADVANCE
         admission = await tracker.admit(key)
         if not admission.admitted:
             failures.append(TargetFailure(key, self._skip(key, admission.until)))
@@ -300,7 +343,7 @@ class _Call:
                 self.attempts += 1
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 try:
-                    result = await self._run(target, mode)
+                    result = await self._run(target, capabilities, mode)
                 except Exception as exc:
                     error, penalised = exc, True
                     if isinstance(exc, _OutOfTime):
@@ -348,17 +391,24 @@ class _Call:
                 with anyio.CancelScope(shield=True):
                     await tracker.release_probe(key)
 
-    async def _run(self, target: Target, mode: _Mode[T]) -> T:
-        """One attempt, bounded by the call's deadline and the attempt timeout."""
+    async def _run(self, target: Target, capabilities: Capabilities, mode: _Mode[T]) -> T:
+        """One attempt, bounded by the call's deadline and the attempt timeout.
+
+        The request is fitted to the target first (inside the bounds: fitting may
+        download an image).
+        """
         deadline = self.deadline
         attempt_timeout = self.config.attempt_timeout
         if attempt_timeout is not None:
             deadline = min(deadline, self.clock.now() + attempt_timeout)
+        fit = self.fitter.fit
         if deadline == math.inf:
-            return await mode.run(target.model, self.request)
+            request = await fit(target.key, capabilities, streaming=mode.streaming)
+            return await mode.run(target.model, request)
         with self.clock.deadline_scope(deadline) as scope:
             try:
-                return await mode.run(target.model, self.request)
+                request = await fit(target.key, capabilities, streaming=mode.streaming)
+                return await mode.run(target.model, request)
             except Exception:
                 # A provider may turn our cancellation into its own error: still a timeout.
                 if not scope.cancel_called:

@@ -13,6 +13,7 @@ MajordomoError
 │   ├── StreamTruncatedError               body ended before the provider's terminal signal
 │   ├── ResponseFormatError                a reply we cannot parse
 │   ├── UnsupportedRequestError            the target's capabilities cannot take the request
+│   │   └── ImageDownloadError             an image URL could not be fetched for inlining
 │   └── ProviderStatusError                an HTTP error status (or an in-band error event)
 │       ├── AuthenticationError            401 / 403
 │       ├── ModelNotFoundError             404 naming the model
@@ -221,6 +222,15 @@ class ResponseFormatError(ProviderError):
 
 class UnsupportedRequestError(ProviderError):
     """The target cannot take this request by its capabilities (images, tools, JSON mode)."""
+
+
+class ImageDownloadError(UnsupportedRequestError):
+    """An image URL had to be downloaded for a target that takes only inline images, and
+    the download failed (HTTP error, too large, not an image, network, timeout).
+
+    Like any unsupported request, it moves the chain on without a health penalty: a
+    target that takes image URLs may still answer.
+    """
 
 
 class ProviderStatusError(ProviderError):

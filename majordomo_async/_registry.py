@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from fnmatch import fnmatchcase
 from types import TracebackType
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
+import attrs
+
+from ._capabilities import Capabilities
 from ._chain import Chain, ChainConfig, Target
 from ._clock import Clock, MonotonicClock
 from ._context import EnvLookup, HTTPSessionHolder, ProviderContext, SchemeFactory
+from ._download import session_fetcher
 from ._dsn import DSN, canonical_name, env_var_for
 from ._exceptions import ConfigurationError, DSNError, MajordomoError, UnknownProviderError
 from ._health import HealthConfig, HealthStore, HealthTracker
@@ -22,7 +27,10 @@ if TYPE_CHECKING:
 
     from ._protocols import Provider
 
-__all__ = ["Registry"]
+__all__ = ["CapabilityOverride", "Registry"]
+
+CapabilityOverride: TypeAlias = "Capabilities | Mapping[str, Any]"
+"""A whole `Capabilities`, or the fields to change ({"vision": False, "context_window": 8192})."""
 
 _ENV_PREFIX = "LLM_"
 # Parsed chains are cached per spec string; a service that builds specs dynamically
@@ -56,6 +64,10 @@ class Registry:
         session: an `aiohttp.ClientSession` to use instead of creating one. It is
             borrowed: `aclose()` leaves it open.
         health_store: where health state lives (default: in this process).
+        capabilities: overrides of the built-in capability table, by target pattern:
+            `{"ollama/my-llava*": {"vision": True}, "openai/*": {"context_window": None}}`.
+            Patterns are shell globs over "provider/model-id"; every matching pattern
+            applies, in order. See `override_capabilities`.
     """
 
     def __init__(
@@ -68,6 +80,7 @@ class Registry:
         load_env: bool = True,
         session: aiohttp.ClientSession | None = None,
         health_store: HealthStore | None = None,
+        capabilities: Mapping[str, CapabilityOverride] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock or MonotonicClock()
@@ -83,6 +96,10 @@ class Registry:
         self._schemes: dict[str, SchemeFactory] = builtin_schemes()
         self._env_errors: dict[str, ConfigurationError] = {}
         self._chains: dict[str, Chain] = {}
+        self._fetch_image = session_fetcher(self._http)
+        self._capability_overrides: list[tuple[str, CapabilityOverride]] = []
+        for pattern, override in (capabilities or {}).items():
+            self.override_capabilities(pattern, override)
         if load_env and isinstance(env, Mapping):
             self.load_env(env)
 
@@ -112,6 +129,38 @@ class Registry:
         """Add or replace a DSN scheme: `factory(name, dsn, context) -> Provider`."""
         with self._lock:
             self._schemes[scheme.lower()] = factory
+
+    def override_capabilities(self, pattern: str, override: CapabilityOverride) -> None:
+        """Correct what targets matching `pattern` accept, over the built-in table.
+
+        Args:
+            pattern: a shell glob over "provider/model-id" ("ollama/llava*", "local/*",
+                or one exact key).
+            override: the fields to change (`{"vision": True, "context_window": 32768}`),
+                or a whole `Capabilities` that replaces the model's own.
+
+        Raises:
+            ConfigurationError: a field name or value that `Capabilities` does not take.
+        """
+        if not isinstance(override, Capabilities):
+            override = dict(override)
+            try:
+                attrs.evolve(Capabilities(), **override)
+            except (TypeError, ValueError) as exc:
+                known = ", ".join(field.name for field in attrs.fields(Capabilities))
+                raise ConfigurationError(
+                    f"invalid capability override for {pattern!r}: {exc} (fields: {known})"
+                ) from None
+        with self._lock:
+            self._capability_overrides.append((pattern, override))
+            self._chains.clear()
+
+    def capabilities(self, key: str) -> Capabilities:
+        """What target `key` ("provider/model-id") accepts, overrides applied."""
+        provider, slash, model_id = key.partition("/")
+        if not slash or not model_id:
+            raise ConfigurationError(f"expected a 'provider/model-id' key, got {key!r}")
+        return self._target(canonical_name(provider), model_id).capabilities
 
     def load_env(self, env: Mapping[str, str]) -> dict[str, ConfigurationError]:
         """Register a provider for every `LLM_<NAME>=<DSN>` in `env`.
@@ -192,11 +241,8 @@ class Registry:
         if chain is not None:
             return chain
         pairs = parse_spec(spec, self._aliases)
-        targets = [
-            Target(f"{provider}/{model_id}", self.provider(provider).model(model_id))
-            for provider, model_id in pairs
-        ]
-        chain = Chain(targets, self._tracker, self._chain_config)
+        targets = [self._target(provider, model_id) for provider, model_id in pairs]
+        chain = Chain(targets, self._tracker, self._chain_config, fetch_image=self._fetch_image)
         with self._lock:
             if len(self._chains) >= _CHAIN_CACHE_LIMIT:
                 self._chains.clear()
@@ -231,6 +277,19 @@ class Registry:
         return f"<Registry providers={sorted(self._providers)} aliases={sorted(self._aliases)}>"
 
     # ----------------------------------------------------------------- internals
+
+    def _target(self, provider: str, model_id: str) -> Target:
+        key = f"{provider}/{model_id}"
+        model = self.provider(provider).model(model_id)
+        override: Capabilities | None = None
+        for pattern, change in self._capability_overrides:
+            if not fnmatchcase(key, pattern):
+                continue
+            if isinstance(change, Capabilities):
+                override = change
+            else:
+                override = attrs.evolve(override or model.capabilities, **change)
+        return Target(key, model, override)
 
     def _from_dsn(self, name: str, text: str, variable: str) -> Provider:
         """Build provider `name` from DSN `text` read from `variable`."""
