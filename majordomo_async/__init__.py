@@ -25,6 +25,7 @@ from ._context import SchemeFactory as SchemeFactory
 from ._dsn import DSN as DSN
 from ._events import StreamEnd as StreamEnd
 from ._events import StreamEvent as StreamEvent
+from ._events import StreamRestart as StreamRestart
 from ._events import StreamStart as StreamStart
 from ._events import TextDelta as TextDelta
 from ._events import ToolCallDelta as ToolCallDelta
@@ -159,6 +160,7 @@ __all__ = (
     "StreamError",
     "StreamEvent",
     "StreamNotFinishedError",
+    "StreamRestart",
     "StreamStart",
     "StreamTruncatedError",
     "Target",

@@ -39,6 +39,7 @@ import attrs
 from ._capabilities import Capabilities
 from ._clock import Clock
 from ._download import ImageFetcher, standalone_fetch
+from ._events import StreamEvent, StreamRestart
 from ._exceptions import (
     ADVANCE_WITHOUT_PENALTY,
     ChainExhaustedError,
@@ -95,6 +96,11 @@ class ChainConfig:
     """Seconds: a same-target retry that would wait longer advances instead."""
     max_recovery_wait: float = attrs.field(default=30.0, validator=_non_negative)
     """Seconds: when every target is benched, the longest wait for the first to recover."""
+    mid_stream: Literal["raise", "restart"] = "raise"
+    """A stream whose target fails after it delivered content: "raise" the typed error
+    to the consumer (a note says how much was delivered); "restart" the request on the
+    next target, announced by a `StreamRestart` event, so the consumer gets a complete
+    answer. A partial answer is never spliced into a continuation."""
     unsupported_images: Literal["error", "placeholder"] = "error"
     """An image a target cannot take (no vision, wrong type, too large): "error" refuses
     that target (the chain moves on without a health penalty); "placeholder" sends the
@@ -251,7 +257,10 @@ class Chain:
             ChainExhaustedError: every target failed or was skipped.
             ProviderError: a permanent error the chain does not fail over.
         """
-        return await chain_do(self, as_request(request).apply(*options), _ESTABLISH)
+        request = as_request(request).apply(*options)
+        if self._config.mid_stream == "restart":
+            return await _restartable_stream(self, request)
+        return await chain_do(self, request, _ESTABLISH)
 
     def __repr__(self) -> str:
         return f"Chain({','.join(self.targets)})"
@@ -259,24 +268,66 @@ class Chain:
 
 async def chain_do(chain: Chain, request: Request, mode: _Mode[T]) -> T:
     """Run the head-to-tail failover algorithm (module docstring) for one call."""
+    result, _ = await _Call(chain, request).run(mode)
+    return result
+
+
+async def _restartable_stream(chain: Chain, request: Request) -> Stream:
+    """A stream that starts over on the next target when its target fails mid-stream."""
     call = _Call(chain, request)
-    for target in chain._targets:
-        outcome = await call.try_target(target, mode)
-        if outcome is not _ADVANCE:
-            return outcome  # type: ignore[return-value]
+    stream, index = await call.run(_ESTABLISH)
+    outer = Stream(_Relay(call, stream, index), model=stream.model, request_id=stream.request_id)
+    outer._failed_attempts = stream.failed_attempts
+    return outer
 
-    if call.attempts == 0 and call.recoveries:
-        # Every target is benched: rather than fail at once, wait for the first to recover.
-        clock = call.clock
-        wait = min(call.recoveries) - clock.now()
-        if wait <= chain._config.max_recovery_wait and clock.now() + wait < call.deadline:
-            await clock.sleep(wait)
-            for target in chain._targets:
-                outcome = await call.try_target(target, mode)
-                if outcome is not _ADVANCE:
-                    return outcome  # type: ignore[return-value]
 
-    raise ChainExhaustedError(call.failures)
+class _Relay:
+    """The events of a chain's stream, then, after a mid-stream failure, a `StreamRestart`
+    and the events of the next target that establishes a stream (per the chain rules).
+
+    A class rather than an async generator: closing it must close the current stream
+    even when iteration never started.
+    """
+
+    __slots__ = ("_call", "_index", "_stream")
+
+    def __init__(self, call: _Call, stream: Stream, index: int) -> None:
+        self._call = call
+        self._stream = stream
+        self._index = index
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            raise
+        except Exception as exc:
+            # The stream closed itself on the way out of its failed read.
+            return await self._restart(exc)
+
+    async def _restart(self, exc: Exception) -> StreamRestart:
+        call, targets = self._call, self._call.chain._targets
+        key = targets[self._index].key
+        error_class = call.config.classify(exc)
+        fatal = (
+            error_class is ErrorClass.PERMANENT
+            and not isinstance(exc, ADVANCE_WITHOUT_PENALTY)
+            and not call.config.advance_on_permanent
+        )
+        if fatal or self._index + 1 >= len(targets):
+            raise exc
+        call.failures.append(TargetFailure(key, exc))
+        if error_class is ErrorClass.TRANSIENT:
+            retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+            await call.tracker.report_failure(key, retry_after=retry_after)
+        self._stream, self._index = await call.run(_ESTABLISH, start=self._index + 1)
+        return StreamRestart(self._stream.model, key, exc, tuple(call.failures))
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 _ADVANCE: Final = object()
@@ -288,6 +339,7 @@ class _Call:
 
     __slots__ = (
         "attempts",
+        "chain",
         "clock",
         "config",
         "deadline",
@@ -299,6 +351,7 @@ class _Call:
     )
 
     def __init__(self, chain: Chain, request: Request) -> None:
+        self.chain = chain
         self.request = request
         self.tracker = chain._tracker
         self.config = config = chain._config
@@ -316,6 +369,31 @@ class _Call:
         self.recoveries: list[float] = []
         """Clock times at which skipped, benched targets recover."""
         self.attempts = 0
+
+    async def run(self, mode: _Mode[T], start: int = 0) -> tuple[T, int]:
+        """Try the targets from index `start` on; the result and the answering index.
+
+        Raises:
+            ChainExhaustedError: nothing answered (with every failure of this call).
+        """
+        targets = self.chain._targets[start:]
+        for offset, target in enumerate(targets):
+            outcome = await self.try_target(target, mode)
+            if outcome is not _ADVANCE:
+                return outcome, start + offset  # type: ignore[return-value]
+
+        if self.attempts == 0 and self.recoveries:
+            # Every target is benched: rather than fail at once, wait for the first to recover.
+            clock = self.clock
+            wait = min(self.recoveries) - clock.now()
+            if wait <= self.config.max_recovery_wait and clock.now() + wait < self.deadline:
+                await clock.sleep(wait)
+                for offset, target in enumerate(targets):
+                    outcome = await self.try_target(target, mode)
+                    if outcome is not _ADVANCE:
+                        return outcome, start + offset  # type: ignore[return-value]
+
+        raise ChainExhaustedError(self.failures)
 
     async def try_target(self, target: Target, mode: _Mode[T]) -> T | object:
         """Attempt one target, with its retries. Returns the result, or `_ADVANCE`."""

@@ -7,16 +7,20 @@ Everything else is bookkeeping.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
 from ._response import FinishReason, Usage
 
+if TYPE_CHECKING:
+    from ._exceptions import TargetFailure
+
 __all__ = [
     "ContentEvent",
     "StreamEnd",
     "StreamEvent",
+    "StreamRestart",
     "StreamStart",
     "TextDelta",
     "ToolCallDelta",
@@ -67,5 +71,27 @@ class StreamEnd:
     finish_reason: FinishReason = FinishReason.STOP
 
 
+@attrs.frozen
+class StreamRestart:
+    """The answer starts over on another target: discard everything received so far.
+
+    Sent only by chains with `ChainConfig(mid_stream="restart")`, when a target failed
+    after it had delivered content. The events after it are the new target's complete
+    answer; a UI clears the partial text it showed. `Stream.response` describes the new
+    answer only.
+    """
+
+    model: str
+    """The "provider/model-id" key of the target that answers from here on."""
+    failed: str
+    """The key of the target that failed mid-stream."""
+    error: Exception = attrs.field(eq=False)
+    """Why it failed."""
+    failures: tuple[TargetFailure, ...] = attrs.field(default=(), eq=False, repr=False)
+    """Every failed attempt and skip of the call so far, in order."""
+
+
 ContentEvent: TypeAlias = TextDelta | ToolCallDelta
-StreamEvent: TypeAlias = StreamStart | TextDelta | ToolCallDelta | UsageUpdate | StreamEnd
+StreamEvent: TypeAlias = (
+    StreamStart | TextDelta | ToolCallDelta | UsageUpdate | StreamEnd | StreamRestart
+)

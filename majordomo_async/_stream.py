@@ -22,7 +22,15 @@ from typing import final
 
 import anyio
 
-from ._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from ._events import (
+    StreamEnd,
+    StreamEvent,
+    StreamRestart,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 from ._exceptions import (
     StreamClosedError,
     StreamConsumedError,
@@ -229,6 +237,15 @@ class Stream:
                 ) from None
             self._finished = True
             raise
+        except Exception as exc:
+            await self.aclose()
+            if self._text or self._tool_calls:
+                exc.add_note(
+                    f"{self._model} failed mid-stream, after {sum(map(len, self._text))} "
+                    f"characters of text and {len(self._tool_calls)} tool calls had been "
+                    "delivered"
+                )
+            raise
         except BaseException:
             await self.aclose()
             raise
@@ -243,7 +260,19 @@ class Stream:
             self._finish_reason = event.finish_reason  # type: ignore[union-attr]
         elif kind is StreamStart and event.request_id:  # type: ignore[union-attr]
             self._request_id = event.request_id  # type: ignore[union-attr]
+        elif kind is StreamRestart:
+            self._restart(event)  # type: ignore[arg-type]
         return event
+
+    def _restart(self, event: StreamRestart) -> None:
+        """Forget the failed target's partial answer: the next events are a new one."""
+        self._text = []
+        self._tool_calls = {}
+        self._usage = Usage()
+        self._finish_reason = None
+        self._request_id = None
+        self._model = event.model
+        self._failed_attempts = event.failures
 
     def _add_tool_call_delta(self, delta: ToolCallDelta) -> None:
         builder = self._tool_calls.get(delta.index)
