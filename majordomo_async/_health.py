@@ -46,9 +46,10 @@ class HealthConfig:
     """How quickly a failing target is benched and how long it stays out.
 
     The defaults bench a target after 2 consecutive transient failures for 1 s, then
-    2, 4, 8, 16 and 30 s on each failed probe. The 30 s cap bounds how long a recovered
-    target stays unused (at most one cooldown) and keeps a target that is down for an
-    hour to two probes a minute.
+    2, 4, 8, 16 and 20 s on each failed probe. The 20 s cap bounds how long a recovered
+    target stays unused: at most one cooldown plus the gap until the next call, so a
+    service calling every few seconds is back on it within 30 s. A target that is down
+    for an hour costs three probes a minute.
     """
 
     failure_threshold: int = 2
@@ -57,7 +58,7 @@ class HealthConfig:
     """Seconds of the first cooldown."""
     cooldown_factor: float = attrs.field(default=2.0, validator=_positive)
     """Each further cooldown is this many times the previous one."""
-    max_cooldown: float = attrs.field(default=30.0, validator=_positive)
+    max_cooldown: float = attrs.field(default=20.0, validator=_positive)
     """Seconds: the cooldown stops growing here."""
     max_retry_after: float = attrs.field(default=600.0, validator=_positive)
     """Seconds: a provider's retry-after hint longer than this is clamped to it."""
