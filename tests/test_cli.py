@@ -169,8 +169,12 @@ def test_error_mid_stream_ends_the_line_and_exits_1() -> None:
     result = majordomo("ask", "--stream", "fake/x?reply=a b c&break_after=1", "hi")
     assert result.returncode == 1
     assert result.stdout == "a \n"
-    assert_one_error_line(result.stderr)
-    assert "ProviderConnectionError" in result.stderr
+    note, error = result.stderr.splitlines()
+    assert note.endswith(
+        "failed mid-stream, after 2 characters of text and 0 tool calls had been delivered"
+    )
+    assert_one_error_line(error)
+    assert "ProviderConnectionError" in error
 
 
 @pytest.mark.parametrize(
