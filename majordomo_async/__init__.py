@@ -68,6 +68,8 @@ from ._health import HealthStore as HealthStore
 from ._health import HealthTracker as HealthTracker
 from ._health import InMemoryHealthStore as InMemoryHealthStore
 from ._health import TargetHealth as TargetHealth
+from ._hooks import CallInfo as CallInfo
+from ._hooks import Hooks as Hooks
 from ._messages import ImagePart as ImagePart
 from ._messages import Message as Message
 from ._messages import Part as Part
@@ -108,6 +110,7 @@ __all__ = (
     "AsyncModel",
     "AuthenticationError",
     "BadRequestError",
+    "CallInfo",
     "Capabilities",
     "Chain",
     "ChainConfig",
@@ -124,6 +127,7 @@ __all__ = (
     "HealthConfig",
     "HealthStore",
     "HealthTracker",
+    "Hooks",
     "ImageDownloadError",
     "ImagePart",
     "InMemoryHealthStore",

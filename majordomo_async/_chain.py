@@ -27,6 +27,7 @@ arrived; failures after that reach the consumer.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -54,9 +55,18 @@ from ._exceptions import (
 )
 from ._fitting import RequestFitter
 from ._health import HealthTracker
+from ._hooks import (
+    CallInfo,
+    Hooks,
+    HookSet,
+    log_benched,
+    log_failed_attempt,
+    log_recovered,
+    logger,
+)
 from ._protocols import AsyncModel
 from ._request import Option, Request, as_request
-from ._response import Response
+from ._response import Response, Usage
 from ._stream import Stream
 
 __all__ = ["Chain", "ChainConfig", "Target", "chain_do"]
@@ -207,7 +217,7 @@ class Chain:
     A one-target spec is a chain of one: the same code path and bookkeeping.
     """
 
-    __slots__ = ("_config", "_fetch_image", "_targets", "_tracker")
+    __slots__ = ("_config", "_fetch_image", "_hooks", "_targets", "_tracker")
 
     def __init__(
         self,
@@ -216,6 +226,7 @@ class Chain:
         config: ChainConfig,
         *,
         fetch_image: ImageFetcher | None = None,
+        hooks: Sequence[Hooks] | HookSet = (),
     ) -> None:
         if not targets:
             raise ConfigurationError("a chain needs at least one target")
@@ -225,6 +236,7 @@ class Chain:
         # A Registry passes a fetcher on its shared session; a bare chain opens a
         # short-lived session per download.
         self._fetch_image = fetch_image or standalone_fetch
+        self._hooks = hooks if isinstance(hooks, HookSet) else HookSet(hooks)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -268,16 +280,39 @@ class Chain:
 
 async def chain_do(chain: Chain, request: Request, mode: _Mode[T]) -> T:
     """Run the head-to-tail failover algorithm (module docstring) for one call."""
-    result, _ = await _Call(chain, request).run(mode)
+    call = _Call(chain, request)
+    if not call.hooks:
+        result, _ = await call.run(mode)
+        return result
+    call.begin(mode.streaming)
+    try:
+        result, _ = await call.run(mode)
+    except BaseException as exc:
+        call.end(None, None, exc)
+        raise
+    if isinstance(result, Stream):
+        result._on_end = call.end_stream
+    else:
+        assert isinstance(result, Response)
+        call.end(result.model, result.usage, None)
     return result
 
 
 async def _restartable_stream(chain: Chain, request: Request) -> Stream:
     """A stream that starts over on the next target when its target fails mid-stream."""
     call = _Call(chain, request)
-    stream, index = await call.run(_ESTABLISH)
+    if call.hooks:
+        call.begin(streaming=True)
+    try:
+        stream, index = await call.run(_ESTABLISH)
+    except BaseException as exc:
+        if call.hooks:
+            call.end(None, None, exc)
+        raise
     outer = Stream(_Relay(call, stream, index), model=stream.model, request_id=stream.request_id)
     outer._failed_attempts = stream.failed_attempts
+    if call.hooks:
+        outer._on_end = call.end_stream
     return outer
 
 
@@ -345,6 +380,8 @@ class _Call:
         "deadline",
         "failures",
         "fitter",
+        "hooks",
+        "info",
         "recoveries",
         "request",
         "tracker",
@@ -369,6 +406,25 @@ class _Call:
         self.recoveries: list[float] = []
         """Clock times at which skipped, benched targets recover."""
         self.attempts = 0
+        self.hooks = chain._hooks
+        self.info: CallInfo | None = None
+
+    # ----------------------------------------------------------------- observation
+
+    def begin(self, streaming: bool) -> None:
+        """Tell the hooks a call started."""
+        self.info = CallInfo(self.chain.targets, self.request, streaming, self.clock.now())
+        self.hooks.emit("call_started", self.info)
+
+    def end(self, model: str | None, usage: Usage | None, error: BaseException | None) -> None:
+        """Tell the hooks the call ended."""
+        self.hooks.emit("call_finished", self.info, model=model, usage=usage, error=error)
+
+    def end_stream(self, stream: Stream) -> None:
+        """A stream's call ends when the stream closes: read to the end, failed, or dropped."""
+        self.end(stream.model, stream._usage, stream._error)
+
+    # ----------------------------------------------------------------- the loop
 
     async def run(self, mode: _Mode[T], start: int = 0) -> tuple[T, int]:
         """Try the targets from index `start` on; the result and the answering index.
@@ -399,6 +455,7 @@ class _Call:
         """Attempt one target, with its retries. Returns the result, or `_ADVANCE`."""
         key = target.key
         clock, tracker, config, failures = self.clock, self.tracker, self.config, self.failures
+        hooks = self.hooks
         if self.deadline != math.inf and clock.now() >= self.deadline:
             skip = TargetSkippedError(key, "not tried (the call's deadline ran out)")
             failures.append(TargetFailure(key, skip))
@@ -420,13 +477,29 @@ class _Call:
                 attempt += 1
                 self.attempts += 1
                 await anyio.lowlevel.checkpoint_if_cancelled()
+                started = clock.now()
+                if hooks:
+                    hooks.emit("attempt_started", self.info, key, attempt)
                 try:
                     result = await self._run(target, capabilities, mode)
                 except Exception as exc:
                     error, penalised = exc, True
                     if isinstance(exc, _OutOfTime):
                         error, penalised = exc.error, not exc.call_deadline
-                    if config.classify(error) is ErrorClass.PERMANENT:
+                    error_class = config.classify(error)
+                    elapsed = clock.now() - started
+                    log_failed_attempt(key, attempt, error, error_class, elapsed)
+                    if hooks:
+                        hooks.emit(
+                            "attempt_finished",
+                            self.info,
+                            key,
+                            attempt,
+                            elapsed=elapsed,
+                            error=error,
+                            usage=None,
+                        )
+                    if error_class is ErrorClass.PERMANENT:
                         if (
                             isinstance(error, ADVANCE_WITHOUT_PENALTY)
                             or config.advance_on_permanent
@@ -448,6 +521,8 @@ class _Call:
                     retry_after = error.retry_after if isinstance(error, ProviderError) else None
                     benched = await tracker.report_failure(key, retry_after=retry_after)
                     holds_probe = False
+                    if benched:
+                        await self._benched(key, error)
                     if benched or attempt > config.retries or isinstance(error, TimeoutError):
                         return _ADVANCE
                     wait = config.backoff(attempt, retry_after)
@@ -460,6 +535,20 @@ class _Call:
                 except BaseException:
                     await mode.discard(result)
                     raise
+                if hooks:
+                    hooks.emit(
+                        "attempt_finished",
+                        self.info,
+                        key,
+                        attempt,
+                        elapsed=clock.now() - started,
+                        error=None,
+                        usage=result.usage if isinstance(result, Response) else None,
+                    )
+                if holds_probe:
+                    log_recovered(key)
+                    if hooks:
+                        hooks.emit("target_recovered", key)
                 holds_probe = False
                 return mode.seal(result, key, failures)
         finally:
@@ -502,6 +591,15 @@ class _Call:
             model=model,
         )
         raise _OutOfTime(error, call_deadline)
+
+    async def _benched(self, key: str, error: Exception) -> None:
+        """Log and announce that `key` was benched (the wall time costs a store read)."""
+        if not self.hooks and not logger.isEnabledFor(logging.WARNING):
+            return
+        until = await self.tracker.backed_off_until(key)
+        log_benched(key, until, error)
+        if self.hooks:
+            self.hooks.emit("target_benched", key, until=until, error=error)
 
     def _skip(self, key: str, until: float | None) -> TargetSkippedError:
         if until is None:

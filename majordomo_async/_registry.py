@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, final
@@ -19,6 +19,7 @@ from ._download import session_fetcher
 from ._dsn import DSN, canonical_name, env_var_for
 from ._exceptions import ConfigurationError, DSNError, MajordomoError, UnknownProviderError
 from ._health import HealthConfig, HealthStore, HealthTracker
+from ._hooks import Hooks, HookSet
 from ._providers import builtin_provider, builtin_provider_names, builtin_schemes
 from ._spec import parse_spec
 
@@ -68,6 +69,8 @@ class Registry:
             `{"ollama/my-llava*": {"vision": True}, "openai/*": {"context_window": None}}`.
             Patterns are shell globs over "provider/model-id"; every matching pattern
             applies, in order. See `override_capabilities`.
+        hooks: callbacks told about every call, attempt, bench and recovery (metrics,
+            tracing); see `Hooks`. More can be added with `add_hooks`.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Registry:
         session: aiohttp.ClientSession | None = None,
         health_store: HealthStore | None = None,
         capabilities: Mapping[str, CapabilityOverride] | None = None,
+        hooks: Iterable[Hooks] = (),
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock or MonotonicClock()
@@ -97,6 +101,7 @@ class Registry:
         self._env_errors: dict[str, ConfigurationError] = {}
         self._chains: dict[str, Chain] = {}
         self._fetch_image = session_fetcher(self._http)
+        self._hooks = HookSet(hooks)
         self._capability_overrides: list[tuple[str, CapabilityOverride]] = []
         for pattern, override in (capabilities or {}).items():
             self.override_capabilities(pattern, override)
@@ -129,6 +134,12 @@ class Registry:
         """Add or replace a DSN scheme: `factory(name, dsn, context) -> Provider`."""
         with self._lock:
             self._schemes[scheme.lower()] = factory
+
+    def add_hooks(self, *hooks: Hooks) -> None:
+        """Register more `Hooks`; chains parsed from now on call them too."""
+        with self._lock:
+            self._hooks = HookSet((*self._hooks.hooks, *hooks))
+            self._chains.clear()
 
     def override_capabilities(self, pattern: str, override: CapabilityOverride) -> None:
         """Correct what targets matching `pattern` accept, over the built-in table.
@@ -242,7 +253,13 @@ class Registry:
             return chain
         pairs = parse_spec(spec, self._aliases)
         targets = [self._target(provider, model_id) for provider, model_id in pairs]
-        chain = Chain(targets, self._tracker, self._chain_config, fetch_image=self._fetch_image)
+        chain = Chain(
+            targets,
+            self._tracker,
+            self._chain_config,
+            fetch_image=self._fetch_image,
+            hooks=self._hooks,
+        )
         with self._lock:
             if len(self._chains) >= _CHAIN_CACHE_LIMIT:
                 self._chains.clear()

@@ -80,12 +80,14 @@ class Stream:
     __slots__ = (
         "_buffer",
         "_closed",
+        "_error",
         "_failed_attempts",
         "_finish_reason",
         "_finished",
         "_iterated",
         "_model",
         "_on_close",
+        "_on_end",
         "_request_id",
         "_source",
         "_text",
@@ -114,6 +116,10 @@ class Stream:
         self._usage = Usage()
         self._finish_reason: FinishReason | None = None
         self._failed_attempts: tuple[TargetFailure, ...] = ()
+        self._error: BaseException | None = None
+        """What ended the stream early, if anything did."""
+        self._on_end: Callable[[Stream], None] | None = None
+        """The chain's observer, told once when the stream closes."""
 
     # ----------------------------------------------------------------- public surface
 
@@ -202,8 +208,12 @@ class Stream:
                 with anyio.CancelScope(shield=True):
                     await aclose()
         finally:
-            if self._on_close is not None:
-                self._on_close()
+            try:
+                if self._on_close is not None:
+                    self._on_close()
+            finally:
+                if self._on_end is not None:
+                    self._on_end(self)
 
     async def __aenter__(self) -> Stream:
         return self
@@ -227,17 +237,20 @@ class Stream:
         try:
             event = await self._source.__anext__()
         except StopAsyncIteration:
-            await self.aclose()
             if self._finish_reason is None:
                 provider, _, model = self._model.partition("/")
-                raise StreamTruncatedError(
+                self._error = StreamTruncatedError(
                     "the stream ended before the provider's terminal event",
                     provider=provider,
                     model=model,
-                ) from None
+                )
+                await self.aclose()
+                raise self._error from None
             self._finished = True
+            await self.aclose()
             raise
         except Exception as exc:
+            self._error = exc
             await self.aclose()
             if self._text or self._tool_calls:
                 exc.add_note(
@@ -246,7 +259,8 @@ class Stream:
                     "delivered"
                 )
             raise
-        except BaseException:
+        except BaseException as exc:
+            self._error = exc
             await self.aclose()
             raise
         kind = type(event)

@@ -1,0 +1,170 @@
+"""Observing chains: `Hooks` callbacks for metrics, and the `majordomo_async` logger.
+
+Both see the same moments of a call: it starts; each attempt starts and ends; a target
+is benched or recovers; the call ends (answered, or with an error). Nothing here runs on
+the hot path unless a hook is registered or the logger is enabled for the level.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final, final
+
+import attrs
+
+from ._exceptions import ErrorClass, ProviderError
+from ._request import Request
+from ._response import Usage
+
+__all__ = ["CallInfo", "HookSet", "Hooks", "logger"]
+
+logger: Final = logging.getLogger("majordomo_async")
+"""The library's logger. Records carry structured fields (see README, Observability)."""
+logger.addHandler(logging.NullHandler())
+
+_call_ids = itertools.count(1)
+
+
+@attrs.define(slots=True, eq=False)
+class CallInfo:
+    """One call through a chain, as hooks see it."""
+
+    targets: tuple[str, ...]
+    """The chain's target keys, in order."""
+    request: Request
+    streaming: bool
+    started: float
+    """Clock time the call started."""
+    id: int = attrs.field(factory=lambda: next(_call_ids))
+    """Unique within the process."""
+    state: dict[str, Any] = attrs.field(factory=dict)
+    """Free room for hooks (a tracing hook keeps its span here)."""
+
+
+class Hooks:
+    """Callbacks for metrics and tracing. Subclass and override what you need.
+
+    Every method is a no-op here. Hooks run inline on the event loop: keep them quick and
+    never block. An exception raised in a hook is logged and swallowed: a hook can never
+    break a call.
+    """
+
+    def call_started(self, call: CallInfo) -> None:
+        """A call entered the chain."""
+
+    def attempt_started(self, call: CallInfo, key: str, attempt: int) -> None:
+        """Attempt number `attempt` (1-based per target) on target `key` begins."""
+
+    def attempt_finished(
+        self,
+        call: CallInfo,
+        key: str,
+        attempt: int,
+        *,
+        elapsed: float,
+        error: Exception | None,
+        usage: Usage | None,
+    ) -> None:
+        """The attempt answered (`error` None; for a stream: it was established) or failed."""
+
+    def target_benched(self, key: str, *, until: datetime | None, error: Exception) -> None:
+        """`key` reached the failure threshold (or failed its probe) and is benched."""
+
+    def target_recovered(self, key: str) -> None:
+        """`key` answered its half-open probe: it is healthy again."""
+
+    def call_finished(
+        self,
+        call: CallInfo,
+        *,
+        model: str | None,
+        usage: Usage | None,
+        error: BaseException | None,
+    ) -> None:
+        """The call ended: answered by `model` (a stream: when it closes), or with `error`
+        (`ChainExhaustedError`, a permanent error, or a cancellation)."""
+
+
+@final
+class HookSet:
+    """Registered hooks, called in order; a failing hook is logged and skipped."""
+
+    __slots__ = ("_hooks",)
+
+    def __init__(self, hooks: Iterable[Hooks]) -> None:
+        self._hooks = tuple(hooks)
+
+    def __bool__(self) -> bool:
+        return bool(self._hooks)
+
+    @property
+    def hooks(self) -> tuple[Hooks, ...]:
+        """The hooks, in call order."""
+        return self._hooks
+
+    def emit(self, method: str, *args: Any, **kwargs: Any) -> None:
+        for hook in self._hooks:
+            try:
+                getattr(hook, method)(*args, **kwargs)
+            except Exception:
+                logger.exception("majordomo hook %s.%s failed", type(hook).__name__, method)
+
+
+def log_failed_attempt(
+    key: str, attempt: int, error: Exception, error_class: ErrorClass, elapsed: float
+) -> None:
+    """One INFO record per failed attempt (no cost when INFO is off)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    logger.info(
+        "%s attempt %d failed after %.3f s (%s): %s: %s",
+        key,
+        attempt,
+        elapsed,
+        error_class.value,
+        type(error).__name__,
+        error,
+        extra=_fields(key, attempt, error, error_class, elapsed),
+    )
+
+
+def log_benched(key: str, until: datetime | None, error: Exception) -> None:
+    """One WARNING record when a target is benched."""
+    if not logger.isEnabledFor(logging.WARNING):
+        return
+    when = until.strftime("%H:%M:%S.%f")[:-3] if until else "unknown"
+    logger.warning(
+        "%s benched until %s after %s",
+        key,
+        when,
+        type(error).__name__,
+        extra={**_fields(key, None, error, None, None), "majordomo_until": until},
+    )
+
+
+def log_recovered(key: str) -> None:
+    """One INFO record when a benched target answers its probe."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("%s recovered", key, extra={"majordomo_target": key})
+
+
+def _fields(
+    key: str,
+    attempt: int | None,
+    error: Exception,
+    error_class: ErrorClass | None,
+    elapsed: float | None,
+) -> Mapping[str, Any]:
+    provider_error = error if isinstance(error, ProviderError) else None
+    return {
+        "majordomo_target": key,
+        "majordomo_attempt": attempt,
+        "majordomo_error": type(error).__name__,
+        "majordomo_error_class": error_class.value if error_class else None,
+        "majordomo_status": provider_error.status if provider_error else None,
+        "majordomo_retry_after": provider_error.retry_after if provider_error else None,
+        "majordomo_elapsed": elapsed,
+    }
