@@ -2,8 +2,10 @@
 
 ```
 majordomo ask SPEC PROMPT [--stream] [--json] [--system TEXT] [--temperature F]
-                          [--max-tokens N] [--timeout SECONDS]
+                          [--max-tokens N] [--timeout SECONDS] [--image PATH|URL]...
 majordomo resolve SPEC
+majordomo models PROVIDER
+majordomo health [SPEC]...
 ```
 
 The answer goes to stdout, so it can be piped; failed attempts and the answering target
@@ -16,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mimetypes
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._download import sniff_image_type
 from ._events import TextDelta
 from ._exceptions import (
     ChainExhaustedError,
@@ -30,6 +34,7 @@ from ._exceptions import (
     TargetFailure,
 )
 from ._health import TargetHealth
+from ._messages import ImagePart, Message
 from ._registry import Registry
 from ._request import Option, Request, max_tokens, system, temperature, timeout
 from ._response import Response
@@ -50,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ask":
             return asyncio.run(_ask(args, _request(args)))
+        if args.command == "models":
+            return asyncio.run(_models(args.provider))
+        if args.command == "health":
+            return asyncio.run(_health(args.specs))
         return asyncio.run(_resolve(args.spec))
     except ChainExhaustedError as exc:
         _report(exc.failures)
@@ -102,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--temperature", type=float, metavar="F", help="sampling temperature, 0-2")
     ask.add_argument("--max-tokens", type=int, metavar="N", help="upper bound on output tokens")
     ask.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline for the call")
+    ask.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH|URL",
+        help="attach an image file or http(s)/data: URL (repeatable)",
+    )
 
     resolve = commands.add_parser(
         "resolve",
@@ -109,6 +125,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Show a spec's targets in the order they are tried, with their health.",
     )
     resolve.add_argument("spec", metavar="SPEC")
+
+    models = commands.add_parser(
+        "models",
+        help="list the models a provider serves",
+        description="List the model ids a provider serves for its credential.",
+    )
+    models.add_argument("provider", metavar="PROVIDER", help='a provider name, e.g. "openai"')
+
+    health = commands.add_parser(
+        "health",
+        help="show the health of targets as a table",
+        description="Show every target with recorded health, plus the targets of each SPEC.",
+    )
+    health.add_argument("specs", metavar="SPEC", nargs="*")
     return parser
 
 
@@ -126,7 +156,23 @@ def _request(args: argparse.Namespace) -> Request:
         options.append(max_tokens(args.max_tokens))
     if args.timeout is not None:
         options.append(timeout(args.timeout))
-    return Request(prompt).apply(*options)
+    images = [_image(value) for value in args.image]
+    return Request([Message.user(prompt, *images)]).apply(*options)
+
+
+def _image(value: str) -> ImagePart:
+    """An `--image` argument: a URL as it is, or a local file read and typed."""
+    if value.partition(":")[0].lower() in ("http", "https", "data"):
+        return ImagePart.from_url(value)
+    try:
+        with open(value, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigurationError(f"--image {value}: {exc.strerror or exc}") from None
+    mime_type = sniff_image_type(data) or mimetypes.guess_type(value)[0]
+    if not data or mime_type is None or not mime_type.startswith("image/"):
+        raise ConfigurationError(f"--image {value}: not a PNG, JPEG, GIF, WEBP or HEIC image")
+    return ImagePart.from_bytes(data, mime_type)
 
 
 async def _ask(args: argparse.Namespace, request: Request) -> int:
@@ -169,6 +215,44 @@ async def _resolve(spec: str) -> int:
     width = max(map(len, targets))
     for key in targets:
         print(f"{key:<{width}}  {_health_text(health.get(key))}".rstrip())
+    return EXIT_OK
+
+
+async def _models(provider: str) -> int:
+    """`majordomo models`: one model id per line, sorted."""
+    async with Registry() as registry:
+        for model_id in sorted(await registry.list_models(provider)):
+            print(model_id)
+    return EXIT_OK
+
+
+async def _health(specs: Sequence[str]) -> int:
+    """`majordomo health`: a table of targets and their health."""
+    async with Registry() as registry:
+        keys: dict[str, None] = {}
+        for spec in specs:
+            keys.update(dict.fromkeys(registry.parse(spec).targets))
+        health = await registry.health.snapshot()
+    keys.update(dict.fromkeys(sorted(health)))
+    if not keys:
+        _note("no target has recorded health (this process's tracker is fresh; name a SPEC)")
+        return EXIT_OK
+    rows = [("TARGET", "STATE", "FAILURES", "BENCHED UNTIL")]
+    for key in keys:
+        entry = health.get(key)
+        if entry is None:
+            rows.append((key, "healthy", "0", "-"))
+            continue
+        until = entry.backed_off_until
+        when = until.strftime("%H:%M:%S.%f")[:-3] if until else "-"
+        rows.append((key, entry.state, str(entry.consecutive_failures), when))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[3]
+        )
     return EXIT_OK
 
 

@@ -283,3 +283,74 @@ def test_main_returns_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert main(["ask"]) == 2
     assert capsys.readouterr().out == f"majordomo {__version__}\n"
+
+
+# --------------------------------------------------------------------------- images, models, health
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(16)
+
+
+def test_ask_with_an_image_file(tmp_path: Path) -> None:
+    image = tmp_path / "cat.png"
+    image.write_bytes(PNG)
+    result = majordomo("ask", "--image", str(image), "--json", "fake/echo", "what is this?")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["text"] == "what is this?"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(None, "No such file"), (b"plain text", "not a PNG, JPEG, GIF, WEBP or HEIC image")],
+)
+def test_ask_with_a_bad_image_is_a_usage_error(
+    tmp_path: Path, content: bytes | None, needle: str
+) -> None:
+    image = tmp_path / "notes.txt"
+    if content is not None:
+        image.write_bytes(content)
+    result = majordomo("ask", "--image", str(image), "fake/echo", "hi")
+    assert result.returncode == 2
+    assert_one_error_line(result.stderr)
+    assert needle in result.stderr
+
+
+def test_health_lists_the_targets_of_a_spec() -> None:
+    result = majordomo("health", "fake/a,fake/b")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["TARGET", "STATE", "FAILURES", "BENCHED", "UNTIL"]
+    assert [line.split() for line in lines[1:]] == [
+        ["fake/a", "healthy", "0", "-"],
+        ["fake/b", "healthy", "0", "-"],
+    ]
+
+
+def test_health_without_a_spec_explains_the_empty_table() -> None:
+    result = majordomo("health")
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert "name a SPEC" in result.stderr
+
+
+async def test_models_lists_a_servers_models() -> None:
+    import anyio.to_thread
+    from aiohttp import web
+
+    from tests.helpers.servers import serve
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "zeta", "object": "model"}, {"id": "alpha"}]}
+        )
+
+    async with serve({"/v1/models": models}) as base:
+        env = _env(LLM_LOCAL=f"openai+{base}/v1")
+        result = await anyio.to_thread.run_sync(lambda: majordomo("models", "local", env=env))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["alpha", "zeta"]
+
+
+def test_models_of_an_unknown_provider_is_a_usage_error() -> None:
+    result = majordomo("models", "nope")
+    assert result.returncode == 2
+    assert "LLM_NOPE" in result.stderr
