@@ -78,6 +78,7 @@ from ._messages import Tool as Tool
 from ._messages import ToolCall as ToolCall
 from ._messages import ToolCallPart as ToolCallPart
 from ._messages import ToolResultPart as ToolResultPart
+from ._otel import OpenTelemetryHooks as OpenTelemetryHooks
 from ._protocols import AsyncModel as AsyncModel
 from ._protocols import ModelLister as ModelLister
 from ._protocols import Provider as Provider
@@ -139,6 +140,7 @@ __all__ = (
     "ModelLister",
     "ModelNotFoundError",
     "MonotonicClock",
+    "OpenTelemetryHooks",
     "Option",
     "OverloadedError",
     "Part",
