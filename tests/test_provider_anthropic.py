@@ -6,10 +6,9 @@ real aiohttp server on 127.0.0.1 that plays the bodies in `tests/fixtures/anthro
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +77,14 @@ from majordomo_async._providers.anthropic import (
 from majordomo_async._sse import ServerSentEvent
 
 from .helpers.mocking import CompatResponse
+from .helpers.servers import (
+    Handler,
+    LocalServer,
+    acquired_connections,
+    local_server,
+    play,
+    respond,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
 KEY = "sk-ant-test-0123456789-SECRET"
@@ -114,18 +121,10 @@ def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[HTTPSessionHolder]:
-    """A session holder, closed afterwards; fails the test if a connection is still out."""
+    """A session holder, closed afterwards (the `server` fixture checks for leaks)."""
     holder = HTTPSessionHolder()
-    try:
-        yield holder
-        if not holder.closed:
-            session = holder.get()
-            connector = session.connector
-            # aiohttp has no public counter of checked-out connections (3.10 - 3.14).
-            acquired = connector._acquired if connector is not None else set()
-            assert not acquired, f"connections left acquired: {len(acquired)}"
-    finally:
-        await holder.aclose()
+    yield holder
+    await holder.aclose()
 
 
 def anthropic(
@@ -136,87 +135,29 @@ def anthropic(
     return AnthropicProvider("anthropic", base_url=base_url, http=http, **kwargs)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class LocalServer:
-    """A real aiohttp server on 127.0.0.1: `handler` answers every request; `seen` records them."""
-
-    def __init__(self) -> None:
-        self.base_url = ""
-        self.handler: Handler | None = None
-        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
-
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        """Record the request, then let the test's handler answer it."""
-        self.seen.append(
-            (request.method, request.path_qs, dict(request.headers), await request.read())
-        )
-        assert self.handler is not None, "the test set no handler"
-        return await self.handler(request)
-
-
 @pytest.fixture
-async def server() -> AsyncIterator[LocalServer]:
-    """A local server for the test, stopped afterwards."""
-    local = LocalServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", local.dispatch)
-    runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        local.base_url = f"http://{host}:{port}"
-        yield local
-    finally:
-        await runner.cleanup()
+async def server(http: HTTPSessionHolder) -> AsyncIterator[LocalServer]:
+    """A local server for the test; it must leave no connection of `http` checked out."""
+    async with local_server(http) as server:
+        yield server
 
 
 def sse(name: str, *, chunk: int = 23, request_id: str = "req_stream_1") -> Handler:
     """A handler that plays SSE fixture `name` in `chunk`-byte writes."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "request-id": request_id}
-        )
-        await response.prepare(request)
-        body = fixture_text(name).encode()
-        for start in range(0, len(body), chunk):
-            await response.write(body[start : start + chunk])
-            await asyncio.sleep(0)
-        await response.write_eof()
-        return response
-
-    return handle
+    body = fixture_text(name).encode()
+    return play(body, chunk=chunk, headers={"request-id": request_id})
 
 
 def cut_after(name: str, marker: bytes) -> Handler:
     """A handler that plays SSE fixture `name` up to `marker`, then drops the connection."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        body = fixture_text(name).encode()
-        await response.write(body[: body.index(marker)])
-        await asyncio.sleep(0.01)
-        assert request.transport is not None
-        request.transport.abort()
-        return response
-
-    return handle
+    body = fixture_text(name).encode()
+    return play(body[: body.index(marker)], chunk=len(body), end="close")
 
 
 def reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Handler:
-    """A handler that answers JSON `body` (or text, for a str) with `status`."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        if isinstance(body, str):
-            return web.Response(status=status, text=body, headers=headers, content_type="text/html")
-        return web.json_response(body, status=status, headers=headers)
-
-    return handle
+    """A handler that answers JSON `body` (or an HTML page, for a str) with `status`."""
+    content_type = "text/html" if isinstance(body, str) else "application/json"
+    return respond(status, body, content_type=content_type, headers=headers)
 
 
 def mock_post(mocked: aioresponses, url: str = MESSAGES_URL, **kwargs: Any) -> None:
@@ -553,24 +494,24 @@ async def test_text_stream_collects_text_usage_and_finish(
 ) -> None:
     """A streamed answer aggregates text, cumulative usage, the finish reason and request id."""
     server.handler = sse("text_stream.sse", chunk=5)
-    stream = await anthropic(http, server.base_url).model(MODEL).stream("Fjords?")
+    stream = await anthropic(http, server.url).model(MODEL).stream("Fjords?")
     response = await stream.collect()
     assert response.text == "Fjords are long, narrow sea inlets. ✓"
     assert response.usage == Usage(input_tokens=12 + 3 + 5, output_tokens=9)
     assert response.finish_reason is FinishReason.STOP
     assert response.request_id == "req_stream_1"
     assert response.model == f"anthropic/{MODEL}"
-    method, path, headers, raw = server.seen[0]
-    assert (method, path) == ("POST", "/v1/messages")
-    assert headers["x-api-key"] == KEY
-    assert json.loads(raw)["stream"] is True
+    (request,) = server.requests
+    assert (request.method, request.path) == ("POST", "/v1/messages")
+    assert request.headers["x-api-key"] == KEY
+    assert request.json()["stream"] is True
 
 
 async def test_stream_event_sequence(http: HTTPSessionHolder, server: LocalServer) -> None:
     """StreamStart comes first with the request id, usage follows, StreamEnd comes last."""
     server.handler = sse("text_stream.sse")
     events: list[StreamEvent] = []
-    async with await anthropic(http, server.base_url).model(MODEL).stream("Fjords?") as stream:
+    async with await anthropic(http, server.url).model(MODEL).stream("Fjords?") as stream:
         events.extend([event async for event in stream])
     assert events[0] == StreamStart(model=f"anthropic/{MODEL}", request_id="req_stream_1")
     assert events[1] == UsageUpdate(Usage(20, 1))
@@ -591,9 +532,7 @@ async def test_tool_call_deltas_assemble_into_calls(
     server.handler = sse("tool_stream.sse", chunk=11)
     events: list[StreamEvent] = []
     async with (
-        await anthropic(http, server.base_url)
-        .model(MODEL)
-        .stream("Tides?", tools(WEATHER)) as stream
+        await anthropic(http, server.url).model(MODEL).stream("Tides?", tools(WEATHER)) as stream
     ):
         events.extend([event async for event in stream])
         response = stream.response
@@ -619,7 +558,7 @@ async def test_stream_ending_before_message_stop_is_truncated(
     """A body that ends cleanly without message_stop raises StreamTruncatedError after the text."""
     server.handler = sse("truncated_stream.sse")
     texts: list[str] = []
-    stream = await anthropic(http, server.base_url).model(MODEL).stream("Go on")
+    stream = await anthropic(http, server.url).model(MODEL).stream("Go on")
     with pytest.raises(StreamTruncatedError, match="message_stop") as caught:
         async with stream:
             async for event in stream:
@@ -635,7 +574,7 @@ async def test_connection_dropped_mid_stream_is_truncated(
 ) -> None:
     """A connection cut in the middle of the body raises StreamTruncatedError."""
     server.handler = cut_after("text_stream.sse", b"event: content_block_stop")
-    stream = await anthropic(http, server.base_url).model(MODEL).stream("Fjords?")
+    stream = await anthropic(http, server.url).model(MODEL).stream("Fjords?")
     with pytest.raises(StreamTruncatedError):
         await stream.collect()
 
@@ -646,7 +585,7 @@ async def test_in_band_error_before_first_delta(
     """An overloaded_error event before any content raises OverloadedError after the preamble."""
     server.handler = sse("error_before_content.sse")
     seen: list[type] = []
-    stream = await anthropic(http, server.base_url).model(MODEL).stream("Hi")
+    stream = await anthropic(http, server.url).model(MODEL).stream("Hi")
     with pytest.raises(OverloadedError, match="Overloaded") as caught:
         async with stream:
             async for event in stream:
@@ -661,7 +600,7 @@ async def test_in_band_error_after_content(http: HTTPSessionHolder, server: Loca
     """An error event after text was delivered raises its typed error (content policy here)."""
     server.handler = sse("error_after_content.sse")
     texts: list[str] = []
-    stream = await anthropic(http, server.base_url).model(MODEL).stream("Hi")
+    stream = await anthropic(http, server.url).model(MODEL).stream("Hi")
     with pytest.raises(ContentPolicyError, match="content filtering") as caught:
         async with stream:
             async for event in stream:
@@ -720,11 +659,9 @@ async def test_stream_closed_before_reading_releases_the_connection(
 ) -> None:
     """Closing a stream that was never read still gives its connection back."""
     server.handler = sse("text_stream.sse")
-    stream = await anthropic(http, server.base_url).model(MODEL).stream("Fjords?")
+    stream = await anthropic(http, server.url).model(MODEL).stream("Fjords?")
     await stream.aclose()
-    connector = http.get().connector
-    assert connector is not None
-    assert not connector._acquired
+    assert acquired_connections(http.get()) == 0
 
 
 async def test_breaking_out_early_releases_the_connection(
@@ -732,14 +669,12 @@ async def test_breaking_out_early_releases_the_connection(
 ) -> None:
     """Leaving `async with` after the first text delta closes the stream's connection."""
     server.handler = sse("text_stream.sse")
-    async with await anthropic(http, server.base_url).model(MODEL).stream("Fjords?") as stream:
+    async with await anthropic(http, server.url).model(MODEL).stream("Fjords?") as stream:
         async for event in stream:
             if isinstance(event, TextDelta):
                 break
     assert stream.closed
-    connector = http.get().connector
-    assert connector is not None
-    assert not connector._acquired
+    assert acquired_connections(http.get()) == 0
 
 
 # --------------------------------------------------------------------------- HTTP errors
@@ -883,7 +818,7 @@ async def test_http_errors_are_mapped(
 ) -> None:
     """Each error reply raises its typed error, before any stream event, with its fields."""
     server.handler = reply(status, body, {"request-id": "req_hdr_1", **headers})
-    model = anthropic(http, server.base_url).model(MODEL)
+    model = anthropic(http, server.url).model(MODEL)
     with pytest.raises(ProviderError) as caught:
         if streaming:
             await model.stream("Hi")
@@ -908,7 +843,7 @@ async def test_request_id_falls_back_to_the_error_body(
     """Without a request-id header, the error body's request_id is used."""
     server.handler = reply(529, error_body("overloaded_error", "Overloaded"))
     with pytest.raises(OverloadedError) as caught:
-        await anthropic(http, server.base_url).model(MODEL).generate("Hi")
+        await anthropic(http, server.url).model(MODEL).generate("Hi")
     assert caught.value.request_id == "req_body_1"
 
 
@@ -918,12 +853,12 @@ async def test_should_retry_header_wins(http: HTTPSessionHolder, server: LocalSe
         429, error_body("rate_limit_error", "slow down"), {"x-should-retry": "true"}
     )
     with pytest.raises(RateLimitError) as caught:
-        await anthropic(http, server.base_url).model(MODEL).generate("Hi")
+        await anthropic(http, server.url).model(MODEL).generate("Hi")
     assert type(caught.value) is RateLimitError
     assert classify(caught.value) is ErrorClass.TRANSIENT
     server.handler = reply(529, error_body("overloaded_error", "busy"), {"x-should-retry": "false"})
     with pytest.raises(OverloadedError) as overloaded:
-        await anthropic(http, server.base_url).model(MODEL).generate("Hi")
+        await anthropic(http, server.url).model(MODEL).generate("Hi")
     assert classify(overloaded.value) is ErrorClass.PERMANENT
 
 
@@ -938,23 +873,23 @@ async def test_list_models_follows_pages(http: HTTPSessionHolder, server: LocalS
         return web.json_response(fixture_json(page))
 
     server.handler = handle
-    assert await anthropic(http, server.base_url).list_models() == [
+    assert await anthropic(http, server.url).list_models() == [
         "claude-test-2",
         "claude-test-1",
         "claude-test-0",
     ]
-    assert [(method, path) for method, path, _, _ in server.seen] == [
-        ("GET", "/v1/models?limit=1000"),
-        ("GET", "/v1/models?limit=1000&after_id=claude-test-1"),
+    assert [(request.method, request.path, request.query) for request in server.requests] == [
+        ("GET", "/v1/models", "limit=1000"),
+        ("GET", "/v1/models", "limit=1000&after_id=claude-test-1"),
     ]
-    assert all(headers["x-api-key"] == KEY for _, _, headers, _ in server.seen)
+    assert all(request.headers["x-api-key"] == KEY for request in server.requests)
 
 
 async def test_list_models_error_is_typed(http: HTTPSessionHolder, server: LocalServer) -> None:
     """A refused key on /v1/models raises AuthenticationError."""
     server.handler = reply(401, error_body("authentication_error", "invalid x-api-key"))
     with pytest.raises(AuthenticationError):
-        await anthropic(http, server.base_url).list_models()
+        await anthropic(http, server.url).list_models()
 
 
 async def test_missing_key_fails_the_call_not_the_construction(http: HTTPSessionHolder) -> None:
@@ -970,7 +905,7 @@ async def test_missing_key_fails_the_call_not_the_construction(http: HTTPSession
 
 async def test_key_never_shown(http: HTTPSessionHolder, server: LocalServer) -> None:
     """No repr and no error message contains the API key."""
-    provider = anthropic(http, server.base_url)
+    provider = anthropic(http, server.url)
     model = provider.model(MODEL)
     server.handler = reply(401, error_body("authentication_error", "invalid x-api-key"))
     with pytest.raises(AuthenticationError) as caught:
@@ -1089,7 +1024,7 @@ async def test_chain_fails_over_on_in_band_error_before_content(
 ) -> None:
     """An error event before the first delta still fails the chain over to the next target."""
     server.handler = sse("error_before_content.sse")
-    registry.register_provider(anthropic(http, server.base_url))
+    registry.register_provider(anthropic(http, server.url))
     chain = registry.parse(f"anthropic/{MODEL},fake/backup?reply=fallback")
     response = await (await chain.stream("Hi")).collect()
     assert response.text == "fallback"
@@ -1103,7 +1038,7 @@ async def test_chain_delivers_anthropic_stream(
 ) -> None:
     """Through a chain, the Anthropic stream is established and read to the end."""
     server.handler = sse("text_stream.sse")
-    registry.register_provider(anthropic(http, server.base_url))
+    registry.register_provider(anthropic(http, server.url))
     response = await (await registry.parse(f"anthropic/{MODEL}").stream("Fjords?")).collect()
     assert response.text == "Fjords are long, narrow sea inlets. ✓"
     assert response.model == f"anthropic/{MODEL}"

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
@@ -80,14 +78,20 @@ from majordomo_async._providers.gemini import (
 )
 
 from .helpers.mocking import CompatResponse
+from .helpers.servers import (
+    Handler,
+    LocalServer,
+    acquired_connections,
+    local_server,
+    play,
+    respond,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
 KEY = "AIzaSyTEST-secret-key-0123456789abcdef"
 BASE = "https://generativelanguage.example/v1beta"
 MODEL = "gemini-2.5-flash"
 GENERATE_URL = f"{BASE}/models/{MODEL}:generateContent"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def fixture_text(name: str) -> str:
@@ -100,20 +104,11 @@ def fixture_json(name: str) -> Any:
     return json.loads(fixture_text(name))
 
 
-def acquired(session: aiohttp.ClientSession) -> int:
-    """Connections the session handed out and did not get back (aiohttp has no public counter)."""
-    connector = session.connector
-    assert connector is not None
-    return len(connector._acquired)
-
-
 @pytest.fixture
 async def holder() -> AsyncIterator[HTTPSessionHolder]:
-    """A session holder, closed after the test, which must leave no connection acquired."""
+    """A session holder, closed after the test (the `server` fixture checks for leaks)."""
     holder = HTTPSessionHolder()
     yield holder
-    if not holder.closed:
-        assert acquired(holder.get()) == 0, "a connection was left acquired"
     await holder.aclose()
 
 
@@ -148,52 +143,21 @@ async def body_for(holder: HTTPSessionHolder, request: Request | str) -> Any:
 # --------------------------------------------------------------------------- a real server
 
 
-@asynccontextmanager
-async def serve(routes: Mapping[str, Handler]) -> AsyncIterator[str]:
-    """Serve `routes` on 127.0.0.1 (port 0); yield the API base URL ending in /v1beta."""
-    app = web.Application()
-    for path, handler in routes.items():
-        app.router.add_route("*", path, handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}/v1beta"
-    finally:
-        await runner.cleanup()
+@pytest.fixture
+async def server(holder: HTTPSessionHolder) -> AsyncIterator[LocalServer]:
+    """A local server for the test; it must leave no connection of `holder` checked out."""
+    async with local_server(holder) as server:
+        yield server
 
 
-def sse(name: str, *, chunk: int = 7, seen: list[web.Request] | None = None) -> Handler:
+def sse(name: str, *, chunk: int = 7) -> Handler:
     """A handler writing fixture `name` as an event stream, CRLF lines, `chunk` bytes at a time."""
-    data = fixture_text(name).replace("\n", "\r\n").encode()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        if seen is not None:
-            seen.append(request)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for start in range(0, len(data), chunk):
-            await response.write(data[start : start + chunk])
-        await response.write_eof()
-        return response
-
-    return handler
+    return play(fixture_text(name).replace("\n", "\r\n").encode(), chunk=chunk)
 
 
 def reply(name: str, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Handler:
     """A handler answering with fixture `name` as a JSON body."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            text=fixture_text(name),
-            status=status,
-            content_type="application/json",
-            headers=headers,
-        )
-
-    return handler
+    return respond(status, fixture_text(name), headers=headers)
 
 
 STREAM_PATH = f"/v1beta/models/{MODEL}:streamGenerateContent"
@@ -659,13 +623,13 @@ def test_factory_rejects_bad_query(holder: HTTPSessionHolder, query: str, match:
 # --------------------------------------------------------------------------- streams
 
 
-async def test_text_stream(holder: HTTPSessionHolder) -> None:
+async def test_text_stream(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """Text deltas aggregate; usage and the finish reason come from the last chunk."""
-    seen: list[web.Request] = []
-    async with serve({STREAM_PATH: sse("text_stream.sse", seen=seen)}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Greet me")
-        events = [event async for event in stream]
-        response = stream.response
+    server.routes[STREAM_PATH] = sse("text_stream.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Greet me")
+    events = [event async for event in stream]
+    response = stream.response
     assert isinstance(events[0], StreamStart)
     texts = [event.text for event in events if isinstance(event, TextDelta)]
     assert texts == ["Gla", "d to hélp", " → always."]
@@ -674,16 +638,17 @@ async def test_text_stream(holder: HTTPSessionHolder) -> None:
     assert response.usage == Usage(input_tokens=7, output_tokens=11)
     assert response.request_id == "resp-stream-0001"
     assert response.model == f"gemini/{MODEL}"
-    (request,) = seen
-    assert request.query_string == "alt=sse"
+    (request,) = server.requests
+    assert request.query == "alt=sse"
     assert request.headers["x-goog-api-key"] == KEY
 
 
-async def test_tool_call_stream(holder: HTTPSessionHolder) -> None:
+async def test_tool_call_stream(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """Whole function calls arrive as one delta each and assemble into tool calls."""
-    async with serve({STREAM_PATH: sse("tool_stream.sse")}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Weather?")
-        events = [event async for event in stream]
+    server.routes[STREAM_PATH] = sse("tool_stream.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Weather?")
+    events = [event async for event in stream]
     deltas = [event for event in events if isinstance(event, ToolCallDelta)]
     assert deltas == [
         ToolCallDelta(0, "call_0__thought__c2lnLW9zbG8=", "get_weather", '{"city": "Oslo"}'),
@@ -695,76 +660,72 @@ async def test_tool_call_stream(holder: HTTPSessionHolder) -> None:
     assert response.usage == Usage(input_tokens=30, output_tokens=14)
 
 
-async def test_usage_update_arrives_before_the_end(holder: HTTPSessionHolder) -> None:
+async def test_usage_update_arrives_before_the_end(
+    holder: HTTPSessionHolder, server: LocalServer
+) -> None:
     """The final usage is reported as an event before StreamEnd."""
-    async with serve({STREAM_PATH: sse("text_stream.sse")}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Greet me")
-        events = [event async for event in stream]
+    server.routes[STREAM_PATH] = sse("text_stream.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Greet me")
+    events = [event async for event in stream]
     assert events[-2] == UsageUpdate(Usage(input_tokens=7, output_tokens=11))
 
 
-async def test_truncated_stream(holder: HTTPSessionHolder) -> None:
+async def test_truncated_stream(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """A body that ends without a finishReason chunk raises StreamTruncatedError."""
-    async with serve({STREAM_PATH: sse("truncated_stream.sse")}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Tell a story")
-        texts: list[str] = []
-        with pytest.raises(StreamTruncatedError) as info:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    texts.append(event.text)
+    server.routes[STREAM_PATH] = sse("truncated_stream.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Tell a story")
+    texts: list[str] = []
+    with pytest.raises(StreamTruncatedError) as info:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                texts.append(event.text)
     assert texts == ["Once upon", " a time"]
     assert info.value.key == f"gemini/{MODEL}"
 
 
-async def test_stream_cut_mid_body(holder: HTTPSessionHolder) -> None:
+async def test_stream_cut_mid_body(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """A connection dropped mid-body (no chunked terminator) is a truncated stream."""
-
-    async def cut(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(fixture_text("truncated_stream.sse").encode()[:120])
-        assert request.transport is not None
-        request.transport.close()
-        return response
-
-    async with serve({STREAM_PATH: cut}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Tell a story")
-        with pytest.raises(StreamTruncatedError, match="ended early"):
-            await stream.collect()
+    body = fixture_text("truncated_stream.sse").encode()[:120]
+    server.routes[STREAM_PATH] = play(body, chunk=len(body), end="close")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Tell a story")
+    with pytest.raises(StreamTruncatedError, match="ended early"):
+        await stream.collect()
 
 
-async def test_reset_after_the_terminal_chunk_loses_nothing(holder: HTTPSessionHolder) -> None:
+async def test_reset_after_the_terminal_chunk_loses_nothing(
+    holder: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A connection dropped after the finishReason chunk still gives the complete answer."""
-
-    async def complete_then_cut(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(fixture_text("text_stream.sse").encode())
-        assert request.transport is not None
-        request.transport.close()  # no chunked terminator: aiohttp sees a cut payload
-        return response
-
-    async with serve({STREAM_PATH: complete_then_cut}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Greet me")
-        response = await stream.collect()
+    body = fixture_text("text_stream.sse").encode()
+    # No chunked terminator after the body: aiohttp sees a cut payload.
+    server.routes[STREAM_PATH] = play(body, chunk=len(body), end="close")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Greet me")
+    response = await stream.collect()
     assert response.text == "Glad to hélp → always."
     assert response.finish_reason is FinishReason.STOP
 
 
 async def test_chain_fails_over_on_an_in_band_error_before_content(
     holder: HTTPSessionHolder,
+    server: LocalServer,
 ) -> None:
     """An error chunk before the first delta lets a chain move on to its next target."""
-    routes = {
-        "/v1beta/models/gemini-a:streamGenerateContent": sse("error_before_content.sse"),
-        "/v1beta/models/gemini-b:streamGenerateContent": sse("text_stream.sse"),
-    }
-    async with serve(routes) as base:
-        gemini = provider(holder, base)
-        targets = [Target(f"gemini/{m}", gemini.model(m)) for m in ("gemini-a", "gemini-b")]
-        config = ChainConfig(transient_retries=-1)
-        chain = Chain(targets, HealthTracker(clock=ManualClock()), config)
-        response = await (await chain.stream("Greet me")).collect()
+    server.routes.update(
+        {
+            "/v1beta/models/gemini-a:streamGenerateContent": sse("error_before_content.sse"),
+            "/v1beta/models/gemini-b:streamGenerateContent": sse("text_stream.sse"),
+        }
+    )
+    base = server.url + "/v1beta"
+    gemini = provider(holder, base)
+    targets = [Target(f"gemini/{m}", gemini.model(m)) for m in ("gemini-a", "gemini-b")]
+    config = ChainConfig(transient_retries=-1)
+    chain = Chain(targets, HealthTracker(clock=ManualClock()), config)
+    response = await (await chain.stream("Greet me")).collect()
     assert response.model == "gemini/gemini-b"
     assert response.text == "Glad to hélp → always."
     (failure,) = response.failed_attempts
@@ -772,64 +733,76 @@ async def test_chain_fails_over_on_an_in_band_error_before_content(
     assert isinstance(failure.error, OverloadedError)
 
 
-async def test_in_band_error_before_content(holder: HTTPSessionHolder) -> None:
+async def test_in_band_error_before_content(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """An error chunk before any delta raises the mapped error on the first read."""
-    async with serve({STREAM_PATH: sse("error_before_content.sse")}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Hi")
-        with pytest.raises(OverloadedError, match="overloaded") as info:
-            await stream.__anext__()
-        await stream.aclose()
+    server.routes[STREAM_PATH] = sse("error_before_content.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Hi")
+    with pytest.raises(OverloadedError, match="overloaded") as info:
+        await stream.__anext__()
+    await stream.aclose()
     assert info.value.status == 503
     assert info.value.code == "UNAVAILABLE"
 
 
-async def test_in_band_error_after_content(holder: HTTPSessionHolder) -> None:
+async def test_in_band_error_after_content(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """An error chunk after a delta reaches the consumer as the mapped error."""
-    async with serve({STREAM_PATH: sse("error_after_content.sse")}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Hi")
-        seen: list[object] = []
-        with pytest.raises(ServerError) as info:
-            async for event in stream:
-                seen.append(event)
+    server.routes[STREAM_PATH] = sse("error_after_content.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Hi")
+    seen: list[object] = []
+    with pytest.raises(ServerError) as info:
+        async for event in stream:
+            seen.append(event)
     assert TextDelta("Partial answer") in seen
     assert info.value.status == 500
 
 
-async def test_raw_error_json_without_data_prefix(holder: HTTPSessionHolder) -> None:
+async def test_raw_error_json_without_data_prefix(
+    holder: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A multi-line error JSON written without `data:` becomes the typed error, not truncation."""
-    async with serve({STREAM_PATH: sse("error_raw_after_content.sse")}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Hi")
-        with pytest.raises(RateLimitError) as info:
-            await stream.collect()
+    server.routes[STREAM_PATH] = sse("error_raw_after_content.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Hi")
+    with pytest.raises(RateLimitError) as info:
+        await stream.collect()
     assert info.value.code == "RESOURCE_EXHAUSTED"
     assert not isinstance(info.value, QuotaExceededError)
 
 
-async def test_blocked_prompt_in_a_stream(holder: HTTPSessionHolder) -> None:
+async def test_blocked_prompt_in_a_stream(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """A blocked prompt's only chunk raises ContentPolicyError before any content."""
-    async with serve({STREAM_PATH: sse("blocked_stream.sse")}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Hi")
-        with pytest.raises(ContentPolicyError, match="SAFETY"):
-            await stream.collect()
+    server.routes[STREAM_PATH] = sse("blocked_stream.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Hi")
+    with pytest.raises(ContentPolicyError, match="SAFETY"):
+        await stream.collect()
 
 
-async def test_stream_closed_unread_releases_the_connection(holder: HTTPSessionHolder) -> None:
+async def test_stream_closed_unread_releases_the_connection(
+    holder: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A stream closed before its first event still drops its connection."""
-    async with serve({STREAM_PATH: sse("text_stream.sse")}) as base:
-        stream = await provider(holder, base).model(MODEL).stream("Hi")
-        assert acquired(holder.get()) == 1
-        await stream.aclose()
-        assert acquired(holder.get()) == 0
+    server.routes[STREAM_PATH] = sse("text_stream.sse")
+    base = server.url + "/v1beta"
+    stream = await provider(holder, base).model(MODEL).stream("Hi")
+    assert acquired_connections(holder.get()) == 1
+    await stream.aclose()
+    assert acquired_connections(holder.get()) == 0
 
 
-async def test_breaking_out_early_releases_the_connection(holder: HTTPSessionHolder) -> None:
+async def test_breaking_out_early_releases_the_connection(
+    holder: HTTPSessionHolder, server: LocalServer
+) -> None:
     """Leaving `async with` after the first delta closes the connection."""
-    async with serve({STREAM_PATH: sse("text_stream.sse", chunk=4096)}) as base:
-        async with await provider(holder, base).model(MODEL).stream("Hi") as stream:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    break
-        assert acquired(holder.get()) == 0
+    server.routes[STREAM_PATH] = sse("text_stream.sse", chunk=4096)
+    base = server.url + "/v1beta"
+    async with await provider(holder, base).model(MODEL).stream("Hi") as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                break
+    assert acquired_connections(holder.get()) == 0
 
 
 def test_translator_safety_stop_and_late_usage() -> None:
@@ -839,7 +812,7 @@ def test_translator_safety_stop_and_late_usage() -> None:
     late = translator.chunk({"usageMetadata": {"promptTokenCount": 3}})
     assert first == [StreamStart(model="gemini/m"), StreamEnd(FinishReason.CONTENT_FILTER)]
     assert late == [UsageUpdate(Usage(input_tokens=3))]
-    translator.finish(b"")  # terminal chunk seen: the end of the body is fine
+    translator.finish("")  # terminal chunk seen: the end of the body is fine
 
 
 # --------------------------------------------------------------------------- HTTP errors
@@ -859,16 +832,23 @@ def test_translator_safety_stop_and_late_usage() -> None:
     ],
 )
 async def test_http_errors(
-    holder: HTTPSessionHolder, status: int, name: str, error: type[ProviderError], code: str
+    holder: HTTPSessionHolder,
+    status: int,
+    name: str,
+    error: type[ProviderError],
+    code: str,
+    server: LocalServer,
 ) -> None:
     """Each Gemini error body maps to its error type, for generate and for stream."""
-    routes = {GENERATE_PATH: reply(name, status=status), STREAM_PATH: reply(name, status=status)}
-    async with serve(routes) as base:
-        model = provider(holder, base).model(MODEL)
-        with pytest.raises(error) as generated:
-            await model.generate("Hi")
-        with pytest.raises(error) as streamed:
-            await model.stream("Hi")
+    server.routes.update(
+        {GENERATE_PATH: reply(name, status=status), STREAM_PATH: reply(name, status=status)}
+    )
+    base = server.url + "/v1beta"
+    model = provider(holder, base).model(MODEL)
+    with pytest.raises(error) as generated:
+        await model.generate("Hi")
+    with pytest.raises(error) as streamed:
+        await model.stream("Hi")
     for info in (generated, streamed):
         assert type(info.value) is error
         assert info.value.status == status
@@ -877,36 +857,44 @@ async def test_http_errors(
         assert fixture_json(name)["error"]["message"][:40] in str(info.value)
 
 
-async def test_rate_limit_uses_retry_delay_from_the_body(holder: HTTPSessionHolder) -> None:
+async def test_rate_limit_uses_retry_delay_from_the_body(
+    holder: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A per-minute 429 is a RateLimitError whose retry_after is RetryInfo.retryDelay."""
-    async with serve({GENERATE_PATH: reply("error_rate_limit.json", status=429)}) as base:
-        with pytest.raises(RateLimitError) as info:
-            await provider(holder, base).model(MODEL).generate("Hi")
+    server.routes[GENERATE_PATH] = reply("error_rate_limit.json", status=429)
+    base = server.url + "/v1beta"
+    with pytest.raises(RateLimitError) as info:
+        await provider(holder, base).model(MODEL).generate("Hi")
     assert type(info.value) is RateLimitError
     assert info.value.retry_after == 21.0
     assert "retry after 21 s" in str(info.value)
 
 
-async def test_rate_limit_prefers_a_retry_after_header(holder: HTTPSessionHolder) -> None:
+async def test_rate_limit_prefers_a_retry_after_header(
+    holder: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A Retry-After header, when sent, wins over the body's retryDelay."""
     handler = reply("error_rate_limit.json", status=429, headers={"Retry-After": "7"})
-    async with serve({GENERATE_PATH: handler}) as base:
-        with pytest.raises(RateLimitError) as info:
-            await provider(holder, base).model(MODEL).generate("Hi")
+    server.routes[GENERATE_PATH] = handler
+    base = server.url + "/v1beta"
+    with pytest.raises(RateLimitError) as info:
+        await provider(holder, base).model(MODEL).generate("Hi")
     assert info.value.retry_after == 7.0
 
 
-async def test_blocked_prompt_over_http(holder: HTTPSessionHolder) -> None:
+async def test_blocked_prompt_over_http(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """A blocked prompt (200 + blockReason) from generate is a ContentPolicyError."""
-    async with serve({GENERATE_PATH: reply("generate_blocked.json")}) as base:
-        with pytest.raises(ContentPolicyError):
-            await provider(holder, base).model(MODEL).generate("Hi")
+    server.routes[GENERATE_PATH] = reply("generate_blocked.json")
+    base = server.url + "/v1beta"
+    with pytest.raises(ContentPolicyError):
+        await provider(holder, base).model(MODEL).generate("Hi")
 
 
-async def test_generate_over_http(holder: HTTPSessionHolder) -> None:
+async def test_generate_over_http(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """A real round trip parses the reply and returns the connection to the pool."""
-    async with serve({GENERATE_PATH: reply("generate_text.json")}) as base:
-        response = await provider(holder, base).model(MODEL).generate("Capital of Norway?")
+    server.routes[GENERATE_PATH] = reply("generate_text.json")
+    base = server.url + "/v1beta"
+    response = await provider(holder, base).model(MODEL).generate("Capital of Norway?")
     assert response.text == "Oslo is the capital of Norway."
     assert response.request_id == "resp-text-0001"
 
@@ -914,7 +902,7 @@ async def test_generate_over_http(holder: HTTPSessionHolder) -> None:
 # --------------------------------------------------------------------------- list_models
 
 
-async def test_list_models_follows_pages(holder: HTTPSessionHolder) -> None:
+async def test_list_models_follows_pages(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """Models come from every page, without the models/ prefix, chat-capable ones only."""
     tokens: list[str | None] = []
 
@@ -925,15 +913,17 @@ async def test_list_models_follows_pages(holder: HTTPSessionHolder) -> None:
         page = "models_page2.json" if token else "models_page1.json"
         return web.Response(text=fixture_text(page), content_type="application/json")
 
-    async with serve({"/v1beta/models": models}) as base:
-        ids = await provider(holder, base).list_models()
+    server.routes["/v1beta/models"] = models
+    base = server.url + "/v1beta"
+    ids = await provider(holder, base).list_models()
     assert ids == ["gemini-2.5-flash", "gemini-2.5-pro"]
     assert tokens == [None, "Cg9tb2RlbHMvZ2VtaW5pLTI="]
 
 
-async def test_list_models_maps_errors(holder: HTTPSessionHolder) -> None:
+async def test_list_models_maps_errors(holder: HTTPSessionHolder, server: LocalServer) -> None:
     """An invalid key while listing is an AuthenticationError too."""
     handler = reply("error_api_key_invalid.json", status=400)
-    async with serve({"/v1beta/models": handler}) as base:
-        with pytest.raises(AuthenticationError):
-            await provider(holder, base).list_models()
+    server.routes["/v1beta/models"] = handler
+    base = server.url + "/v1beta"
+    with pytest.raises(AuthenticationError):
+        await provider(holder, base).list_models()

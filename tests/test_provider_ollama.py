@@ -7,11 +7,9 @@ recorded-style bodies in `tests/fixtures/ollama/` in small chunks.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,7 +25,6 @@ from majordomo_async import (
     AsyncModel,
     AuthenticationError,
     BadRequestError,
-    Capabilities,
     ConfigurationError,
     ContentPolicyError,
     ContextLengthError,
@@ -70,6 +67,7 @@ from majordomo_async import (
     tools,
     top_p,
 )
+from majordomo_async._capabilities import builtin_capabilities
 from majordomo_async._http import Timeouts
 from majordomo_async._providers.ollama import (
     DEFAULT_BASE_URL,
@@ -82,6 +80,15 @@ from majordomo_async._providers.ollama import (
 )
 
 from .helpers.mocking import CompatResponse
+from .helpers.servers import (
+    Handler,
+    LocalServer,
+    acquired_connections,
+    closed_port_url,
+    local_server,
+    play,
+    respond,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ollama"
 LOCAL = "http://127.0.0.1:11434"
@@ -107,21 +114,16 @@ def fixture(name: str) -> bytes:
 
 
 def acquired(holder: HTTPSessionHolder) -> int:
-    """Connections the holder's session has handed out and not got back (aiohttp private)."""
-    connector = holder.get().connector
-    assert connector is not None
-    return len(connector._acquired)
+    """Connections the holder's session has handed out and not got back."""
+    return acquired_connections(holder.get())
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[HTTPSessionHolder]:
-    """A session holder; afterwards no connection may still be checked out."""
+    """A session holder, closed after the test (the `server` fixture checks for leaks)."""
     holder = HTTPSessionHolder()
-    try:
-        yield holder
-        assert acquired(holder) == 0, "a connection was left acquired"
-    finally:
-        await holder.aclose()
+    yield holder
+    await holder.aclose()
 
 
 def provider_for(
@@ -481,96 +483,49 @@ def test_stream_translator_without_done_is_truncated() -> None:
 # --------------------------------------------------------------------------- a real server
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CHAT_PATH = "/api/chat"
+TAGS_PATH = "/api/tags"
 
 
-class Server:
-    """What the local server saw: each request's path, headers and JSON body."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.requests: list[tuple[str, dict[str, str], Any]] = []
-
-
-@asynccontextmanager
-async def ollama_server(chat: Handler, tags: Handler | None = None) -> AsyncIterator[Server]:
-    """Serve /api/chat (and /api/tags) on 127.0.0.1; yield the base URL and the requests."""
-    server: Server | None = None
-
-    def recording(handler: Handler) -> Handler:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.json() if request.can_read_body else None
-            assert server is not None
-            server.requests.append((request.path, dict(request.headers), body))
-            return await handler(request)
-
-        return handle
-
-    app = web.Application()
-    app.router.add_post("/api/chat", recording(chat))
-    if tags is not None:
-        app.router.add_get("/api/tags", recording(tags))
-    runner = web.AppRunner(app, shutdown_timeout=0.05, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        server = Server(f"http://{host}:{port}")
+@pytest.fixture
+async def server(http: HTTPSessionHolder) -> AsyncIterator[LocalServer]:
+    """A local server for the test; it must leave no connection of `http` checked out."""
+    async with local_server(http) as server:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def ndjson(name: str, *, chunk: int = 11, status: int = 200) -> Handler:
     """A handler that writes fixture `name` as an NDJSON body, `chunk` bytes at a time."""
-    data = fixture(name)
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=status, headers={"Content-Type": "application/x-ndjson"}
-        )
-        await response.prepare(request)
-        for start in range(0, len(data), chunk):
-            await response.write(data[start : start + chunk])
-            await asyncio.sleep(0)
-        await response.write_eof()
-        return response
-
-    return handle
+    return play(fixture(name), chunk=chunk, status=status, content_type="application/x-ndjson")
 
 
 def error_reply(status: int, error: str, headers: dict[str, str] | None = None) -> Handler:
     """A handler answering `{"error": error}` with `status`."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"error": error}, status=status, headers=headers)
-
-    return handle
+    return respond(status, {"error": error}, headers=headers)
 
 
-async def test_stream_text_is_collected(http: HTTPSessionHolder) -> None:
+async def test_stream_text_is_collected(http: HTTPSessionHolder, server: LocalServer) -> None:
     """A text stream aggregates to the full text, usage and STOP; the body asks to stream."""
-    async with ollama_server(ndjson("chat_text.ndjson")) as server:
-        model = provider_for(http, server.url).model("llama3.2")
-        stream = await model.stream("Tell me about fjords.")
-        response = await stream.collect()
+    server.routes[CHAT_PATH] = ndjson("chat_text.ndjson")
+    model = provider_for(http, server.url).model("llama3.2")
+    stream = await model.stream("Tell me about fjords.")
+    response = await stream.collect()
     assert response.text == "The fjord is deep ❄️."
     assert response.usage == Usage(21, 7)
     assert response.finish_reason is FinishReason.STOP
     assert response.model == "ollama/llama3.2"
-    path, headers, body = server.requests[0]
-    assert path == "/api/chat"
-    assert headers["Accept"] == "application/x-ndjson"
-    assert body["stream"] is True
+    (request,) = server.requests
+    assert request.path == "/api/chat"
+    assert request.headers["Accept"] == "application/x-ndjson"
+    assert request.json()["stream"] is True
 
 
-async def test_stream_event_order(http: HTTPSessionHolder) -> None:
+async def test_stream_event_order(http: HTTPSessionHolder, server: LocalServer) -> None:
     """StreamStart comes first, then text deltas, usage, and StreamEnd last."""
-    async with ollama_server(ndjson("chat_length.ndjson", chunk=5)) as server:
-        model = provider_for(http, server.url).model("llama3.2")
-        async with await model.stream("Story?") as stream:
-            events = [event async for event in stream]
+    server.routes[CHAT_PATH] = ndjson("chat_length.ndjson", chunk=5)
+    model = provider_for(http, server.url).model("llama3.2")
+    async with await model.stream("Story?") as stream:
+        events = [event async for event in stream]
     assert events == [
         StreamStart(model="ollama/llama3.2"),
         TextDelta("Once upon"),
@@ -579,11 +534,13 @@ async def test_stream_event_order(http: HTTPSessionHolder) -> None:
     ]
 
 
-async def test_stream_tool_calls_are_assembled(http: HTTPSessionHolder) -> None:
+async def test_stream_tool_calls_are_assembled(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """Whole tool calls across chunks become numbered calls, with usage at the end."""
-    async with ollama_server(ndjson("chat_tools.ndjson", chunk=3)) as server:
-        model = provider_for(http, server.url).model("qwen3")
-        response = await (await model.stream("Cities?", tools(LOOKUP, CLOCK))).collect()
+    server.routes[CHAT_PATH] = ndjson("chat_tools.ndjson", chunk=3)
+    model = provider_for(http, server.url).model("qwen3")
+    response = await (await model.stream("Cities?", tools(LOOKUP, CLOCK))).collect()
     assert response.tool_calls == (
         ToolCall("call_0", "lookup_city", '{"q": "Bergen"}'),
         ToolCall("call_1", "lookup_city", '{"q": "Tromsø"}'),
@@ -594,43 +551,47 @@ async def test_stream_tool_calls_are_assembled(http: HTTPSessionHolder) -> None:
     assert response.text == ""
 
 
-async def test_stream_cut_before_done_is_truncated(http: HTTPSessionHolder) -> None:
+async def test_stream_cut_before_done_is_truncated(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A body that ends without `done: true` raises StreamTruncatedError after the text."""
-    async with ollama_server(ndjson("chat_truncated.ndjson")) as server:
-        model = provider_for(http, server.url).model("llama3.2")
-        texts = []
-        with pytest.raises(StreamTruncatedError):
-            async with await model.stream("Go") as stream:
-                async for event in stream:
-                    if isinstance(event, TextDelta):
-                        texts.append(event.text)
+    server.routes[CHAT_PATH] = ndjson("chat_truncated.ndjson")
+    model = provider_for(http, server.url).model("llama3.2")
+    texts = []
+    with pytest.raises(StreamTruncatedError):
+        async with await model.stream("Go") as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    texts.append(event.text)
     assert "".join(texts) == "Half an answer"
 
 
-async def test_in_band_error_before_content(http: HTTPSessionHolder) -> None:
+async def test_in_band_error_before_content(http: HTTPSessionHolder, server: LocalServer) -> None:
     """An error line before any delta raises the typed error at the first read."""
-    async with ollama_server(ndjson("chat_error_first.ndjson")) as server:
-        model = provider_for(http, server.url).model("llama3.2")
-        stream = await model.stream("Go")
-        with pytest.raises(ServerError, match="model runner has unexpectedly stopped") as caught:
-            await stream.collect()
+    server.routes[CHAT_PATH] = ndjson("chat_error_first.ndjson")
+    model = provider_for(http, server.url).model("llama3.2")
+    stream = await model.stream("Go")
+    with pytest.raises(ServerError, match="model runner has unexpectedly stopped") as caught:
+        await stream.collect()
     assert caught.value.key == "ollama/llama3.2"
     assert stream.closed
 
 
-async def test_in_band_error_after_content(http: HTTPSessionHolder) -> None:
+async def test_in_band_error_after_content(http: HTTPSessionHolder, server: LocalServer) -> None:
     """An error line after a delta raises the typed error once the text was handed out."""
-    async with ollama_server(ndjson("chat_error_mid.ndjson")) as server:
-        model = provider_for(http, server.url).model("llama3.2")
-        seen: list[object] = []
-        with pytest.raises(ServerError, match="error was encountered while running"):
-            async with await model.stream("Go") as stream:
-                async for event in stream:
-                    seen.append(event)
+    server.routes[CHAT_PATH] = ndjson("chat_error_mid.ndjson")
+    model = provider_for(http, server.url).model("llama3.2")
+    seen: list[object] = []
+    with pytest.raises(ServerError, match="error was encountered while running"):
+        async with await model.stream("Go") as stream:
+            async for event in stream:
+                seen.append(event)
     assert TextDelta("Sure, ") in seen
 
 
-async def test_in_band_model_not_found_is_typed(http: HTTPSessionHolder) -> None:
+async def test_in_band_model_not_found_is_typed(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """An in-band error keeps its meaning: a missing model is ModelNotFoundError."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -639,62 +600,60 @@ async def test_in_band_model_not_found_is_typed(http: HTTPSessionHolder) -> None
             content_type="application/x-ndjson",
         )
 
-    async with ollama_server(handle) as server:
-        stream = await provider_for(http, server.url).model("nope").stream("Go")
-        with pytest.raises(ModelNotFoundError, match="ollama pull nope"):
-            await stream.collect()
+    server.routes[CHAT_PATH] = handle
+    stream = await provider_for(http, server.url).model("nope").stream("Go")
+    with pytest.raises(ModelNotFoundError, match="ollama pull nope"):
+        await stream.collect()
 
 
-async def test_real_server_generate(http: HTTPSessionHolder) -> None:
+async def test_real_server_generate(http: HTTPSessionHolder, server: LocalServer) -> None:
     """generate over a real connection parses the reply and returns the connection."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return web.json_response(reply("Hei!"))
 
-    async with ollama_server(handle) as server:
-        response = await provider_for(http, server.url).model("llama3.2").generate("Hello")
+    server.routes[CHAT_PATH] = handle
+    response = await provider_for(http, server.url).model("llama3.2").generate("Hello")
     assert response.text == "Hei!"
-    assert server.requests[0][2]["stream"] is False
+    assert server.requests[0].json()["stream"] is False
 
 
-async def test_leaving_a_stream_early_releases_the_connection(http: HTTPSessionHolder) -> None:
+async def test_leaving_a_stream_early_releases_the_connection(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """Breaking out after the first delta, or closing before reading, leaks nothing."""
-    async with ollama_server(ndjson("chat_text.ndjson")) as server:
-        model = provider_for(http, server.url).model("llama3.2")
-        async with await model.stream("Go") as stream:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    break
-        assert acquired(http) == 0
-        unread = await model.stream("Go")
-        assert acquired(http) == 1
-        await unread.aclose()
-        assert acquired(http) == 0
+    server.routes[CHAT_PATH] = ndjson("chat_text.ndjson")
+    model = provider_for(http, server.url).model("llama3.2")
+    async with await model.stream("Go") as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                break
+    assert acquired(http) == 0
+    unread = await model.stream("Go")
+    assert acquired(http) == 1
+    await unread.aclose()
+    assert acquired(http) == 0
 
 
 async def test_cancelling_a_stalled_stream_releases_the_connection(
     http: HTTPSessionHolder,
+    server: LocalServer,
 ) -> None:
     """Cancelling a read that waits on a stalled server closes the connection."""
     first = fixture("chat_text.ndjson").split(b"\n", 1)[0] + b"\n"
 
-    async def stall(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        await response.write(first)
-        await asyncio.sleep(30)  # cancelled when the server shuts down
-        return response
-
-    async with ollama_server(stall) as server:
-        model = provider_for(http, server.url).model("llama3.2")
-        seen: list[object] = []
-        with anyio.move_on_after(0.2) as scope:
-            async with await model.stream("Go") as stream:
-                async for event in stream:
-                    seen.append(event)
-        assert scope.cancelled_caught
-        assert TextDelta("The ") in seen
-        assert acquired(http) == 0
+    server.routes[CHAT_PATH] = play(
+        first, chunk=len(first), content_type="application/x-ndjson", end="stall"
+    )
+    model = provider_for(http, server.url).model("llama3.2")
+    seen: list[object] = []
+    with anyio.move_on_after(0.2) as scope:
+        async with await model.stream("Go") as stream:
+            async for event in stream:
+                seen.append(event)
+    assert scope.cancelled_caught
+    assert TextDelta("The ") in seen
+    assert acquired(http) == 0
 
 
 ERROR_CASES = [
@@ -779,15 +738,16 @@ async def test_http_errors_are_mapped(
     headers: dict[str, str] | None,
     kind: type[ProviderError],
     text: str,
+    server: LocalServer,
 ) -> None:
     """Each error status and body maps to its typed error, raised before any stream."""
-    async with ollama_server(error_reply(status, error, headers)) as server:
-        model = provider_for(http, server.url).model("llama9")
-        with pytest.raises(ProviderError) as caught:
-            if call == "generate":
-                await model.generate("Go")
-            else:
-                await model.stream("Go")
+    server.routes[CHAT_PATH] = error_reply(status, error, headers)
+    model = provider_for(http, server.url).model("llama9")
+    with pytest.raises(ProviderError) as caught:
+        if call == "generate":
+            await model.generate("Go")
+        else:
+            await model.stream("Go")
     assert type(caught.value) is kind
     assert text in str(caught.value)
     assert caught.value.status == status
@@ -796,33 +756,36 @@ async def test_http_errors_are_mapped(
         assert caught.value.retry_after == 7.0
 
 
-async def test_list_models(http: HTTPSessionHolder) -> None:
+async def test_list_models(http: HTTPSessionHolder, server: LocalServer) -> None:
     """list_models returns the names from GET /api/tags."""
 
     async def tags(request: web.Request) -> web.StreamResponse:
         return web.Response(body=fixture("tags.json"), content_type="application/json")
 
-    async with ollama_server(error_reply(500, "unused"), tags=tags) as server:
-        names = await provider_for(http, server.url).list_models()
+    server.routes[TAGS_PATH] = tags
+    names = await provider_for(http, server.url).list_models()
     assert names == ["llama3.2:latest", "qwen3:8b"]
-    assert server.requests[0][0] == "/api/tags"
+    assert [request.path for request in server.requests] == ["/api/tags"]
 
 
-async def test_list_models_rejects_a_bad_reply(http: HTTPSessionHolder) -> None:
+async def test_list_models_rejects_a_bad_reply(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A tags reply without a models list is a ResponseFormatError."""
 
     async def tags(request: web.Request) -> web.StreamResponse:
         return web.json_response({"oops": []})
 
-    async with ollama_server(error_reply(500, "unused"), tags=tags) as server:
-        with pytest.raises(ResponseFormatError, match="models list"):
-            await provider_for(http, server.url).list_models()
+    server.routes[TAGS_PATH] = tags
+    with pytest.raises(ResponseFormatError, match="models list"):
+        await provider_for(http, server.url).list_models()
 
 
-async def test_connection_refused_says_ollama_is_not_running(http: HTTPSessionHolder) -> None:
+async def test_connection_refused_says_ollama_is_not_running(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A refused connection says Ollama does not seem to be running at the host."""
-    async with ollama_server(error_reply(500, "unused")) as server:
-        url = server.url  # the port is free again once the server stopped
+    url = closed_port_url()
     model = provider_for(http, url).model("llama3.2")
     with pytest.raises(ProviderConnectionError) as caught:
         await model.generate("hi")
@@ -959,7 +922,7 @@ def test_model_is_cached_and_needs_no_io() -> None:
     assert isinstance(provider, Provider)
     assert isinstance(provider, ModelLister)
     assert isinstance(provider.model("llama3.2"), AsyncModel)
-    assert provider.model("llama3.2").capabilities == Capabilities()
+    assert provider.model("llama3.2").capabilities == builtin_capabilities("ollama", "llama3.2")
     assert provider.model("llama3.2") is provider.model("llama3.2")
     assert provider.model("llama3.2") is not provider.model("qwen3")
     assert provider.base_url == LOCAL

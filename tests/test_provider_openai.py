@@ -1,23 +1,18 @@
 """The built-in `openai` provider: request shapes, reply parsing, streams, errors, factories.
 
 Request and reply shapes use aioresponses; streams and faults run against a real
-`aiohttp.web` server on 127.0.0.1 that writes the fixture bodies in small chunks.
-Every test's session is checked for connections left checked out before it is closed.
+`aiohttp.web` server on 127.0.0.1 that writes the fixture bodies in small chunks (the
+`server` fixture, which fails a test that leaves a connection checked out).
 """
 
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio
-import attrs
 import pytest
-from aiohttp import web
 from aioresponses import aioresponses
 from yarl import URL
 
@@ -26,7 +21,6 @@ from majordomo_async import (
     AsyncModel,
     AuthenticationError,
     BadRequestError,
-    Capabilities,
     ConfigurationError,
     ContentPolicyError,
     ContextLengthError,
@@ -72,6 +66,7 @@ from majordomo_async import (
     tools,
     top_p,
 )
+from majordomo_async._capabilities import builtin_capabilities
 from majordomo_async._http import Timeouts
 from majordomo_async._providers.openai import (
     OPENAI_COMPATIBLE_PRESETS,
@@ -86,12 +81,22 @@ from majordomo_async._providers.openai import (
 )
 
 from .helpers.mocking import CompatResponse
+from .helpers.servers import (
+    Handler,
+    LocalServer,
+    acquired_connections,
+    closed_port_url,
+    local_server,
+    play,
+    respond,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai"
 KEY = "sk-test-0123456789abcdefSECRET"
 OPENAI_URL = "https://api.openai.com/v1"
 CHAT_URL = f"{OPENAI_URL}/chat/completions"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
 
 
 def fixture(name: str) -> bytes:
@@ -112,12 +117,9 @@ def mock_post(mocked: aioresponses, url: str = CHAT_URL, **kwargs: Any) -> None:
 
 @pytest.fixture
 async def http() -> AsyncIterator[HTTPSessionHolder]:
-    """A session holder, checked for leaked connections and closed after the test."""
+    """A session holder, closed after the test (the `server` fixture checks for leaks)."""
     holder = HTTPSessionHolder()
     yield holder
-    if holder._session is not None:
-        acquired = holder._session.connector._acquired  # type: ignore[union-attr]
-        assert not acquired, f"connections left checked out: {acquired}"
     await holder.aclose()
 
 
@@ -161,88 +163,25 @@ async def body_for(request: Request | str, *options: Any, http: HTTPSessionHolde
 # --------------------------------------------------------------------------- a local server
 
 
-@attrs.define
-class Seen:
-    """One request the local server received."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    peer: Any
-    """The client's (host, port): the same for two requests on one connection."""
+@pytest.fixture
+async def server(http: HTTPSessionHolder) -> AsyncIterator[LocalServer]:
+    """A local server for the test; it must leave no connection of `http` checked out."""
+    async with local_server(http) as server:
+        yield server
 
 
-@asynccontextmanager
-async def local_server(routes: Mapping[str, Handler]) -> AsyncIterator[tuple[str, list[Seen]]]:
-    """Serve `routes` on 127.0.0.1; yield (base URL ending in /v1, requests seen)."""
-    seen: list[Seen] = []
-
-    @web.middleware
-    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-        raw = await request.read()
-        body = json.loads(raw) if raw else None
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        seen.append(Seen(request.method, request.path, dict(request.headers), body, peer))
-        return await handler(request)
-
-    app = web.Application(middlewares=[record])
-    for path, handler in routes.items():
-        app.router.add_route("*", path, handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.05)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}/v1", seen
-    finally:
-        await runner.cleanup()
-
-
-def sse(
-    body: bytes, *, chunk: int = 7, stall: bool = False, end_after: float = 0.0, **headers: str
-) -> Handler:
-    """A handler streaming `body` in `chunk`-byte pieces, then stalling or ending the body
-    (after `end_after` seconds)."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "x-request-id": "req_s1", **headers}
-        )
-        await response.prepare(request)
-        for start in range(0, len(body), chunk):
-            await response.write(body[start : start + chunk])
-        if stall:
-            await anyio.sleep_forever()
-        await anyio.sleep(end_after)
-        await response.write_eof()
-        return response
-
-    return handler
+def sse(body: bytes, *, chunk: int = 7, **kwargs: Any) -> Handler:
+    """A handler streaming SSE `body` in `chunk`-byte pieces (see `play`), with a request id."""
+    return play(body, chunk=chunk, headers={"x-request-id": "req_s1"}, **kwargs)
 
 
 def reply(
     status: int, body: bytes, content_type: str = "application/json", **headers: str
 ) -> Handler:
-    """A handler answering `status` with `body` at once."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            status=status,
-            body=body,
-            headers={"Content-Type": content_type, "x-request-id": "req_e1", **headers},
-        )
-
-    return handler
-
-
-def closed_port_url() -> str:
-    """A base URL on a port that was just bound and closed: connecting is refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    """A handler answering `status` with `body` at once, with a request id."""
+    return respond(
+        status, body, content_type=content_type, headers={"x-request-id": "req_e1", **headers}
+    )
 
 
 async def read_all(stream: Any) -> list[Any]:
@@ -497,27 +436,29 @@ def test_an_error_body_with_status_200_is_raised() -> None:
 # --------------------------------------------------------------------------- streams
 
 
-async def test_text_stream_collects_text_usage_and_finish(http: HTTPSessionHolder) -> None:
+async def test_text_stream_collects_text_usage_and_finish(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """Chunked SSE (multi-byte characters split) aggregates into the full answer."""
-    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"))}
-    async with local_server(routes) as (base, seen):
-        stream = await make_provider(http, base).model("gpt-4o-mini").stream("Greet me")
-        response = await stream.collect()
+    server.routes[CHAT_PATH] = sse(fixture("text_stream.sse"))
+    base = server.url + "/v1"
+    stream = await make_provider(http, base).model("gpt-4o-mini").stream("Greet me")
+    response = await stream.collect()
     assert response.text == "Hej från Malmö!"
     assert response.usage == Usage(11, 4)
     assert response.finish_reason is FinishReason.STOP
     assert response.request_id == "req_s1"
     assert response.model == "openai/gpt-4o-mini"
-    assert seen[0].body["stream"] is True
-    assert seen[0].body["stream_options"] == {"include_usage": True}
-    assert seen[0].headers["Authorization"] == f"Bearer {KEY}"
+    assert server.requests[0].json()["stream"] is True
+    assert server.requests[0].json()["stream_options"] == {"include_usage": True}
+    assert server.requests[0].headers["Authorization"] == f"Bearer {KEY}"
 
 
-async def test_stream_event_order(http: HTTPSessionHolder) -> None:
+async def test_stream_event_order(http: HTTPSessionHolder, server: LocalServer) -> None:
     """StreamStart first, deltas, usage, and StreamEnd last (only at `[DONE]`)."""
-    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"), chunk=64)}
-    async with local_server(routes) as (base, _):
-        events = await read_all(await make_provider(http, base).model("m").stream("Hi"))
+    server.routes[CHAT_PATH] = sse(fixture("text_stream.sse"), chunk=64)
+    base = server.url + "/v1"
+    events = await read_all(await make_provider(http, base).model("m").stream("Hi"))
     assert events == [
         StreamStart("openai/m", "req_s1"),
         TextDelta("Hej"),
@@ -528,12 +469,14 @@ async def test_stream_event_order(http: HTTPSessionHolder) -> None:
     ]
 
 
-async def test_tool_call_deltas_assemble_into_calls(http: HTTPSessionHolder) -> None:
+async def test_tool_call_deltas_assemble_into_calls(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """Fragments keyed by index form two complete parallel tool calls."""
-    routes = {"/v1/chat/completions": sse(fixture("tool_stream.sse"), chunk=11)}
-    async with local_server(routes) as (base, _):
-        stream = await make_provider(http, base).model("gpt-4o-mini").stream("Bergen?")
-        events = await read_all(stream)
+    server.routes[CHAT_PATH] = sse(fixture("tool_stream.sse"), chunk=11)
+    base = server.url + "/v1"
+    stream = await make_provider(http, base).model("gpt-4o-mini").stream("Bergen?")
+    events = await read_all(stream)
     deltas = [event for event in events if isinstance(event, ToolCallDelta)]
     assert deltas[0] == ToolCallDelta(0, "call_wx1", "weather", "")
     assert deltas[1] == ToolCallDelta(0, None, None, '{"city":')
@@ -546,112 +489,120 @@ async def test_tool_call_deltas_assemble_into_calls(http: HTTPSessionHolder) -> 
     assert response.usage == Usage(87, 39)
 
 
-async def test_stream_cut_before_done_is_truncated(http: HTTPSessionHolder) -> None:
+async def test_stream_cut_before_done_is_truncated(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A body that ends cleanly without `data: [DONE]` raises StreamTruncatedError."""
-    routes = {"/v1/chat/completions": sse(fixture("truncated_stream.sse"))}
-    async with local_server(routes) as (base, _):
-        stream = await make_provider(http, base).model("m").stream("Tell a story")
-        seen: list[Any] = []
-        with pytest.raises(StreamTruncatedError, match=r"\[DONE\]"):
-            async with stream:
-                async for event in stream:
-                    seen.append(event)
+    server.routes[CHAT_PATH] = sse(fixture("truncated_stream.sse"))
+    base = server.url + "/v1"
+    stream = await make_provider(http, base).model("m").stream("Tell a story")
+    seen: list[Any] = []
+    with pytest.raises(StreamTruncatedError, match=r"\[DONE\]"):
+        async with stream:
+            async for event in stream:
+                seen.append(event)
     assert TextDelta("Once upon") in seen
     assert classify(StreamTruncatedError("x")) is ErrorClass.TRANSIENT
 
 
-async def test_in_band_error_before_the_first_delta(http: HTTPSessionHolder) -> None:
+async def test_in_band_error_before_the_first_delta(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """An error event before any content raises the mapped error and no content."""
-    routes = {"/v1/chat/completions": sse(fixture("error_before_delta.sse"))}
-    async with local_server(routes) as (base, _):
-        stream = await make_provider(http, base).model("m").stream("Hi")
-        seen: list[Any] = []
-        with pytest.raises(ServerError, match="had an error") as caught:
-            async with stream:
-                async for event in stream:
-                    seen.append(event)
+    server.routes[CHAT_PATH] = sse(fixture("error_before_delta.sse"))
+    base = server.url + "/v1"
+    stream = await make_provider(http, base).model("m").stream("Hi")
+    seen: list[Any] = []
+    with pytest.raises(ServerError, match="had an error") as caught:
+        async with stream:
+            async for event in stream:
+                seen.append(event)
     assert seen == []
     assert caught.value.code == "server_error" and caught.value.status is None
     assert caught.value.request_id == "req_s1"
 
 
-async def test_in_band_error_after_a_delta(http: HTTPSessionHolder) -> None:
+async def test_in_band_error_after_a_delta(http: HTTPSessionHolder, server: LocalServer) -> None:
     """An error event after content raises the error its status names, after the text."""
-    routes = {"/v1/chat/completions": sse(fixture("error_after_delta.sse"))}
-    async with local_server(routes) as (base, _):
-        stream = await make_provider(http, base).model("m").stream("Hi")
-        seen: list[Any] = []
-        with pytest.raises(ServerError, match="invalid response") as caught:
-            async with stream:
-                async for event in stream:
-                    seen.append(event)
+    server.routes[CHAT_PATH] = sse(fixture("error_after_delta.sse"))
+    base = server.url + "/v1"
+    stream = await make_provider(http, base).model("m").stream("Hi")
+    seen: list[Any] = []
+    with pytest.raises(ServerError, match="invalid response") as caught:
+        async with stream:
+            async for event in stream:
+                seen.append(event)
     assert TextDelta("The first") in seen
     assert caught.value.status == 502
 
 
-async def test_in_band_context_error_is_typed(http: HTTPSessionHolder) -> None:
+async def test_in_band_context_error_is_typed(http: HTTPSessionHolder, server: LocalServer) -> None:
     """llama.cpp's in-band `exceed_context_size_error` is a ContextLengthError."""
-    routes = {"/v1/chat/completions": sse(fixture("context_in_band.sse"))}
-    async with local_server(routes) as (base, _):
-        stream = await make_provider(http, base).model("m").stream("Hi")
-        with pytest.raises(ContextLengthError) as caught:
-            await stream.collect()
+    server.routes[CHAT_PATH] = sse(fixture("context_in_band.sse"))
+    base = server.url + "/v1"
+    stream = await make_provider(http, base).model("m").stream("Hi")
+    with pytest.raises(ContextLengthError) as caught:
+        await stream.collect()
     assert caught.value.status == 400 and caught.value.code == "exceed_context_size_error"
 
 
-async def test_json_error_instead_of_a_stream(http: HTTPSessionHolder) -> None:
+async def test_json_error_instead_of_a_stream(http: HTTPSessionHolder, server: LocalServer) -> None:
     """A 200 JSON error body where a stream was expected raises the mapped error."""
     body = json.dumps({"error": {"code": 429, "message": "slow down"}}).encode()
-    routes = {"/v1/chat/completions": reply(200, body)}
-    async with local_server(routes) as (base, _):
-        stream = await make_provider(http, base).model("m").stream("Hi")
-        with pytest.raises(RateLimitError, match="slow down"):
-            await stream.collect()
+    server.routes[CHAT_PATH] = reply(200, body)
+    base = server.url + "/v1"
+    stream = await make_provider(http, base).model("m").stream("Hi")
+    with pytest.raises(RateLimitError, match="slow down"):
+        await stream.collect()
 
 
-async def test_breaking_out_early_releases_the_connection(http: HTTPSessionHolder) -> None:
+async def test_breaking_out_early_releases_the_connection(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """Leaving a stream after the first delta closes its connection (checked at teardown)."""
-    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"), stall=True)}
-    async with local_server(routes) as (base, _):
-        async with await make_provider(http, base).model("m").stream("Hi") as stream:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    break
-        assert stream.closed
+    server.routes[CHAT_PATH] = sse(fixture("text_stream.sse"), end="stall")
+    base = server.url + "/v1"
+    async with await make_provider(http, base).model("m").stream("Hi") as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                break
+    assert stream.closed
 
 
-async def test_a_stream_closed_unread_releases_the_connection(http: HTTPSessionHolder) -> None:
+async def test_a_stream_closed_unread_releases_the_connection(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A stream closed before it is iterated still gives its connection back."""
-    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"), stall=True)}
-    async with local_server(routes) as (base, _):
-        stream = await make_provider(http, base).model("m").stream("Hi")
-        await stream.aclose()
-        session = http.get()
-        assert not session.connector._acquired  # type: ignore[union-attr]
+    server.routes[CHAT_PATH] = sse(fixture("text_stream.sse"), end="stall")
+    base = server.url + "/v1"
+    stream = await make_provider(http, base).model("m").stream("Hi")
+    await stream.aclose()
+    assert acquired_connections(http.get()) == 0
 
 
-async def test_a_stalled_stream_times_out(http: HTTPSessionHolder) -> None:
+async def test_a_stalled_stream_times_out(http: HTTPSessionHolder, server: LocalServer) -> None:
     """A stream that goes silent past the idle limit raises ProviderTimeoutError."""
-    routes = {"/v1/chat/completions": sse(fixture("truncated_stream.sse"), stall=True)}
-    async with local_server(routes) as (base, _):
-        provider = make_provider(http, base, timeouts=Timeouts(idle=0.2))
-        stream = await provider.model("m").stream("Hi")
-        with pytest.raises(ProviderTimeoutError):
-            await stream.collect()
+    server.routes[CHAT_PATH] = sse(fixture("truncated_stream.sse"), end="stall")
+    base = server.url + "/v1"
+    provider = make_provider(http, base, timeouts=Timeouts(idle=0.2))
+    stream = await provider.model("m").stream("Hi")
+    with pytest.raises(ProviderTimeoutError):
+        await stream.collect()
 
 
 async def test_a_finished_stream_returns_its_connection_to_the_pool(
     http: HTTPSessionHolder,
+    server: LocalServer,
 ) -> None:
     """After `[DONE]` the rest of the body is read, so the next call reuses the connection."""
     # The body's end comes a moment after `[DONE]`, in a packet of its own.
-    routes = {"/v1/chat/completions": sse(fixture("text_stream.sse"), chunk=4096, end_after=0.05)}
-    async with local_server(routes) as (base, seen):
-        model = make_provider(http, base).model("m")
-        await (await model.stream("one")).collect()
-        await (await model.stream("two")).collect()
-    assert seen[0].peer is not None
-    assert seen[0].peer == seen[1].peer
+    server.routes[CHAT_PATH] = sse(fixture("text_stream.sse"), chunk=4096, end_after=0.05)
+    base = server.url + "/v1"
+    model = make_provider(http, base).model("m")
+    await (await model.stream("one")).collect()
+    await (await model.stream("two")).collect()
+    assert server.requests[0].peer is not None
+    assert server.requests[0].peer == server.requests[1].peer
 
 
 # --------------------------------------------------------------------------- HTTP errors
@@ -699,12 +650,13 @@ async def test_http_errors_are_mapped(
     error: type[ProviderError],
     code: str | None,
     retry_after: float | None,
+    server: LocalServer,
 ) -> None:
     """Each documented error reply becomes its typed error with code, retry hint, request id."""
-    routes = {"/v1/chat/completions": reply(status, fixture(body), **headers)}
-    async with local_server(routes) as (base, _):
-        with pytest.raises(ProviderError) as caught:
-            await make_provider(http, base).model("gpt-9-turbo").generate("Hi")
+    server.routes[CHAT_PATH] = reply(status, fixture(body), **headers)
+    base = server.url + "/v1"
+    with pytest.raises(ProviderError) as caught:
+        await make_provider(http, base).model("gpt-9-turbo").generate("Hi")
     exc = caught.value
     assert type(exc) is error
     assert (exc.status, exc.code, exc.retry_after) == (status, code, retry_after)
@@ -712,57 +664,67 @@ async def test_http_errors_are_mapped(
     assert (exc.provider, exc.model) == ("openai", "gpt-9-turbo")
 
 
-async def test_error_classes_drive_the_retry_policy(http: HTTPSessionHolder) -> None:
+async def test_error_classes_drive_the_retry_policy(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A rate limit is transient; an exhausted quota and a missing model are permanent."""
-    routes = {
-        "/v1/chat/completions": reply(429, fixture("error_insufficient_quota.json")),
-        "/v1/models": reply(429, fixture("error_rate_limit.json")),
-    }
-    async with local_server(routes) as (base, _):
-        provider = make_provider(http, base)
-        with pytest.raises(QuotaExceededError) as quota:
-            await provider.model("m").generate("Hi")
-        with pytest.raises(RateLimitError) as limited:
-            await provider.list_models()
+    server.routes.update(
+        {
+            CHAT_PATH: reply(429, fixture("error_insufficient_quota.json")),
+            MODELS_PATH: reply(429, fixture("error_rate_limit.json")),
+        }
+    )
+    base = server.url + "/v1"
+    provider = make_provider(http, base)
+    with pytest.raises(QuotaExceededError) as quota:
+        await provider.model("m").generate("Hi")
+    with pytest.raises(RateLimitError) as limited:
+        await provider.list_models()
     assert classify(quota.value) is ErrorClass.PERMANENT
     assert classify(limited.value) is ErrorClass.TRANSIENT
 
 
-async def test_an_html_gateway_page_is_summarised(http: HTTPSessionHolder) -> None:
+async def test_an_html_gateway_page_is_summarised(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A proxy's HTML 502 page is a ServerError quoting its title, not the whole page."""
     page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
-    routes = {"/v1/chat/completions": reply(502, page, content_type="text/html")}
-    async with local_server(routes) as (base, _):
-        with pytest.raises(ServerError, match="502 Bad Gateway"):
-            await make_provider(http, base).model("m").generate("Hi")
+    server.routes[CHAT_PATH] = reply(502, page, content_type="text/html")
+    base = server.url + "/v1"
+    with pytest.raises(ServerError, match="502 Bad Gateway"):
+        await make_provider(http, base).model("m").generate("Hi")
 
 
-async def test_stream_http_errors_raise_before_any_event(http: HTTPSessionHolder) -> None:
+async def test_stream_http_errors_raise_before_any_event(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """An error status on a streaming call raises from `stream()` itself."""
-    routes = {"/v1/chat/completions": reply(404, fixture("error_model_not_found.json"))}
-    async with local_server(routes) as (base, _):
-        with pytest.raises(ModelNotFoundError, match="does not exist"):
-            await make_provider(http, base).model("gpt-9-turbo").stream("Hi")
+    server.routes[CHAT_PATH] = reply(404, fixture("error_model_not_found.json"))
+    base = server.url + "/v1"
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        await make_provider(http, base).model("gpt-9-turbo").stream("Hi")
 
 
 # --------------------------------------------------------------------------- models
 
 
-async def test_list_models(http: HTTPSessionHolder) -> None:
+async def test_list_models(http: HTTPSessionHolder, server: LocalServer) -> None:
     """`list_models` returns the ids of `GET /models`, with the key sent."""
-    routes = {"/v1/models": reply(200, fixture("models.json"))}
-    async with local_server(routes) as (base, seen):
-        ids = await make_provider(http, base).list_models()
+    server.routes[MODELS_PATH] = reply(200, fixture("models.json"))
+    base = server.url + "/v1"
+    ids = await make_provider(http, base).list_models()
     assert ids == ["gpt-4o-mini", "gpt-4o"]
-    assert (seen[0].method, seen[0].path) == ("GET", "/v1/models")
-    assert seen[0].headers["Authorization"] == f"Bearer {KEY}"
+    assert (server.requests[0].method, server.requests[0].path) == ("GET", "/v1/models")
+    assert server.requests[0].headers["Authorization"] == f"Bearer {KEY}"
 
 
-async def test_list_models_accepts_a_bare_list(http: HTTPSessionHolder) -> None:
+async def test_list_models_accepts_a_bare_list(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """A server that answers `/models` with a bare JSON array still lists its ids."""
-    routes = {"/v1/models": reply(200, fixture("models_bare_list.json"))}
-    async with local_server(routes) as (base, _):
-        ids = await make_provider(http, base).list_models()
+    server.routes[MODELS_PATH] = reply(200, fixture("models_bare_list.json"))
+    base = server.url + "/v1"
+    ids = await make_provider(http, base).list_models()
     assert ids == ["meta-llama/Llama-3.3-70B-Instruct-Turbo", "Qwen/Qwen2.5-72B-Instruct-Turbo"]
 
 
@@ -783,25 +745,29 @@ async def test_a_missing_key_fails_the_call_not_construction(http: HTTPSessionHo
         assert not mocked.requests
 
 
-async def test_the_key_never_appears_in_errors_or_reprs(http: HTTPSessionHolder) -> None:
+async def test_the_key_never_appears_in_errors_or_reprs(
+    http: HTTPSessionHolder, server: LocalServer
+) -> None:
     """Even a server echoing the key back cannot put it in an error; reprs never show it."""
     echo = json.dumps({"error": {"message": f"bad key {KEY}", "code": "invalid_api_key"}})
     stream_echo = f'data: {{"error": {{"message": "bad key {KEY}"}}}}\n\n'.encode()
-    routes = {
-        "/v1/chat/completions": reply(401, echo.encode()),
-        "/v1/models": reply(200, json.dumps({"error": {"message": KEY}}).encode()),
-    }
+    server.routes.update(
+        {
+            CHAT_PATH: reply(401, echo.encode()),
+            MODELS_PATH: reply(200, json.dumps({"error": {"message": KEY}}).encode()),
+        }
+    )
     errors: list[BaseException] = []
-    async with local_server(routes) as (base, _):
-        provider = make_provider(http, base)
-        with pytest.raises(AuthenticationError) as caught:
-            await provider.model("m").generate("Hi")
-        errors.append(caught.value)
-    async with local_server({"/v1/chat/completions": sse(stream_echo)}) as (base, _):
-        stream = await make_provider(http, base).model("m").stream("Hi")
-        with pytest.raises(ServerError) as in_band:
-            await stream.collect()
-        errors.append(in_band.value)
+    base = server.url + "/v1"
+    provider = make_provider(http, base)
+    with pytest.raises(AuthenticationError) as caught:
+        await provider.model("m").generate("Hi")
+    errors.append(caught.value)
+    server.routes[CHAT_PATH] = sse(stream_echo)
+    stream = await make_provider(http, base).model("m").stream("Hi")
+    with pytest.raises(ServerError) as in_band:
+        await stream.collect()
+    errors.append(in_band.value)
     refused = make_provider(http, f"{closed_port_url()}/v1")
     with pytest.raises(ProviderConnectionError) as connection:
         await refused.model("m").generate("Hi")
@@ -838,19 +804,19 @@ async def test_openai_dsn_key_base_url_and_env(http: HTTPSessionHolder) -> None:
     ]
 
 
-async def test_generic_compatible_dsn(http: HTTPSessionHolder) -> None:
+async def test_generic_compatible_dsn(http: HTTPSessionHolder, server: LocalServer) -> None:
     """`openai+http://host:port/v1` talks plain HTTP and never borrows OPENAI_API_KEY."""
     env = {"OPENAI_API_KEY": "sk-openai-only"}
-    routes = {"/v1/chat/completions": reply(200, fixture("chat_text.json"))}
-    async with local_server(routes) as (base, seen):
-        host_port = base.removeprefix("http://").removesuffix("/v1")
-        provider = openai_factory(
-            "local", DSN.parse(f"openai+http://{host_port}/v1"), context(http, env)
-        )
-        response = await provider.model("qwen").generate("Hi", max_tokens(8))
+    server.routes[CHAT_PATH] = reply(200, fixture("chat_text.json"))
+    base = server.url + "/v1"
+    host_port = base.removeprefix("http://").removesuffix("/v1")
+    provider = openai_factory(
+        "local", DSN.parse(f"openai+http://{host_port}/v1"), context(http, env)
+    )
+    response = await provider.model("qwen").generate("Hi", max_tokens(8))
     assert provider.base_url == base
-    assert "Authorization" not in seen[0].headers
-    assert seen[0].body["max_tokens"] == 8
+    assert "Authorization" not in server.requests[0].headers
+    assert server.requests[0].json()["max_tokens"] == 8
     assert response.model == "local/qwen"
     bare = openai_factory("local", DSN.parse("openai+https://llm.internal"), context(http))
     assert bare.base_url == "https://llm.internal/v1"
@@ -863,7 +829,7 @@ def test_dsn_query_timeouts_and_headers(http: HTTPSessionHolder) -> None:
     dsn = DSN.parse("openai://k@api.openai.com/v1?connect=2&first_event=30&idle=15&project=p1")
     provider = openai_factory("openai", dsn, context(http))
     assert provider.timeouts == Timeouts(connect=2.0, first_event=30.0, idle=15.0)
-    assert provider.headers("m")["OpenAI-Project"] == "p1"
+    assert provider._headers("m")["OpenAI-Project"] == "p1"
 
 
 @pytest.mark.parametrize(
@@ -912,11 +878,11 @@ async def test_preset_factories(http: HTTPSessionHolder) -> None:
     """A preset's factory uses its base URL and key variable, or the DSN's host."""
     groq = build("groq", "groq://", http, GROQ_API_KEY="gsk-1")
     assert groq.base_url == "https://api.groq.com/openai/v1"
-    assert groq.headers("m")["Authorization"] == "Bearer gsk-1"
-    assert build("groq", "groq://gsk-2@", http).headers("m")["Authorization"] == "Bearer gsk-2"
+    assert groq._headers("m")["Authorization"] == "Bearer gsk-1"
+    assert build("groq", "groq://gsk-2@", http)._headers("m")["Authorization"] == "Bearer gsk-2"
     vllm = build("vllm", "vllm://gpu-box:9000", http)
     assert vllm.base_url == "http://gpu-box:9000/v1"
-    assert vllm.headers("m") == {}
+    assert vllm._headers("m") == {}
     assert build("vllm", "vllm+https://gpu-box/api/v1", http).base_url == "https://gpu-box/api/v1"
     assert build("deepseek", "deepseek://k@eu.deepseek.example", http).base_url == (
         "https://eu.deepseek.example"
@@ -935,5 +901,5 @@ def test_provider_and_models_satisfy_the_protocols(http: HTTPSessionHolder) -> N
     assert isinstance(provider, Provider) and isinstance(provider, ModelLister)
     assert isinstance(model, AsyncModel)
     assert provider.model("gpt-4o-mini") is model
-    assert model.capabilities == Capabilities()
+    assert model.capabilities == builtin_capabilities("openai", "gpt-4o-mini")
     assert http._session is None  # construction and model() did no I/O

@@ -254,6 +254,112 @@ def test_close_resets_the_decoder() -> None:
     assert decoder.feed(b"\xef\xbb\xbfdata: b\n\n") == [E(data="b")]
 
 
+# --------------------------------------------------------------------------- stray tail
+
+
+def stray_tail(chunks: Iterable[bytes], **kwargs: Any) -> str:
+    """The `stray_tail` after feeding `chunks` and closing (keep_stray_tail on)."""
+    decoder = SSEDecoder(keep_stray_tail=True, **kwargs)
+    for chunk in chunks:
+        decoder.feed(chunk)
+    decoder.close()
+    return decoder.stray_tail
+
+
+RAW_ERROR = (
+    b'{\r\n  "error": {\r\n    "code": 429,\r\n    "status": "RESOURCE_EXHAUSTED"\r\n  }\r\n}\r\n'
+)
+
+
+def test_stray_tail_is_off_by_default() -> None:
+    """Without keep_stray_tail the decoder keeps nothing, whatever the body holds."""
+    decoder = SSEDecoder()
+    decoder.feed(b"data: a\n\n" + RAW_ERROR)
+    decoder.close()
+    assert decoder.stray_tail == ""
+
+
+def test_stray_tail_holds_a_json_error_written_without_data() -> None:
+    """Gemini's bare error JSON after the events comes back whole, lines joined by LF."""
+    body = b'data: {"candidates": []}\r\n\r\n' + RAW_ERROR
+    expected = '{\n  "error": {\n    "code": 429,\n    "status": "RESOURCE_EXHAUSTED"\n  }\n}'
+    assert stray_tail([body]) == expected
+    assert json.loads(stray_tail(bytewise(body))) == json.loads(expected)
+
+
+def test_stray_lines_do_not_change_the_events() -> None:
+    """Stray lines are still ignored as unknown fields: the events are the same."""
+    body = b"data: a\n{junk\n\n" + RAW_ERROR + b"data: b\n\n"
+    assert sse([body], keep_stray_tail=True) == sse([body]) == [E(data="a"), E(data="b")]
+
+
+@pytest.mark.parametrize(
+    "after",
+    [b"data: x\n", b"data\n", b"event: x\n", b"id: 7\n", b"retry: 10\n", b": keep-alive\n"],
+    ids=["data", "bare-data", "event", "id", "retry", "comment"],
+)
+def test_a_field_or_comment_line_empties_the_tail(after: bytes) -> None:
+    """Any field the rules act on, or a comment, after the stray lines ends the tail."""
+    assert stray_tail([b"{\n}\n" + after]) == ""
+    assert stray_tail([b"{\n}\n" + after + b"\n]\n"]) == "]"
+
+
+def test_a_dispatched_event_empties_the_tail() -> None:
+    """Stray lines inside a block go when the block's blank line dispatches it."""
+    assert stray_tail([b"data: a\n{inside}\n\n"]) == ""
+    assert stray_tail([b"data: a\n", b"{inside}\n\n"]) == ""  # data in an earlier chunk
+    assert stray_tail([b"data: a\nevent: x\n{inside}\n\n"]) == ""
+    assert stray_tail([b"data: a\n{inside}\n"]) == ""  # close() dispatches it too
+
+
+def test_blank_lines_end_a_run_without_emptying_it() -> None:
+    """Trailing blank lines keep the run; a stray line after a blank starts a new run."""
+    assert stray_tail([b"{one\n}\n\n\r\n"]) == "{one\n}"
+    assert stray_tail([b"{one\n\n{two\n"]) == "{two"
+    assert stray_tail([b"event: x\n\n{after a block with no data\n"]) == (
+        "{after a block with no data"
+    )
+
+
+def test_unknown_fields_are_stray_lines() -> None:
+    """A field name the rules ignore (`foo: 1`) is as stray as a line with no colon."""
+    assert stray_tail([b"data: a\n\nfoo: 1\nbar\n"]) == "foo: 1\nbar"
+
+
+def test_close_flushes_the_last_line_into_the_tail() -> None:
+    """A final stray line without a line ending is in the tail after close()."""
+    decoder = SSEDecoder(keep_stray_tail=True)
+    decoder.feed(b"data: a\n\n{\n")
+    assert decoder.stray_tail == "{"
+    decoder.feed(b'"error": 1}')
+    assert decoder.stray_tail == "{"  # the last line is not complete yet
+    decoder.close()
+    assert decoder.stray_tail == '{\n"error": 1}'
+
+
+def test_the_tail_lasts_until_the_next_stream() -> None:
+    """After close() the tail stays readable; the next stream's first feed empties it."""
+    decoder = SSEDecoder(keep_stray_tail=True)
+    decoder.feed(b"{old}\n")
+    decoder.close()
+    assert decoder.stray_tail == "{old}"
+    assert decoder.feed(b"\n") == []  # a blank line alone would keep a tail
+    assert decoder.stray_tail == ""
+    decoder.feed(b"{new}\n")
+    decoder.close()
+    assert decoder.stray_tail == "{new}"
+
+
+def test_the_tail_is_bounded_by_the_line_cap() -> None:
+    """The tail keeps at most max_line_bytes characters: the run's last whole lines."""
+    lines = [f"{{line {i}}}".encode() for i in range(50)]  # 9 or 10 bytes each
+    tail = stray_tail([b"\n".join(lines) + b"\n"], max_line_bytes=32)
+    assert tail == "{line 47}\n{line 48}\n{line 49}"
+    assert stray_tail([b"{12345678}\n{12345678}\n"], max_line_bytes=21) == (
+        "{12345678}\n{12345678}"
+    )
+
+
 # --------------------------------------------------------------------------- provider streams
 
 
@@ -533,6 +639,11 @@ def sse_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent]]:
     unterminated = draw(st.booleans())
     if lines and unterminated:
         lines.pop()  # no closing blank line: close() must still dispatch the last event
+    return _event_stream_body(draw, lines), expected
+
+
+def _event_stream_body(draw: st.DrawFn, lines: list[str]) -> bytes:
+    """`lines` with random line endings, maybe after a BOM, as UTF-8."""
     body = ""
     previous = ""
     for line in lines:
@@ -542,7 +653,7 @@ def sse_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent]]:
         body += line + ending
         previous = ending
     bom = "\ufeff" if draw(st.booleans()) else ""
-    return (bom + body).encode(), expected
+    return (bom + body).encode()
 
 
 @st.composite
@@ -567,6 +678,61 @@ def test_sse_split_anywhere_decodes_the_same(
     whole = sse([body])
     assert whole == expected
     assert sse(chunks) == whole
+
+
+# A stray line: its first character rules out a field name and a comment.
+_STRAY_LINE = st.builds(str.__add__, st.sampled_from(["{", "}", "]", '  "', "foo: "]), _LINE_TEXT)
+
+
+@st.composite
+def streams_with_strays(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent], str]:
+    """A body mixing events (with stray lines inside), comments and runs of stray lines,
+    with the events it holds and the stray tail it must leave.
+
+    By construction: stray lines inside an event's block never stay (the dispatch empties
+    the tail); a standalone run stays unless a block or a comment follows it; runs with
+    no blank line between them are one run.
+    """
+    lines: list[str] = []
+    expected: list[ServerSentEvent] = []
+    tail: list[str] = []
+    joined = False  # the last line was a stray one: a run drawn now continues it
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["event", "comment", "strays", "blank"]))
+        if kind == "event":
+            data = draw(st.lists(_LINE_TEXT, min_size=1, max_size=3))
+            for value in data:
+                lines.append("data: " + value)
+                lines.extend(draw(st.lists(_STRAY_LINE, max_size=2)))
+            lines.append("")
+            expected.append(E(data="\n".join(data)))
+            tail, joined = [], False
+        elif kind == "comment":
+            lines.append(":" + draw(_LINE_TEXT))
+            tail, joined = [], False
+        elif kind == "strays":
+            run = draw(st.lists(_STRAY_LINE, min_size=1, max_size=3))
+            lines.extend(run)
+            tail = [*tail, *run] if joined else run
+            joined = True
+        else:
+            lines.append("")
+            joined = False
+    return _event_stream_body(draw, lines), expected, "\n".join(tail)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), streams_with_strays())
+def test_stray_tail_split_anywhere_is_the_same(
+    data: st.DataObject, stream: tuple[bytes, list[ServerSentEvent], str]
+) -> None:
+    """Any chunking gives the same events and the same stray tail, and the right ones."""
+    body, expected_events, expected_tail = stream
+    chunks = data.draw(cut(body))
+    assert sse([body], keep_stray_tail=True) == expected_events == sse(chunks)
+    assert sse(chunks, keep_stray_tail=True) == expected_events
+    assert stray_tail([body]) == expected_tail
+    assert stray_tail(chunks) == expected_tail
 
 
 _JSON = st.recursive(

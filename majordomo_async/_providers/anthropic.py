@@ -33,10 +33,8 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
-from .._capabilities import Capabilities
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
-    AuthenticationError,
     ConfigurationError,
     ContentPolicyError,
     ContextLengthError,
@@ -47,7 +45,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import Timeouts, iter_body, open_stream, request_id_from, request_json
+from .._http import Timeouts, request_id_from
 from .._messages import (
     ImagePart,
     Message,
@@ -57,11 +55,11 @@ from .._messages import (
     ToolCallPart,
     ToolResultPart,
 )
-from .._request import JSONMode, JSONSchema, Option, Request, as_request
+from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
 from .._retry_after import parse_retry_after
 from .._sse import ServerSentEvent, SSEDecoder
-from .._stream import Stream
+from ._base import HTTPModel, HTTPProvider
 from ._common import TIMEOUT_KEYS, dsn_timeouts, json_or_none, key_from_env, status_error
 
 if TYPE_CHECKING:
@@ -664,91 +662,22 @@ def _index(data: Mapping[str, Any]) -> int:
 # --------------------------------------------------------------------------- provider
 
 
-class AnthropicModel:
-    """One Anthropic model. Get it with `AnthropicProvider.model(model_id)`."""
+class AnthropicModel(HTTPModel["AnthropicProvider"]):
+    """One Anthropic model. Get it with `AnthropicProvider.model(model_id)`.
 
-    __slots__ = ("_key", "_model_id", "_provider")
+    Calls go to `/v1/messages`; a stream is complete at `message_stop`. The `request-id`
+    header is the request id.
+    """
 
-    def __init__(self, provider: AnthropicProvider, model_id: str) -> None:
-        self._provider = provider
-        self._model_id = model_id
-        self._key = f"{provider.name}/{model_id}"
+    __slots__ = ()
 
-    @property
-    def capabilities(self) -> Capabilities:
-        """What the model accepts: the defaults, until the capability table exists."""
-        return Capabilities()
+    _REQUEST_ID_HEADERS = _REQUEST_ID_HEADERS
 
-    async def generate(self, request: Request | str, *options: Option) -> Response:
-        """Answer `request` in one reply.
+    def _endpoint(self, *, stream: bool) -> str:
+        return self._provider._url("/v1/messages")
 
-        Args:
-            request: the request, or a plain prompt (one user message).
-            *options: request options, applied in order.
-
-        Returns:
-            The answer, with usage, finish reason and Anthropic's request id.
-
-        Raises:
-            AuthenticationError: no API key is configured, or Anthropic refused it.
-            UnsupportedRequestError: the request cannot be expressed for Anthropic.
-            ProviderError: the call failed; the subclass says how.
-        """
-        provider = self._provider
-        request = as_request(request).apply(*options)
-        body = self._body(request, stream=False)
-        data, headers = await request_json(
-            provider._http.get(),
-            "POST",
-            provider._url("/v1/messages"),
-            headers=provider._headers(self._model_id),
-            json_body=body,
-            provider=provider.name,
-            model=self._model_id,
-            timeouts=provider._timeouts,
-            error_mapper=self._error_mapper,
-        )
+    def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
         return _parse_response(data, self._key, headers)
-
-    async def stream(self, request: Request | str, *options: Option) -> Stream:
-        """Start answering `request` as a stream of events.
-
-        An HTTP error raises here, before any event, so a chain can still fail over.
-
-        Args:
-            request: the request, or a plain prompt (one user message).
-            *options: request options, applied in order.
-
-        Returns:
-            An open `Stream`: `StreamStart`, `UsageUpdate`, `TextDelta` and
-            `ToolCallDelta` pieces, a final `UsageUpdate`, then `StreamEnd`.
-
-        Raises:
-            AuthenticationError: no API key is configured, or Anthropic refused it.
-            UnsupportedRequestError: the request cannot be expressed for Anthropic.
-            ProviderError: the call failed; the subclass says how.
-        """
-        provider = self._provider
-        request = as_request(request).apply(*options)
-        body = self._body(request, stream=True)
-        response = await open_stream(
-            provider._http.get(),
-            "POST",
-            provider._url("/v1/messages"),
-            headers=provider._headers(self._model_id),
-            json_body=body,
-            provider=provider.name,
-            model=self._model_id,
-            timeouts=provider._timeouts,
-            error_mapper=self._error_mapper,
-        )
-        request_id = request_id_from(response.headers, _REQUEST_ID_HEADERS)
-        return Stream(
-            self._events(response, request_id),
-            model=self._key,
-            request_id=request_id,
-            on_close=response.close,
-        )
 
     def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
         return _build_body(
@@ -759,22 +688,13 @@ class AnthropicModel:
             provider=self._provider.name,
         )
 
-    def _error_mapper(
-        self, status: int, headers: Mapping[str, str], body_text: str
-    ) -> ProviderStatusError:
-        return _map_http_error(
-            status, headers, body_text, provider=self._provider.name, model=self._model_id
-        )
-
     async def _events(
         self, response: aiohttp.ClientResponse, request_id: str | None
     ) -> AsyncGenerator[StreamEvent, None]:
         provider = self._provider
         decoder = SSEDecoder(provider=provider.name, model=self._model_id)
         translator = _StreamTranslator(key=self._key, request_id=request_id)
-        chunks = iter_body(
-            response, provider=provider.name, model=self._model_id, timeouts=provider._timeouts
-        )
+        chunks = provider._iter_body(response, model_id=self._model_id)
         async with contextlib.aclosing(chunks):
             # Read on to the end of the body after `message_stop` (the translator ignores
             # anything later), so the connection goes back to the pool, not dropped.
@@ -793,11 +713,8 @@ class AnthropicModel:
                 request_id=request_id,
             )
 
-    def __repr__(self) -> str:
-        return f"<AnthropicModel {self._key}>"
 
-
-class AnthropicProvider:
+class AnthropicProvider(HTTPProvider[AnthropicModel]):
     """The Anthropic Messages API. Construction does no I/O and never fails for a missing key.
 
     A call without a key raises `AuthenticationError` naming `ANTHROPIC_API_KEY`.
@@ -822,16 +739,11 @@ class AnthropicProvider:
         ```
     """
 
-    __slots__ = (
-        "_api_key",
-        "_base_url",
-        "_default_max_tokens",
-        "_extra_headers",
-        "_http",
-        "_models",
-        "_name",
-        "_timeouts",
-    )
+    __slots__ = ("_default_max_tokens",)
+
+    _FAMILY = "anthropic"
+    _KEY_ENV_VARS = API_KEY_ENV_VARS
+    _DSN_KEY_EXAMPLE = "anthropic://KEY@"
 
     def __init__(
         self,
@@ -849,39 +761,22 @@ class AnthropicProvider:
                 f"anthropic provider {name!r}: max_tokens must be at least 1, "
                 f"got {default_max_tokens}"
             )
-        self._name = name
-        self._api_key = api_key or None
-        base = base_url.rstrip("/")
-        # `.../v1` is a common way to write an API root; the paths below add it again.
-        self._base_url = base[: -len("/v1")] if base.endswith("/v1") else base
-        self._http = http
-        self._timeouts = timeouts if timeouts is not None else Timeouts()
-        # Case-insensitively, the auth headers are ours: a second `X-Api-Key` would be sent
-        # alongside ours rather than replace it.
-        self._extra_headers = {
-            name: value
-            for name, value in (extra_headers or {}).items()
-            if name.lower() not in _RESERVED_HEADERS
-        }
+        super().__init__(
+            name,
+            api_key=api_key,
+            # `.../v1` is a common way to write an API root; the paths add it again.
+            base_url=base_url.rstrip("/").removesuffix("/v1"),
+            http=http,
+            timeouts=timeouts,
+            # Case-insensitively, the auth headers are ours: a second `X-Api-Key` would be
+            # sent alongside ours rather than replace it.
+            extra_headers={
+                header: value
+                for header, value in (extra_headers or {}).items()
+                if header.lower() not in _RESERVED_HEADERS
+            },
+        )
         self._default_max_tokens = default_max_tokens
-        self._models: dict[str, AnthropicModel] = {}
-
-    @property
-    def name(self) -> str:
-        """The registry name."""
-        return self._name
-
-    @property
-    def base_url(self) -> str:
-        """The API root the paths `/v1/...` are appended to."""
-        return self._base_url
-
-    def model(self, model_id: str) -> AnthropicModel:
-        """The model `model_id` ("claude-sonnet-4-5"), cached per id; no I/O."""
-        model = self._models.get(model_id)
-        if model is None:
-            model = self._models.setdefault(model_id, AnthropicModel(self, model_id))
-        return model
 
     async def list_models(self) -> list[str]:
         """The model ids this key can use (`GET /v1/models`, every page), newest first.
@@ -896,15 +791,8 @@ class AnthropicProvider:
             query: dict[str, str | int] = {"limit": _MODELS_PAGE_SIZE}
             if after:
                 query["after_id"] = after
-            data, _ = await request_json(
-                self._http.get(),
-                "GET",
-                self._url("/v1/models?" + urlencode(query)),
-                headers=self._headers(""),
-                provider=self._name,
-                model="",
-                timeouts=self._timeouts,
-                error_mapper=functools.partial(_map_http_error, provider=self._name, model=""),
+            data, _ = await self._request_json(
+                "GET", self._url("/v1/models?" + urlencode(query)), model_id=""
             )
             page = data.get("data") if isinstance(data, dict) else None
             if not isinstance(page, list):
@@ -918,29 +806,17 @@ class AnthropicProvider:
                 return ids
             after = last
 
-    def _url(self, path: str) -> str:
-        return self._base_url + path
+    def _new_model(self, model_id: str) -> AnthropicModel:
+        return AnthropicModel(self, model_id)
 
-    def _headers(self, model: str) -> dict[str, str]:
-        if self._api_key is None:
-            raise AuthenticationError(
-                f"no Anthropic API key for provider {self._name!r}: set "
-                f"{' or '.join(API_KEY_ENV_VARS)}, or put the key in the DSN "
-                "(anthropic://KEY@)",
-                provider=self._name,
-                model=model,
-            )
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
         # No content-type here: the transport adds it to requests that have a JSON body.
-        return {
-            **self._extra_headers,
-            "x-api-key": self._api_key,
-            "anthropic-version": ANTHROPIC_VERSION,
-        }
+        return {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
 
-    def __repr__(self) -> str:
-        # Never the key: only whether there is one.
-        key = "set" if self._api_key else "missing"
-        return f"AnthropicProvider({self._name!r}, base_url={self._base_url!r}, api_key={key})"
+    def _map_error(
+        self, model_id: str, status: int, headers: Mapping[str, str], body_text: str
+    ) -> ProviderStatusError:
+        return _map_http_error(status, headers, body_text, provider=self._name, model=model_id)
 
 
 # --------------------------------------------------------------------------- factory

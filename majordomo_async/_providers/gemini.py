@@ -50,12 +50,11 @@ import base64
 import binascii
 import json
 import mimetypes
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
-from .._capabilities import Capabilities
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
     AuthenticationError,
@@ -71,7 +70,6 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import ErrorMapper, Timeouts, iter_body, open_stream, request_json
 from .._messages import (
     ImagePart,
     Message,
@@ -82,17 +80,17 @@ from .._messages import (
     ToolCallPart,
     ToolResultPart,
 )
-from .._request import JSONMode, JSONSchema, Option, Request, as_request
+from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
 from .._retry_after import gemini_retry_delay
 from .._sse import ServerSentEvent, SSEDecoder
-from .._stream import Stream
+from ._base import HTTPModel, HTTPProvider
 from ._common import dsn_timeouts, json_or_none, key_from_env, status_error
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from .._context import HTTPSessionHolder, ProviderContext
+    from .._context import ProviderContext
     from .._dsn import DSN
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiModel", "GeminiProvider", "gemini_factory"]
@@ -113,9 +111,6 @@ _SYNTHESIZED_PREFIX: Final = "call_"
 
 _LIST_PAGE_SIZE: Final = 1000  # the API's maximum page size
 _LIST_MAX_PAGES: Final = 100  # a server that repeats its page token cannot loop us forever
-
-# Bodies kept for spotting an error JSON sent without `data:` at the end of a stream.
-_RAW_TAIL_BYTES: Final = 64 * 1024
 
 _FINISH_REASONS: Final[Mapping[str, FinishReason]] = {
     "STOP": FinishReason.STOP,
@@ -619,15 +614,6 @@ def _rate_limit_error(
     )
 
 
-def _missing_key_error(provider: str, model: str) -> AuthenticationError:
-    return AuthenticationError(
-        f"no API key for the Gemini provider {provider!r}: set {KEY_ENV_VARS[0]} "
-        f"(or {KEY_ENV_VARS[1]}), or put the key in the DSN (gemini://KEY@)",
-        provider=provider,
-        model=model,
-    )
-
-
 # --------------------------------------------------------------------------- streams
 
 
@@ -723,16 +709,16 @@ class _StreamTranslator:
             )
         ]
 
-    def finish(self, raw_tail: bytes) -> None:
+    def finish(self, stray_tail: str) -> None:
         """At the end of the body: raise unless the terminal chunk arrived.
 
         Args:
-            raw_tail: the last bytes of the body, searched for an error JSON sent without
-                the `data:` prefix (which an SSE decoder skips as unknown fields).
+            stray_tail: the body's trailing lines that were not SSE fields (the decoder's
+                `stray_tail`): an error JSON sent without the `data:` prefix lands there.
         """
         if self.finished:
             return
-        error = _raw_error(raw_tail)
+        error = _stray_error(stray_tail)
         if error is not None:
             raise _map_error(
                 self._provider, self._model, _status_of(error), self._headers, json.dumps(error)
@@ -744,145 +730,54 @@ class _StreamTranslator:
         )
 
 
-_SSE_FIELDS: Final = ("data:", "event:", "id:", "retry:", ":")
-
-
-def _raw_error(tail: bytes) -> dict[str, Any] | None:
+def _stray_error(stray_tail: str) -> dict[str, Any] | None:
     """An `{"error": ...}` object written at the end of the body without `data:`, if any.
 
     python-genai collects such non-`data:` lines until the braces balance; at the end of
     the body the same lines are the trailing run of lines that are not SSE fields.
     """
-    lines = tail.decode("utf-8", errors="replace").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    collected: list[str] = []
-    for line in reversed(lines):
-        if not line.strip() or line.startswith(_SSE_FIELDS):
-            break
-        collected.append(line)
-    value = json_or_none("\n".join(reversed(collected)))
+    value = json_or_none(stray_tail) if stray_tail else None
     return value if isinstance(value, dict) and "error" in value else None
-
-
-class _RawTail:
-    """The last `_RAW_TAIL_BYTES` bytes of a body."""
-
-    __slots__ = ("_buf",)
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def add(self, chunk: bytes) -> None:
-        self._buf += chunk
-        if len(self._buf) > 2 * _RAW_TAIL_BYTES:  # trim in batches, not on every chunk
-            del self._buf[:-_RAW_TAIL_BYTES]
-
-    def bytes(self) -> bytes:
-        return bytes(self._buf[-_RAW_TAIL_BYTES:])
 
 
 # --------------------------------------------------------------------------- model, provider
 
 
-class GeminiModel:
-    """One Gemini model. Get it with `GeminiProvider.model(model_id)`; no I/O until called."""
+class GeminiModel(HTTPModel["GeminiProvider"]):
+    """One Gemini model. Get it with `GeminiProvider.model(model_id)`; no I/O until called.
 
-    __slots__ = ("_key", "_model_id", "_path", "_provider")
+    `generate` calls `:generateContent`, `stream` calls `:streamGenerateContent?alt=sse`,
+    which is complete once a chunk carries a `finishReason`. Gemini's `responseId` is the
+    request id.
+    """
+
+    __slots__ = ("_path",)
 
     def __init__(self, provider: GeminiProvider, model_id: str) -> None:
-        self._provider = provider
-        self._model_id = model_id
-        self._key = f"{provider.name}/{model_id}"
+        super().__init__(provider, model_id)
         self._path = _model_path(model_id)
 
-    @property
-    def capabilities(self) -> Capabilities:
-        """What this model accepts (the defaults until the capability table lands)."""
-        return Capabilities()
+    def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
+        return _build_body(request, self._model_id, stream=stream, provider=self._provider.name)
 
-    @property
-    def key(self) -> str:
-        """The "provider/model-id" key."""
-        return self._key
+    def _endpoint(self, *, stream: bool) -> str:
+        method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
+        return f"{self._provider.base_url}/{self._path}{method}"
 
-    async def generate(self, request: Request | str, *options: Option) -> Response:
-        """Answer `request` with one `generateContent` call.
-
-        Args:
-            request: the request, or a plain prompt (one user message).
-            *options: request options, applied in order.
-
-        Returns:
-            The answer, its usage, and Gemini's `responseId` as `request_id`.
-
-        Raises:
-            AuthenticationError: no API key is configured, or Gemini refused it.
-            ProviderError: the mapped HTTP, transport or reply error.
-            UnsupportedRequestError: the request has something Gemini cannot take.
-        """
-        request = as_request(request).apply(*options)
-        body = _build_body(request, self._model_id, stream=False, provider=self._provider.name)
-        provider = self._provider
-        data, headers = await request_json(
-            provider.http.get(),
-            "POST",
-            f"{provider.base_url}/{self._path}:generateContent",
-            headers=provider._headers(self._model_id),
-            json_body=body,
-            provider=provider.name,
-            model=self._model_id,
-            timeouts=provider.timeouts,
-            error_mapper=provider._error_mapper(self._model_id),
-        )
+    def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
         return _parse_response(data, self._key, headers)
 
-    async def stream(self, request: Request | str, *options: Option) -> Stream:
-        """Start a `streamGenerateContent?alt=sse` call.
-
-        HTTP errors raise here, before any event, so a chain can fail over.
-
-        Args:
-            request: the request, or a plain prompt (one user message).
-            *options: request options, applied in order.
-
-        Returns:
-            An open `Stream`: `StreamStart`, `TextDelta`/`ToolCallDelta`, `UsageUpdate`,
-            and `StreamEnd` once a chunk carries a `finishReason`.
-
-        Raises:
-            AuthenticationError: no API key is configured, or Gemini refused it.
-            ProviderError: the mapped HTTP or transport error.
-            UnsupportedRequestError: the request has something Gemini cannot take.
-        """
-        request = as_request(request).apply(*options)
-        body = _build_body(request, self._model_id, stream=True, provider=self._provider.name)
-        provider = self._provider
-        response = await open_stream(
-            provider.http.get(),
-            "POST",
-            f"{provider.base_url}/{self._path}:streamGenerateContent?alt=sse",
-            headers=provider._headers(self._model_id),
-            json_body=body,
-            provider=provider.name,
-            model=self._model_id,
-            timeouts=provider.timeouts,
-            error_mapper=provider._error_mapper(self._model_id),
-        )
-        return Stream(self._events(response), model=self._key, on_close=response.close)
-
-    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamEvent]:
+    async def _events(
+        self, response: aiohttp.ClientResponse, request_id: str | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        # Gemini sends no request id header: its `responseId` comes in the first chunk.
         provider = self._provider
         translator = _StreamTranslator(key=self._key, headers=response.headers)
-        decoder = SSEDecoder(provider=provider.name, model=self._model_id)
-        tail = _RawTail()
-        body = iter_body(
-            response, provider=provider.name, model=self._model_id, timeouts=provider.timeouts
-        )
+        decoder = SSEDecoder(provider=provider.name, model=self._model_id, keep_stray_tail=True)
+        body = provider._iter_body(response, model_id=self._model_id)
         async with aclosing(body):
             try:
                 async for chunk in body:
-                    tail.add(chunk)
                     for sse in decoder.feed(chunk):
                         for event in translator.event(sse):
                             yield event
@@ -895,10 +790,7 @@ class GeminiModel:
             for sse in decoder.close():
                 for event in translator.event(sse):
                     yield event
-        translator.finish(tail.bytes())
-
-    def __repr__(self) -> str:
-        return f"<GeminiModel {self._key}>"
+        translator.finish(decoder.stray_tail)
 
 
 def _model_path(model_id: str) -> str:
@@ -909,7 +801,7 @@ def _model_path(model_id: str) -> str:
     return "models/" + quote(model_id, safe="")
 
 
-class GeminiProvider:
+class GeminiProvider(HTTPProvider[GeminiModel]):
     """The Gemini Developer API, with one API key.
 
     Construction does no I/O and never fails for a missing key: calls then raise
@@ -924,6 +816,8 @@ class GeminiProvider:
         extra_headers: sent with every request (a proxy's headers, say); the key header
             always wins.
 
+    `model("")` (or a blank id) raises `ConfigurationError`.
+
     Example:
         ```python
         provider = GeminiProvider("gemini", api_key=key, base_url=DEFAULT_BASE_URL,
@@ -932,66 +826,11 @@ class GeminiProvider:
         ```
     """
 
-    __slots__ = (
-        "_api_key",
-        "_base_url",
-        "_extra_headers",
-        "_http",
-        "_models",
-        "_name",
-        "_timeouts",
-    )
+    __slots__ = ()
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        api_key: str | None,
-        base_url: str,
-        http: HTTPSessionHolder,
-        timeouts: Timeouts | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self._name = name
-        self._api_key = api_key or None
-        self._base_url = base_url.rstrip("/")
-        self._http = http
-        self._timeouts = timeouts if timeouts is not None else Timeouts()
-        self._extra_headers = dict(extra_headers or {})
-        self._models: dict[str, GeminiModel] = {}
-
-    @property
-    def name(self) -> str:
-        """The registry name."""
-        return self._name
-
-    @property
-    def base_url(self) -> str:
-        """The API root, without a trailing slash."""
-        return self._base_url
-
-    @property
-    def http(self) -> HTTPSessionHolder:
-        """The session holder requests go through."""
-        return self._http
-
-    @property
-    def timeouts(self) -> Timeouts:
-        """The per-request time limits."""
-        return self._timeouts
-
-    def model(self, model_id: str) -> GeminiModel:
-        """The model `model_id` ("gemini-2.5-flash"), cached per id. No I/O.
-
-        Raises:
-            ConfigurationError: the model id is empty.
-        """
-        model = self._models.get(model_id)
-        if model is None:
-            if not model_id.strip():
-                raise ConfigurationError(f"empty model id for the Gemini provider {self._name!r}")
-            model = self._models.setdefault(model_id, GeminiModel(self, model_id))
-        return model
+    _FAMILY = "gemini"
+    _KEY_ENV_VARS = KEY_ENV_VARS
+    _DSN_KEY_EXAMPLE = "gemini://KEY@"
 
     async def list_models(self) -> list[str]:
         """The ids of the models that can `generateContent` with this key.
@@ -1008,16 +847,7 @@ class GeminiProvider:
             url = f"{self._base_url}/models?pageSize={_LIST_PAGE_SIZE}"
             if token:
                 url += f"&pageToken={quote(token, safe='')}"
-            data, _headers = await request_json(
-                self._http.get(),
-                "GET",
-                url,
-                headers=self._headers(""),
-                provider=self._name,
-                model="",
-                timeouts=self._timeouts,
-                error_mapper=self._error_mapper(""),
-            )
+            data, _headers = await self._request_json("GET", url, model_id="")
             ids.extend(_model_ids(data, self._name))
             next_token = data.get("nextPageToken") if isinstance(data, dict) else None
             if not isinstance(next_token, str) or not next_token or next_token == token:
@@ -1025,24 +855,18 @@ class GeminiProvider:
             token = next_token
         return ids
 
-    def _headers(self, model_id: str) -> dict[str, str]:
-        if self._api_key is None:
-            raise _missing_key_error(self._name, model_id)
-        return {**self._extra_headers, "x-goog-api-key": self._api_key}
+    def _new_model(self, model_id: str) -> GeminiModel:
+        if not model_id.strip():
+            raise ConfigurationError(f"empty model id for the Gemini provider {self._name!r}")
+        return GeminiModel(self, model_id)
 
-    def _error_mapper(self, model_id: str) -> ErrorMapper:
-        key = self._api_key
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-goog-api-key": api_key}
 
-        def mapper(status: int, headers: Mapping[str, str], body_text: str) -> ProviderError:
-            # Defence in depth: should a proxy ever echo the key, it never reaches a message.
-            if key:
-                body_text = body_text.replace(key, "***")
-            return _map_error(self._name, model_id, status, headers, body_text)
-
-        return mapper
-
-    def __repr__(self) -> str:
-        return f"GeminiProvider({self._name!r}, base_url={self._base_url!r})"
+    def _map_error(
+        self, model_id: str, status: int, headers: Mapping[str, str], body_text: str
+    ) -> ProviderError:
+        return _map_error(self._name, model_id, status, headers, body_text)
 
 
 def _model_ids(data: object, provider: str) -> list[str]:

@@ -49,13 +49,12 @@ import binascii
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import attrs
 
-from .._capabilities import Capabilities
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
     AuthenticationError,
@@ -73,18 +72,18 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import Timeouts, iter_body, open_stream, request_id_from, request_json
+from .._http import Timeouts, request_id_from
 from .._messages import ImagePart, Message, TextPart, Tool, ToolCall, ToolCallPart, ToolResultPart
-from .._request import JSONMode, JSONSchema, Option, Request, as_request
+from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
 from .._sse import NDJSONDecoder
-from .._stream import Stream
+from ._base import HTTPModel, HTTPProvider
 from ._common import dsn_timeouts, json_or_none, status_error
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from .._context import HTTPSessionHolder, ProviderContext
+    from .._context import ProviderContext
     from .._dsn import DSN
 
 __all__ = [
@@ -692,100 +691,33 @@ def _refused(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------- provider
 
 
-class OllamaModel:
-    """One Ollama model. Get it with `OllamaProvider.model(model_id)`."""
+class OllamaModel(HTTPModel["OllamaProvider"]):
+    """One Ollama model. Get it with `OllamaProvider.model(model_id)`.
 
-    __slots__ = ("_key", "_model_id", "_provider")
+    Both calls go to `/api/chat`; a stream is NDJSON, complete at `"done": true`.
+    """
 
-    def __init__(self, provider: OllamaProvider, model_id: str) -> None:
-        self._provider = provider
-        self._model_id = model_id
-        self._key = f"{provider.name}/{model_id}"
+    __slots__ = ()
 
-    @property
-    def capabilities(self) -> Capabilities:
-        """What this model accepts (the defaults until the capability table lands)."""
-        return Capabilities()
+    _REQUEST_ID_HEADERS = _REQUEST_ID_HEADERS
 
-    async def generate(self, request: Request | str, *options: Option) -> Response:
-        """Answer `request` with one non-streamed `/api/chat` call.
+    def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
+        return _build_body(request, self._model_id, stream=stream, provider=self._provider.name)
 
-        Args:
-            request: the request, or a plain prompt (one user message).
-            *options: request options, applied in order.
+    def _endpoint(self, *, stream: bool) -> str:
+        return self._provider._url("/api/chat")
 
-        Returns:
-            The answer; `Response.model` is this model's "provider/model-id" key.
-
-        Raises:
-            ProviderError: the subclass for the failure (see the module docstring).
-        """
-        request = as_request(request).apply(*options)
-        provider = self._provider
-        body = _build_body(request, self._model_id, stream=False, provider=provider.name)
-        with _not_running_hint(provider.base_url):
-            reply, headers = await request_json(
-                provider._session(self._model_id),
-                "POST",
-                provider._url("/api/chat"),
-                headers=provider._headers(stream=False),
-                json_body=body,
-                provider=provider.name,
-                model=self._model_id,
-                timeouts=provider._timeouts,
-                error_mapper=provider._error_mapper(self._model_id),
-            )
-        return _parse_response(reply, self._key, headers)
-
-    async def stream(self, request: Request | str, *options: Option) -> Stream:
-        """Start a streamed `/api/chat` answer.
-
-        HTTP errors before the stream starts are raised here, so a chain can fail over.
-
-        Args:
-            request: the request, or a plain prompt (one user message).
-            *options: request options, applied in order.
-
-        Returns:
-            An open `Stream`: `StreamStart`, `TextDelta` / `ToolCallDelta` pieces,
-            `UsageUpdate`, then `StreamEnd`. Close it (`async with`).
-
-        Raises:
-            ProviderError: the subclass for the failure (see the module docstring).
-        """
-        request = as_request(request).apply(*options)
-        provider = self._provider
-        body = _build_body(request, self._model_id, stream=True, provider=provider.name)
-        with _not_running_hint(provider.base_url):
-            response = await open_stream(
-                provider._session(self._model_id),
-                "POST",
-                provider._url("/api/chat"),
-                headers=provider._headers(stream=True),
-                json_body=body,
-                provider=provider.name,
-                model=self._model_id,
-                timeouts=provider._timeouts,
-                error_mapper=provider._error_mapper(self._model_id),
-            )
-        request_id = request_id_from(response.headers, _REQUEST_ID_HEADERS)
-        return Stream(
-            self._events(response, request_id),
-            model=self._key,
-            request_id=request_id,
-            on_close=response.close,
-        )
+    def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
+        return _parse_response(data, self._key, headers)
 
     async def _events(
         self, response: aiohttp.ClientResponse, request_id: str | None
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Body chunks -> NDJSON objects -> our events, until `"done": true`."""
         provider = self._provider
         decoder = NDJSONDecoder(provider=provider.name, model=self._model_id)
         translator = _StreamTranslator(self._key, request_id)
-        chunks = iter_body(
-            response, provider=provider.name, model=self._model_id, timeouts=provider._timeouts
-        )
+        chunks = provider._iter_body(response, model_id=self._model_id)
         # `aclosing`: leaving early (error, cancellation, a consumer that stops) closes
         # the connection at once instead of at garbage collection.
         async with contextlib.aclosing(chunks):
@@ -808,11 +740,8 @@ class OllamaModel:
                     yield event
         translator.finish()
 
-    def __repr__(self) -> str:
-        return f"<OllamaModel {self._key}>"
 
-
-class OllamaProvider:
+class OllamaProvider(HTTPProvider[OllamaModel]):
     """The Ollama native API (`/api/chat`) at one base URL.
 
     Construction does no I/O and never fails for a missing key: a local server needs
@@ -836,50 +765,11 @@ class OllamaProvider:
         ```
     """
 
-    __slots__ = (
-        "_api_key",
-        "_base_url",
-        "_extra_headers",
-        "_http",
-        "_models",
-        "_name",
-        "_timeouts",
-    )
+    __slots__ = ()
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        api_key: str | None,
-        base_url: str,
-        http: HTTPSessionHolder,
-        timeouts: Timeouts | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self._name = name
-        self._api_key = api_key or None
-        self._base_url = base_url.rstrip("/")
-        self._http = http
-        self._timeouts = timeouts if timeouts is not None else DEFAULT_TIMEOUTS
-        self._extra_headers = dict(extra_headers or {})
-        self._models: dict[str, OllamaModel] = {}
-
-    @property
-    def name(self) -> str:
-        """The registry name."""
-        return self._name
-
-    @property
-    def base_url(self) -> str:
-        """The server's base URL, without a trailing slash."""
-        return self._base_url
-
-    def model(self, model_id: str) -> OllamaModel:
-        """The model `model_id` (`name[:tag]`, e.g. "llama3.2"), cached per id. No I/O."""
-        model = self._models.get(model_id)
-        if model is None:
-            model = self._models.setdefault(model_id, OllamaModel(self, model_id))
-        return model
+    _FAMILY = "ollama"
+    _KEY_ENV_VARS = (_KEY_ENV,)
+    _DEFAULT_TIMEOUTS = DEFAULT_TIMEOUTS
 
     async def list_models(self) -> list[str]:
         """The models the server has (`GET /api/tags`), as `name:tag` strings.
@@ -888,17 +778,7 @@ class OllamaProvider:
             ProviderError: the server failed or is unreachable.
             ResponseFormatError: the reply is not a model list.
         """
-        with _not_running_hint(self._base_url):
-            reply, _ = await request_json(
-                self._session(""),
-                "GET",
-                self._url("/api/tags"),
-                headers=self._headers(stream=False),
-                provider=self._name,
-                model="",
-                timeouts=self._timeouts,
-                error_mapper=self._error_mapper(""),
-            )
+        reply, _ = await self._request_json("GET", self._url("/api/tags"), model_id="")
         models = reply.get("models") if isinstance(reply, dict) else None
         if not isinstance(models, list):
             raise ResponseFormatError(
@@ -911,33 +791,39 @@ class OllamaProvider:
                 names.append(name)
         return names
 
-    def _session(self, model_id: str) -> aiohttp.ClientSession:
-        """The shared session, after checking that a cloud server has its key."""
-        if self._api_key is None and _is_cloud(urlsplit(self._base_url).hostname or ""):
-            raise AuthenticationError(
-                f"{self._base_url} needs an API key: set {_KEY_ENV} "
-                "(create one at https://ollama.com/settings/keys) or put it in the DSN",
-                provider=self._name,
-                model=model_id,
-            )
-        return self._http.get()
+    def _new_model(self, model_id: str) -> OllamaModel:
+        return OllamaModel(self, model_id)
 
-    def _url(self, path: str) -> str:
-        return self._base_url + path
+    async def _request_json(
+        self, method: str, url: str, *, model_id: str, body: Any = None
+    ) -> tuple[Any, Mapping[str, str]]:
+        with _not_running_hint(self._base_url):
+            return await super()._request_json(method, url, model_id=model_id, body=body)
 
-    def _headers(self, *, stream: bool) -> dict[str, str]:
-        headers = {"Accept": "application/x-ndjson" if stream else "application/json"}
-        headers.update(self._extra_headers)
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
+    async def _open_stream(self, url: str, *, model_id: str, body: Any) -> aiohttp.ClientResponse:
+        with _not_running_hint(self._base_url):
+            return await super()._open_stream(url, model_id=model_id, body=body)
 
-    def _error_mapper(self, model_id: str) -> _ErrorMapper:
-        return _ErrorMapper(self._name, model_id, has_key=self._api_key is not None)
+    def _key_required(self) -> bool:
+        # A local server runs without a key; ollama.com refuses every call without one.
+        return _is_cloud(urlsplit(self._base_url).hostname or "")
 
-    def __repr__(self) -> str:
-        # Never the key or the extra headers: either may hold a credential.
-        return f"OllamaProvider({self._name!r}, base_url={self._base_url!r})"
+    def _missing_key_message(self) -> str:
+        return (
+            f"{self._base_url} needs an API key: set {_KEY_ENV} "
+            "(create one at https://ollama.com/settings/keys) or put it in the DSN"
+        )
+
+    def _headers(self, model_id: str, *, stream: bool = False) -> dict[str, str]:
+        accept = "application/x-ndjson" if stream else "application/json"
+        return {"Accept": accept, **super()._headers(model_id)}
+
+    def _map_error(
+        self, model_id: str, status: int, headers: Mapping[str, str], body_text: str
+    ) -> ProviderError:
+        return _ErrorMapper(self._name, model_id, has_key=self._api_key is not None)(
+            status, headers, body_text
+        )
 
 
 def ollama_factory(name: str, dsn: DSN, context: ProviderContext) -> OllamaProvider:

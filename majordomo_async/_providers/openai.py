@@ -29,7 +29,6 @@ OpenAI-compatible servers differ mostly in base URL, key variable and error bodi
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -39,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 import anyio
 import attrs
 
-from .._capabilities import Capabilities
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
     AuthenticationError,
@@ -58,7 +56,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import MAX_ERROR_BODY, Timeouts, iter_body, open_stream, request_id_from, request_json
+from .._http import MAX_ERROR_BODY, Timeouts, request_id_from
 from .._messages import (
     ImagePart,
     Message,
@@ -69,10 +67,10 @@ from .._messages import (
     ToolCallPart,
     ToolResultPart,
 )
-from .._request import JSONMode, JSONSchema, Option, Request, ResponseFormat, as_request
+from .._request import JSONMode, JSONSchema, Request, ResponseFormat
 from .._response import FinishReason, Response, Usage
 from .._sse import ServerSentEvent, SSEDecoder
-from .._stream import Stream
+from ._base import HTTPModel, HTTPProvider
 from ._common import (
     TIMEOUT_KEYS,
     body_summary,
@@ -132,10 +130,16 @@ class Preset:
     stream_usage: bool = True
     """Send `stream_options: {"include_usage": true}` with streams. Mistral rejects the
     field with a 422 `extra_forbidden` and sends usage in its last chunk anyway."""
+    family: str = "openai-compatible"
+    """Where the built-in capability table looks its models up: "openai" for OpenAI, the
+    scheme name for a known server ("groq"), "openai-compatible" for any other."""
 
 
 OPENAI_PRESET: Final = Preset(
-    DEFAULT_BASE_URL, ("OPENAI_API_KEY",), max_tokens_field="max_completion_tokens"
+    DEFAULT_BASE_URL,
+    ("OPENAI_API_KEY",),
+    max_tokens_field="max_completion_tokens",
+    family="openai",
 )
 """OpenAI itself (the `openai://` scheme)."""
 
@@ -143,7 +147,7 @@ OPENAI_PRESET: Final = Preset(
 # comes from the DSN only: OPENAI_API_KEY must never be sent to some other host.
 _GENERIC_PRESET: Final = Preset("", (), requires_key=False)
 
-OPENAI_COMPATIBLE_PRESETS: Final[Mapping[str, Preset]] = MappingProxyType(
+_KNOWN_SERVERS: Final[Mapping[str, Preset]] = MappingProxyType(
     {
         # Base URLs per providers.md 4; key variables as each vendor's docs name them.
         "groq": Preset("https://api.groq.com/openai/v1", ("GROQ_API_KEY",)),
@@ -159,6 +163,11 @@ OPENAI_COMPATIBLE_PRESETS: Final[Mapping[str, Preset]] = MappingProxyType(
         "llamacpp": Preset("http://127.0.0.1:8080/v1", ("LLAMA_API_KEY",), requires_key=False),
         "lmstudio": Preset("http://127.0.0.1:1234/v1", ("LM_API_TOKEN",), requires_key=False),
     }
+)
+
+OPENAI_COMPATIBLE_PRESETS: Final[Mapping[str, Preset]] = MappingProxyType(
+    # Each preset's capability family is its scheme name.
+    {name: attrs.evolve(preset, family=name) for name, preset in _KNOWN_SERVERS.items()}
 )
 """Known OpenAI-compatible servers by scheme name (`groq://`, `vllm://`, ...)."""
 
@@ -587,16 +596,12 @@ def _redact(text: str, secret: str | None) -> str:
 
 
 def _map_error(
-    status: int,
-    headers: Mapping[str, str],
-    body_text: str,
-    *,
-    provider: str,
-    model: str,
-    secret: str | None = None,
+    status: int, headers: Mapping[str, str], body_text: str, *, provider: str, model: str
 ) -> ProviderError:
-    """The `error_mapper` for HTTP error replies: body matchers, then the status rules."""
-    body_text = _redact(body_text, secret)
+    """The error for an HTTP error reply: body matchers, then the status rules.
+
+    The provider masks its key in `body_text` before calling this.
+    """
     info = _error_info(json_or_none(body_text))
     return status_error(
         provider=provider,
@@ -804,102 +809,37 @@ async def _drain(chunks: AsyncIterator[bytes]) -> None:
 # --------------------------------------------------------------------------- the provider
 
 
-class OpenAIModel:
-    """One model of an `OpenAIProvider`. Get it with `provider.model(model_id)`."""
+class OpenAIModel(HTTPModel["OpenAIProvider"]):
+    """One model of an `OpenAIProvider`. Get it with `provider.model(model_id)`.
 
-    __slots__ = ("_key", "_model_id", "_provider")
+    `generate` sends one chat completion; `stream` ends with `data: [DONE]`. The
+    `x-request-id` header is the request id.
+    """
 
-    def __init__(self, provider: OpenAIProvider, model_id: str) -> None:
-        self._provider = provider
-        self._model_id = model_id
-        self._key = f"{provider.name}/{model_id}"
+    __slots__ = ()
 
-    @property
-    def capabilities(self) -> Capabilities:
-        """The default `Capabilities()` until the per-model table exists."""
-        return Capabilities()
+    _REQUEST_ID_HEADERS = REQUEST_ID_HEADERS
 
-    async def generate(self, request: Request | str, *options: Option) -> Response:
-        """Answer `request` with one chat completion.
-
-        Args:
-            request: the request, or a plain prompt (one user message).
-            *options: request options, applied in order.
-
-        Returns:
-            The reply, with usage and the `x-request-id` header as `request_id`.
-
-        Raises:
-            AuthenticationError: no API key is configured (the message names the variable
-                to set), or the server refused the key.
-            ProviderError: any other failure, mapped per providers.md 3.5 and 8.1.
-        """
+    def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
         provider = self._provider
-        request = as_request(request).apply(*options)
-        body = _build_body(
-            request, self._model_id, stream=False, preset=provider.preset, provider=provider.name
-        )
-        headers = provider.headers(self._model_id)  # before any I/O: a missing key raises
-        data, reply_headers = await request_json(
-            provider.http.get(),
-            "POST",
-            provider.url("/chat/completions"),
-            headers=headers,
-            json_body=body,
-            provider=provider.name,
-            model=self._model_id,
-            timeouts=provider.timeouts,
-            error_mapper=provider.error_mapper(self._model_id),
-        )
-        return _parse_response(data, self._key, reply_headers, secret=provider._api_key)
-
-    async def stream(self, request: Request | str, *options: Option) -> Stream:
-        """Start a streamed chat completion.
-
-        An error status raises here, before any event, so a chain can fail over; errors
-        inside the stream (in-band error events, a cut body) raise while iterating.
-
-        Args:
-            request: the request, or a plain prompt (one user message).
-            *options: request options, applied in order.
-
-        Returns:
-            An open `Stream`: `StreamStart`, `TextDelta` / `ToolCallDelta` pieces,
-            `UsageUpdate`, then `StreamEnd` when `data: [DONE]` arrives.
-
-        Raises:
-            AuthenticationError: no API key is configured, or the server refused it.
-            ProviderError: the server answered with an error status, or the transport failed.
-        """
-        provider = self._provider
-        request = as_request(request).apply(*options)
-        body = _build_body(
-            request, self._model_id, stream=True, preset=provider.preset, provider=provider.name
-        )
-        headers = provider.headers(self._model_id)  # before any I/O: a missing key raises
-        response = await open_stream(
-            provider.http.get(),
-            "POST",
-            provider.url("/chat/completions"),
-            headers=headers,
-            json_body=body,
-            provider=provider.name,
-            model=self._model_id,
-            timeouts=provider.timeouts,
-            error_mapper=provider.error_mapper(self._model_id),
-        )
-        request_id = request_id_from(response.headers, REQUEST_ID_HEADERS)
-        return Stream(
-            self._events(response), model=self._key, request_id=request_id, on_close=response.close
+        return _build_body(
+            request, self._model_id, stream=stream, preset=provider.preset, provider=provider.name
         )
 
-    async def _events(self, response: aiohttp.ClientResponse) -> AsyncGenerator[StreamEvent, None]:
-        provider, model = self._provider.name, self._model_id
-        translator = _StreamTranslator(self._key, response.headers, secret=self._provider._api_key)
-        decoder = SSEDecoder(provider=provider, model=model)
-        chunks = iter_body(
-            response, provider=provider, model=model, timeouts=self._provider.timeouts
-        )
+    def _endpoint(self, *, stream: bool) -> str:
+        return self._provider._url("/chat/completions")
+
+    def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
+        return _parse_response(data, self._key, headers, secret=self._provider._api_key)
+
+    async def _events(
+        self, response: aiohttp.ClientResponse, request_id: str | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        # The translator reads the request id from the headers itself.
+        provider, model = self._provider, self._model_id
+        translator = _StreamTranslator(self._key, response.headers, secret=provider._api_key)
+        decoder = SSEDecoder(provider=provider.name, model=model)
+        chunks = provider._iter_body(response, model_id=model)
         try:
             async with contextlib.aclosing(chunks):
                 if response.content_type == "application/json":
@@ -946,11 +886,8 @@ class OpenAIModel:
             model=model,
         )
 
-    def __repr__(self) -> str:
-        return f"<OpenAIModel {self._key}>"
 
-
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider[OpenAIModel]):
     """OpenAI Chat Completions, or any OpenAI-compatible server, over aiohttp.
 
     Construction does no I/O and never fails for a missing key: a call without one
@@ -975,16 +912,7 @@ class OpenAIProvider:
         ```
     """
 
-    __slots__ = (
-        "_api_key",
-        "_base_url",
-        "_extra_headers",
-        "_http",
-        "_models",
-        "_name",
-        "_preset",
-        "_timeouts",
-    )
+    __slots__ = ("_preset",)
 
     def __init__(
         self,
@@ -997,24 +925,15 @@ class OpenAIProvider:
         extra_headers: Mapping[str, str] | None = None,
         preset: Preset | None = None,
     ) -> None:
-        self._name = name
-        self._api_key = api_key or None
-        self._base_url = base_url.rstrip("/")
-        self._http = http
-        self._timeouts = timeouts if timeouts is not None else Timeouts()
-        self._extra_headers = dict(extra_headers or {})
+        super().__init__(
+            name,
+            api_key=api_key,
+            base_url=base_url,
+            http=http,
+            timeouts=timeouts,
+            extra_headers=extra_headers,
+        )
         self._preset = preset if preset is not None else OPENAI_PRESET
-        self._models: dict[str, OpenAIModel] = {}
-
-    @property
-    def name(self) -> str:
-        """The registry name."""
-        return self._name
-
-    @property
-    def base_url(self) -> str:
-        """The API root requests go to (no trailing slash)."""
-        return self._base_url
 
     @property
     def preset(self) -> Preset:
@@ -1022,21 +941,9 @@ class OpenAIProvider:
         return self._preset
 
     @property
-    def timeouts(self) -> Timeouts:
-        """The connect / first-event / idle limits of every request."""
-        return self._timeouts
-
-    @property
-    def http(self) -> HTTPSessionHolder:
-        """The session holder requests borrow their session from."""
-        return self._http
-
-    def model(self, model_id: str) -> OpenAIModel:
-        """The model `model_id` (cached per id; no I/O)."""
-        model = self._models.get(model_id)
-        if model is None:
-            model = self._models.setdefault(model_id, OpenAIModel(self, model_id))
-        return model
+    def family(self) -> str:
+        """The preset's family: "openai", a preset's scheme name, or "openai-compatible"."""
+        return self._preset.family
 
     async def list_models(self) -> list[str]:
         """The model ids the server lists (`GET {base}/models`).
@@ -1045,55 +952,22 @@ class OpenAIProvider:
             AuthenticationError: no API key is configured, or the server refused it.
             ProviderError: any other failure.
         """
-        headers = self.headers("")
-        body, _ = await request_json(
-            self._http.get(),
-            "GET",
-            self.url("/models"),
-            headers=headers,
-            provider=self._name,
-            model="",
-            timeouts=self._timeouts,
-            error_mapper=self.error_mapper(""),
-        )
+        body, _ = await self._request_json("GET", self._url("/models"), model_id="")
         return _model_ids(body, self._name)
 
-    def url(self, path: str) -> str:
-        """The full URL of an API path ("/chat/completions")."""
-        return self._base_url + path
+    def _new_model(self, model_id: str) -> OpenAIModel:
+        return OpenAIModel(self, model_id)
 
-    def headers(self, model_id: str) -> dict[str, str]:
-        """Headers for one request, the credential included.
+    def _key_required(self) -> bool:
+        return self._preset.requires_key
 
-        Raises:
-            AuthenticationError: the preset requires a key and none is configured.
-        """
-        headers = dict(self._extra_headers)
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        elif self._preset.requires_key:
-            raise AuthenticationError(
-                self._missing_key_message(), provider=self._name, model=model_id
-            )
-        return headers
+    def _key_variables(self) -> tuple[str, ...]:
+        return self._preset.env_vars
 
-    def error_mapper(self, model_id: str) -> Callable[[int, Mapping[str, str], str], ProviderError]:
-        """The `error_mapper` for requests about `model_id`."""
-        return functools.partial(
-            _map_error, provider=self._name, model=model_id, secret=self._api_key
-        )
-
-    def _missing_key_message(self) -> str:
-        variables = " or ".join(self._preset.env_vars) or "an API key variable"
-        return (
-            f"no API key for provider {self._name!r}: set {variables}, "
-            "or put the key in the provider's DSN (scheme://KEY@host)"
-        )
-
-    def __repr__(self) -> str:
-        # Never the key: only whether there is one.
-        key = "set" if self._api_key else "none"
-        return f"OpenAIProvider({self._name!r}, base_url={self._base_url!r}, api_key={key})"
+    def _map_error(
+        self, model_id: str, status: int, headers: Mapping[str, str], body_text: str
+    ) -> ProviderError:
+        return _map_error(status, headers, body_text, provider=self._name, model=model_id)
 
 
 # --------------------------------------------------------------------------- factories

@@ -1,0 +1,360 @@
+"""What the four HTTP providers share: construction, the model cache, the key, requests.
+
+`HTTPProvider` holds a provider's configuration (registry name, API key, base URL, the
+Registry's session holder, timeouts, extra headers) and its per-id model cache; it builds
+each request's headers, raising `AuthenticationError` that names the variable to set when
+the key is missing, masks the key in error bodies, and sends requests through `_http`.
+`HTTPModel` is one model of such a provider: its target key, its capabilities (from the
+built-in table, computed once), `generate` and `stream` (build the body, send it, parse
+the reply or hand the open response to the event translator), and a repr without secrets.
+
+A provider module subclasses both and fills in its wire format. On the provider:
+`_new_model`, `_map_error`, and where the API differs from the defaults `_auth_headers`
+(default: a Bearer token), `_key_required` (default: always) and `_missing_key_message`.
+On the model: `_body`, `_endpoint`, `_parse` and `_events`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from .._capabilities import Capabilities, builtin_capabilities
+from .._exceptions import AuthenticationError
+from .._http import ErrorMapper, Timeouts, iter_body, open_stream, request_id_from, request_json
+from .._request import Option, Request, as_request
+from .._stream import Stream
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .._context import HTTPSessionHolder
+    from .._events import StreamEvent
+    from .._exceptions import ProviderError
+    from .._response import Response
+
+__all__ = ["HTTPModel", "HTTPProvider"]
+
+ModelT = TypeVar("ModelT", bound="HTTPModel[Any]")
+ProviderT = TypeVar("ProviderT", bound="HTTPProvider[Any]")
+
+
+class HTTPProvider(abc.ABC, Generic[ModelT]):
+    """The configuration and plumbing every HTTP provider shares.
+
+    Construction does no I/O and never fails for a missing key: a call without one
+    raises `AuthenticationError` naming the variable to set. The key appears in no
+    repr, and is masked in any error body that echoes it.
+
+    Args:
+        name: the registry name (the first half of each target key).
+        api_key: the API key, or None ("" counts as None).
+        base_url: the API root; a trailing slash is dropped.
+        http: the Registry's session holder (`http.get()` is called at request time).
+        timeouts: connect / first-event / idle limits (default: the provider's).
+        extra_headers: more headers for every request; never shown.
+    """
+
+    __slots__ = (
+        "_api_key",
+        "_base_url",
+        "_extra_headers",
+        "_http",
+        "_models",
+        "_name",
+        "_timeouts",
+    )
+
+    _FAMILY: ClassVar[str]
+    """The capability table's family of this wire format ("anthropic", ...)."""
+    _KEY_ENV_VARS: ClassVar[tuple[str, ...]] = ()
+    """Variables a missing key's error tells the user to set, in order."""
+    _DSN_KEY_EXAMPLE: ClassVar[str] = "scheme://KEY@host"
+    """How a missing key's error shows a key written into the DSN."""
+    _DEFAULT_TIMEOUTS: ClassVar[Timeouts] = Timeouts()
+    """The timeouts used when the constructor gets none."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str | None,
+        base_url: str,
+        http: HTTPSessionHolder,
+        timeouts: Timeouts | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._name = name
+        self._api_key = api_key or None
+        self._base_url = base_url.rstrip("/")
+        self._http = http
+        self._timeouts = timeouts if timeouts is not None else self._DEFAULT_TIMEOUTS
+        self._extra_headers = dict(extra_headers or {})
+        self._models: dict[str, ModelT] = {}
+
+    @property
+    def name(self) -> str:
+        """The registry name."""
+        return self._name
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to (no trailing slash)."""
+        return self._base_url
+
+    @property
+    def http(self) -> HTTPSessionHolder:
+        """The session holder requests borrow their session from."""
+        return self._http
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The connect / first-event / idle limits of every request."""
+        return self._timeouts
+
+    @property
+    def family(self) -> str:
+        """The family its models are looked up under in the built-in capability table."""
+        return self._FAMILY
+
+    def model(self, model_id: str) -> ModelT:
+        """The model `model_id`, cached per id; no I/O."""
+        model = self._models.get(model_id)
+        if model is None:
+            model = self._models.setdefault(model_id, self._new_model(model_id))
+        return model
+
+    @abc.abstractmethod
+    def _new_model(self, model_id: str) -> ModelT:
+        """A new model object for `model_id` (called once per id, by `model()`)."""
+
+    # ----------------------------------------------------------------------- credentials
+
+    def _key_required(self) -> bool:
+        """Whether a call without a key must fail before it is sent (default: yes)."""
+        return True
+
+    def _key_variables(self) -> tuple[str, ...]:
+        """The variables a missing key's error names."""
+        return self._KEY_ENV_VARS
+
+    def _missing_key_message(self) -> str:
+        variables = " or ".join(self._key_variables()) or "an API key variable"
+        return (
+            f"no API key for provider {self._name!r}: set {variables}, "
+            f"or put the key in the provider's DSN ({self._DSN_KEY_EXAMPLE})"
+        )
+
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
+        """The headers that carry the key (default: `Authorization: Bearer KEY`)."""
+        return {"Authorization": f"Bearer {api_key}"}
+
+    def _headers(self, model_id: str, *, stream: bool = False) -> dict[str, str]:
+        """Headers for one request about `model_id`, the credential included.
+
+        `stream` says whether the request asks for a stream (for an `Accept` header).
+
+        Raises:
+            AuthenticationError: no key is configured and `_key_required()`.
+        """
+        del stream  # the default headers are the same for both
+        headers = dict(self._extra_headers)
+        if self._api_key is not None:
+            headers.update(self._auth_headers(self._api_key))
+        elif self._key_required():
+            raise AuthenticationError(
+                self._missing_key_message(), provider=self._name, model=model_id
+            )
+        return headers
+
+    def _redact(self, text: str) -> str:
+        """`text` without the API key: a server or proxy may echo a credential back."""
+        key = self._api_key
+        return text.replace(key, "***") if key and key in text else text
+
+    # ----------------------------------------------------------------------- requests
+
+    def _url(self, path: str) -> str:
+        """The full URL of an API path ("/chat/completions")."""
+        return self._base_url + path
+
+    def _error_mapper(self, model_id: str) -> ErrorMapper:
+        """The `error_mapper` for requests about `model_id`: `_map_error`, key masked."""
+
+        def mapper(status: int, headers: Mapping[str, str], body_text: str) -> ProviderError:
+            return self._map_error(model_id, status, headers, self._redact(body_text))
+
+        return mapper
+
+    @abc.abstractmethod
+    def _map_error(
+        self, model_id: str, status: int, headers: Mapping[str, str], body_text: str
+    ) -> ProviderError:
+        """The typed error for an HTTP error reply (`body_text` has the key masked)."""
+
+    async def _request_json(
+        self, method: str, url: str, *, model_id: str, body: Any = None
+    ) -> tuple[Any, Mapping[str, str]]:
+        """Send one request about `model_id`; return its decoded JSON and its headers.
+
+        Raises:
+            AuthenticationError: no key is configured (before anything is sent).
+            ProviderError: as `request_json()` raises, mapped by `_map_error`.
+        """
+        headers = self._headers(model_id)  # first: a missing key raises before any I/O
+        return await request_json(
+            self._http.get(),
+            method,
+            url,
+            headers=headers,
+            json_body=body,
+            provider=self._name,
+            model=model_id,
+            timeouts=self._timeouts,
+            error_mapper=self._error_mapper(model_id),
+        )
+
+    async def _open_stream(self, url: str, *, model_id: str, body: Any) -> aiohttp.ClientResponse:
+        """POST a streaming request; return the response once success headers arrived.
+
+        The caller owns the response: read it with `_iter_body()` or close it.
+
+        Raises:
+            AuthenticationError: no key is configured (before anything is sent).
+            ProviderError: as `open_stream()` raises, mapped by `_map_error`.
+        """
+        headers = self._headers(model_id, stream=True)
+        return await open_stream(
+            self._http.get(),
+            "POST",
+            url,
+            headers=headers,
+            json_body=body,
+            provider=self._name,
+            model=model_id,
+            timeouts=self._timeouts,
+            error_mapper=self._error_mapper(model_id),
+        )
+
+    def _iter_body(
+        self, response: aiohttp.ClientResponse, *, model_id: str
+    ) -> AsyncGenerator[bytes, None]:
+        """The body chunks of a stream `_open_stream()` opened (see `iter_body()`)."""
+        return iter_body(response, provider=self._name, model=model_id, timeouts=self._timeouts)
+
+    def __repr__(self) -> str:
+        # Never the key: only whether there is one.
+        key = "set" if self._api_key else "none"
+        return f"{type(self).__name__}({self._name!r}, base_url={self._base_url!r}, api_key={key})"
+
+
+class HTTPModel(abc.ABC, Generic[ProviderT]):
+    """One model of an `HTTPProvider`: its target key, capabilities, `generate` and `stream`.
+
+    Get it with `provider.model(model_id)`; construction does no I/O.
+    """
+
+    __slots__ = ("_capabilities", "_key", "_model_id", "_provider")
+
+    _REQUEST_ID_HEADERS: ClassVar[tuple[str, ...]] = ()
+    """Response headers that carry the provider's request id, in order of preference."""
+
+    def __init__(self, provider: ProviderT, model_id: str) -> None:
+        self._provider = provider
+        self._model_id = model_id
+        self._key = f"{provider.name}/{model_id}"
+        self._capabilities: Capabilities | None = None
+
+    @property
+    def key(self) -> str:
+        """The "provider/model-id" key of this target."""
+        return self._key
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this model accepts, from the built-in table by the provider's family.
+
+        Looked up on the first read and kept: a chain reads it before every attempt.
+        """
+        capabilities = self._capabilities
+        if capabilities is None:
+            capabilities = builtin_capabilities(self._provider.family, self._model_id)
+            self._capabilities = capabilities
+        return capabilities
+
+    async def generate(self, request: Request | str, *options: Option) -> Response:
+        """Answer `request` in one reply.
+
+        Args:
+            request: the request, or a plain prompt (one user message).
+            *options: request options, applied in order.
+
+        Returns:
+            The answer, with usage, the finish reason and the provider's request id.
+
+        Raises:
+            AuthenticationError: no API key is configured (the message names the variable
+                to set; nothing was sent), or the server refused the key.
+            UnsupportedRequestError: the request holds something this API cannot take.
+            ProviderError: any other failure, typed by what went wrong.
+        """
+        body = self._body(as_request(request).apply(*options), stream=False)
+        data, headers = await self._provider._request_json(
+            "POST", self._endpoint(stream=False), model_id=self._model_id, body=body
+        )
+        return self._parse(data, headers)
+
+    async def stream(self, request: Request | str, *options: Option) -> Stream:
+        """Start answering `request` as a stream of events.
+
+        An error status raises here, before any event, so a chain can still fail over;
+        errors inside the body (in-band error events, a cut body) raise while iterating.
+
+        Args:
+            request: the request, or a plain prompt (one user message).
+            *options: request options, applied in order.
+
+        Returns:
+            An open `Stream` (close it: `async with`): `StreamStart`, `TextDelta` and
+            `ToolCallDelta` pieces, `UsageUpdate`, then `StreamEnd` once the provider's
+            terminal signal arrived.
+
+        Raises:
+            AuthenticationError: no API key is configured, or the server refused the key.
+            UnsupportedRequestError: the request holds something this API cannot take.
+            ProviderError: the server answered with an error status, or the transport failed.
+        """
+        body = self._body(as_request(request).apply(*options), stream=True)
+        response = await self._provider._open_stream(
+            self._endpoint(stream=True), model_id=self._model_id, body=body
+        )
+        request_id = request_id_from(response.headers, self._REQUEST_ID_HEADERS)
+        # `on_close`: a stream closed before its generator ever ran still drops the response.
+        return Stream(
+            self._events(response, request_id),
+            model=self._key,
+            request_id=request_id,
+            on_close=response.close,
+        )
+
+    @abc.abstractmethod
+    def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
+        """The JSON body of a request for `request` (pure; raises for what cannot be sent)."""
+
+    @abc.abstractmethod
+    def _endpoint(self, *, stream: bool) -> str:
+        """Where a generate (`stream=False`) or stream request goes."""
+
+    @abc.abstractmethod
+    def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
+        """The `Response` for a decoded reply and its headers."""
+
+    @abc.abstractmethod
+    def _events(
+        self, response: aiohttp.ClientResponse, request_id: str | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Our events from an open streamed response; closes the response when done."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._key}>"
