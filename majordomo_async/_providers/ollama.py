@@ -7,7 +7,8 @@ api/types.go, and the official `ollama-python` client):
   prompt is the first message; sampling settings live under `options` (`num_predict` is
   the token cap). Images are raw base64 strings in a message's `images` list: inline
   bytes and `data:` URLs are sent, an http(s) URL raises `UnsupportedRequestError`
-  (fetching it is for a later milestone). Tool-call arguments are JSON *objects* on
+  (a chain never sends one: the capability table says Ollama takes images inline only,
+  so the chain downloads the URL first). Tool-call arguments are JSON *objects* on
   the wire, so `ToolCall.arguments` text is parsed before it is replayed.
 - Ollama has no `tool_choice`. "auto" sends the tools, "none" sends none, a tool name
   sends only that tool, and "required" sends them all: the model may still answer in
