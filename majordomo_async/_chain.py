@@ -324,12 +324,14 @@ class _Relay:
     even when iteration never started.
     """
 
-    __slots__ = ("_call", "_index", "_stream")
+    __slots__ = ("_call", "_index", "_since", "_stream")
 
     def __init__(self, call: _Call, stream: Stream, index: int) -> None:
         self._call = call
         self._stream = stream
         self._index = index
+        self._since = call.clock.now()
+        """When the current stream was established (a mid-stream failure's elapsed time)."""
 
     def __aiter__(self) -> _Relay:
         return self
@@ -354,11 +356,15 @@ class _Relay:
         )
         if fatal or self._index + 1 >= len(targets):
             raise exc
-        call.failures.append(TargetFailure(key, exc))
+        attempt = 1 + sum(failure.key == key and not failure.skipped for failure in call.failures)
+        call.failures.append(TargetFailure(key, exc, attempt))
+        log_failed_attempt(key, attempt, exc, error_class, call.clock.now() - self._since)
         if error_class is ErrorClass.TRANSIENT:
             retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
-            await call.tracker.report_failure(key, retry_after=retry_after)
+            if await call.tracker.report_failure(key, retry_after=retry_after):
+                await call._benched(key, exc)
         self._stream, self._index = await call.run(_ESTABLISH, start=self._index + 1)
+        self._since = call.clock.now()
         return StreamRestart(self._stream.model, key, exc, tuple(call.failures))
 
     async def aclose(self) -> None:

@@ -211,3 +211,20 @@ async def test_closing_an_unread_restartable_stream_releases_it(clock: ManualClo
     stream = await chain.stream("hi")
     await stream.aclose()
     assert head.closed_streams == 1
+
+
+async def test_a_restart_is_logged_and_a_bench_announced(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    health = HealthConfig(failure_threshold=1)
+    head = ScriptedModel("a/m", [broken("a/m", cut("a/m"), TextDelta("x"))])
+    tail = ScriptedModel("b/m", [answer("b/m", "ok")])
+    tracker = HealthTracker(health, clock=clock)
+    chain = make_chain(head, tail, clock=clock, config=RESTART, tracker=tracker)
+    with caplog.at_level(logging.INFO, logger="majordomo_async"):
+        await read_all(chain)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("a/m attempt 1 failed") for m in messages), messages
+    assert any(m.startswith("a/m benched until") for m in messages), messages
