@@ -324,14 +324,12 @@ class _Relay:
     even when iteration never started.
     """
 
-    __slots__ = ("_call", "_index", "_since", "_stream")
+    __slots__ = ("_call", "_index", "_stream")
 
     def __init__(self, call: _Call, stream: Stream, index: int) -> None:
         self._call = call
         self._stream = stream
         self._index = index
-        self._since = call.clock.now()
-        """When the current stream was established (a mid-stream failure's elapsed time)."""
 
     def __aiter__(self) -> _Relay:
         return self
@@ -356,15 +354,10 @@ class _Relay:
         )
         if fatal or self._index + 1 >= len(targets):
             raise exc
+        # The failed stream already logged and reported its failure as it closed.
         attempt = 1 + sum(failure.key == key and not failure.skipped for failure in call.failures)
         call.failures.append(TargetFailure(key, exc, attempt))
-        log_failed_attempt(key, attempt, exc, error_class, call.clock.now() - self._since)
-        if error_class is ErrorClass.TRANSIENT:
-            retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
-            if await call.tracker.report_failure(key, retry_after=retry_after):
-                await call._benched(key, exc)
         self._stream, self._index = await call.run(_ESTABLISH, start=self._index + 1)
-        self._since = call.clock.now()
         return StreamRestart(self._stream.model, key, exc, tuple(call.failures))
 
     async def aclose(self) -> None:
@@ -536,11 +529,6 @@ class _Call:
                         return _ADVANCE
                     await clock.sleep(wait)
                     continue
-                try:
-                    await tracker.report_success(key)
-                except BaseException:
-                    await mode.discard(result)
-                    raise
                 if hooks:
                     hooks.emit(
                         "attempt_finished",
@@ -551,10 +539,21 @@ class _Call:
                         error=None,
                         usage=result.usage if isinstance(result, Response) else None,
                     )
-                if holds_probe:
-                    log_recovered(key)
-                    if hooks:
-                        hooks.emit("target_recovered", key)
+                if isinstance(result, Stream):
+                    # A stream's verdict is its outcome: success once the provider's
+                    # terminal event arrived, a failure if it broke after content. The
+                    # stream gives it when it closes, and takes over the probe slot.
+                    result._verdict = partial(
+                        self._stream_verdict, key, attempt, holds_probe, clock.now()
+                    )
+                else:
+                    try:
+                        await tracker.report_success(key)
+                    except BaseException:
+                        await mode.discard(result)
+                        raise
+                    if holds_probe:
+                        self._recovered(key)
                 holds_probe = False
                 return mode.seal(result, key, failures)
         finally:
@@ -597,6 +596,44 @@ class _Call:
             model=model,
         )
         raise _OutOfTime(error, call_deadline)
+
+    async def _stream_verdict(
+        self,
+        key: str,
+        attempt: int,
+        probe: bool,
+        established: float,
+        error: Exception | None,
+        finished: bool,
+    ) -> None:
+        """Report how an established stream of `key` ended (called once, at its close).
+
+        Finished: a success (and a recovery, for a probe). Broken by a transient error
+        after content: a failure, logged. Anything else (the consumer stopped early or was
+        cancelled, a permanent error): no verdict, and a probe slot is given back.
+        """
+        tracker = self.tracker
+        if finished:
+            await tracker.report_success(key)
+            if probe:
+                self._recovered(key)
+            return
+        if error is not None:
+            error_class = self.config.classify(error)
+            elapsed = self.clock.now() - established
+            log_failed_attempt(key, attempt, error, error_class, elapsed)
+            if error_class is ErrorClass.TRANSIENT:
+                retry_after = error.retry_after if isinstance(error, ProviderError) else None
+                if await tracker.report_failure(key, retry_after=retry_after):
+                    await self._benched(key, error)
+                return
+        if probe:
+            await tracker.release_probe(key)
+
+    def _recovered(self, key: str) -> None:
+        log_recovered(key)
+        if self.hooks:
+            self.hooks.emit("target_recovered", key)
 
     async def _benched(self, key: str, error: Exception) -> None:
         """Log and announce that `key` was benched (the wall time costs a store read)."""

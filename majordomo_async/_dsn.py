@@ -170,7 +170,12 @@ def _split_host_port(authority: str, scheme: str) -> tuple[str, int | None]:
         raise DSNError(f"empty port in the {scheme} DSN")
     if not port_text:
         return host, None
-    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if (
+        len(port_text) > 5  # also keeps int() clear of its 4300-digit limit
+        or not port_text.isascii()
+        or not port_text.isdigit()
+        or not 0 < int(port_text) < 65536
+    ):
         raise DSNError(
             f"invalid port in the {scheme} DSN (not shown): expected a number from 1 to 65535; "
             f"a credential goes before an '@' ({scheme}://KEY@host)"

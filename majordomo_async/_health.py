@@ -259,6 +259,11 @@ class HealthTracker:
         self.config = config or HealthConfig()
         self.clock = clock or MonotonicClock()
         self.store: HealthStore = store or InMemoryHealthStore(self.config, self.clock)
+        # A store on this tracker's own clock shares its timeline: no conversion, which
+        # would read the clock twice and could land a hair before the real cooldown end.
+        self._same_timeline = (
+            isinstance(self.store, InMemoryHealthStore) and self.store._clock is self.clock
+        )
 
     async def admit(self, key: str) -> Admission:
         """Gate one attempt on `key` (the chain's entry point; may grant the probe)."""
@@ -319,6 +324,8 @@ class HealthTracker:
 
     def local_time(self, until: float) -> float:
         """A time on the store's timeline (`Admission.until`) as a time on `clock`."""
+        if self._same_timeline:
+            return until
         return self.clock.now() + (until - self.store.now())
 
     def wall(self, until: float) -> datetime:

@@ -26,7 +26,7 @@ import re
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Final
 
 import aiohttp
@@ -422,7 +422,8 @@ def _finish(response: aiohttp.ClientResponse) -> None:
 def _decode_json(body: bytes, provider: str, model: str) -> Any:
     try:
         return json.loads(body)
-    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bad bytes
+    # JSONDecodeError, UnicodeDecodeError for bad bytes, RecursionError for absurd nesting
+    except (ValueError, RecursionError) as exc:
         quoted = body[: _QUOTE_CHARS * 4].decode("utf-8", errors="replace")[:_QUOTE_CHARS]
         raise ResponseFormatError(
             f"the reply is not valid JSON ({exc}); it starts {quoted!r}"
@@ -536,6 +537,25 @@ async def open_stream(
     if timeouts.first_event is not None:
         _FIRST_EVENT_DEADLINES[response] = started + timeouts.first_event
     return response
+
+
+AFTER_END_GRACE: Final = 0.1
+"""Seconds a stream's body may stay open after the provider's terminal event.
+
+The end of the body (the chunked terminator) normally arrives with the terminal event;
+reading it returns the connection to the pool. A server that keeps the body open after
+a complete answer must not hold the consumer: after this grace the connection is closed.
+"""
+
+
+async def drain_after_end(chunks: AsyncGenerator[bytes, None]) -> None:
+    """Read what follows a stream's terminal event, for at most `AFTER_END_GRACE`.
+
+    Failures are ignored: the answer is already complete.
+    """
+    with anyio.move_on_after(AFTER_END_GRACE), suppress(ProviderError):
+        async for _ in chunks:
+            pass
 
 
 async def iter_body(

@@ -91,7 +91,7 @@ class ToolCall:
         """
         try:
             value = json.loads(self.arguments or "{}")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ResponseFormatError(
                 f"tool call {self.name!r} has arguments that are not JSON: {self.arguments[:200]!r}"
             ) from exc

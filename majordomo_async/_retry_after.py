@@ -103,7 +103,8 @@ def parse_duration(text: str) -> float | None:
     if match is None:
         return None
     sign, whole, fraction = match.groups()
-    if int(whole) > _DURATION_MAX_SECONDS:
+    # Length first: int() refuses more than 4300 digits, and such a delay is absurd anyway.
+    if len(whole.lstrip("0")) > 12 or int(whole) > _DURATION_MAX_SECONDS:
         return None
     seconds = float(f"{whole}.{fraction or '0'}")
     return -seconds if sign else seconds

@@ -39,6 +39,11 @@ def parse_spec(spec: str, aliases: Mapping[str, str]) -> list[tuple[str, str]]:
     return list(targets)
 
 
+_MAX_ALIAS_DEPTH = 64
+"""Aliases of aliases this deep are a configuration mistake; deeper would hit Python's
+recursion limit."""
+
+
 def _expand(
     spec: str,
     aliases: Mapping[str, str],
@@ -76,6 +81,11 @@ def _expand(
             raise SpecError(
                 f"unknown alias {element!r} in model spec {original!r}{where}: register it "
                 "with Registry.register_alias, or write provider/model-id"
+            )
+        if len(stack) >= _MAX_ALIAS_DEPTH:
+            raise SpecError(
+                f"aliases nest more than {_MAX_ALIAS_DEPTH} levels deep in model spec "
+                f"{original!r} (at {element!r}): flatten the alias definitions"
             )
         _expand(expansion, aliases, (*stack, name), out, original, expanded)
         expanded.add(name)

@@ -484,8 +484,9 @@ class NDJSONDecoder(_LineBuffer):
                 continue
             try:
                 values.append(json.loads(line))  # a CR left by CRLF is JSON whitespace
-            except json.JSONDecodeError as exc:
+            except (ValueError, RecursionError) as exc:  # huge numbers, absurd nesting
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
                 raise self._error(
-                    f"invalid JSON in the NDJSON stream ({exc.msg}): {line[:200]!r}"
+                    f"invalid JSON in the NDJSON stream ({reason}): {line[:200]!r}"
                 ) from exc
         return values

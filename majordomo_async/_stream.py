@@ -16,7 +16,7 @@ never a silent success.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import final
 
@@ -75,6 +75,8 @@ class Stream:
         on_close: called once when the stream closes, after the source (a provider passes
             its HTTP response's `close`). Needed because closing an async generator that
             never started runs none of its code, `finally` blocks included.
+        on_error: called with an exception the source raised, before it reaches the
+            consumer (a provider masks its credential in the message there).
     """
 
     __slots__ = (
@@ -88,11 +90,13 @@ class Stream:
         "_model",
         "_on_close",
         "_on_end",
+        "_on_error",
         "_request_id",
         "_source",
         "_text",
         "_tool_calls",
         "_usage",
+        "_verdict",
     )
 
     def __init__(
@@ -102,9 +106,11 @@ class Stream:
         model: str,
         request_id: str | None = None,
         on_close: Callable[[], object] | None = None,
+        on_error: Callable[[Exception], object] | None = None,
     ) -> None:
         self._source = events
         self._on_close = on_close
+        self._on_error = on_error
         self._model = model
         self._request_id = request_id
         self._buffer: deque[StreamEvent] = deque()
@@ -120,6 +126,9 @@ class Stream:
         """What ended the stream early, if anything did."""
         self._on_end: Callable[[Stream], None] | None = None
         """The chain's observer, told once when the stream closes."""
+        self._verdict: Callable[[Exception | None, bool], Awaitable[None]] | None = None
+        """The chain's health report, given once at close: (the error, if one ended the
+        stream, and whether the provider's terminal event arrived)."""
 
     # ----------------------------------------------------------------- public surface
 
@@ -202,11 +211,18 @@ class Stream:
         self._closed = True
         aclose = getattr(self._source, "aclose", None)
         try:
-            if aclose is not None:
-                # Shielded: closing must finish even when the caller is being cancelled,
-                # or the connection would be left to the garbage collector.
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            # Shielded: closing must finish even when the caller is being cancelled, or
+            # the connection would be left to the garbage collector (and the chain's
+            # health report, a probe slot included, would be lost).
+            with anyio.CancelScope(shield=True):
+                try:
+                    if aclose is not None:
+                        await aclose()
+                finally:
+                    verdict, self._verdict = self._verdict, None
+                    if verdict is not None:
+                        error = self._error if isinstance(self._error, Exception) else None
+                        await verdict(error, self._finished)
         finally:
             try:
                 if self._on_close is not None:
@@ -251,6 +267,8 @@ class Stream:
             raise
         except Exception as exc:
             self._error = exc
+            if self._on_error is not None:
+                self._on_error(exc)
             await self.aclose()
             if self._text or self._tool_calls:
                 exc.add_note(

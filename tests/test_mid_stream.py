@@ -228,3 +228,53 @@ async def test_a_restart_is_logged_and_a_bench_announced(
     messages = [record.getMessage() for record in caplog.records]
     assert any(m.startswith("a/m attempt 1 failed") for m in messages), messages
     assert any(m.startswith("a/m benched until") for m in messages), messages
+
+
+async def test_default_mode_still_reports_a_mid_stream_failure_to_health(
+    clock: ManualClock,
+) -> None:
+    """A target that always cuts its streams after content gets benched all the same."""
+    tracker = HealthTracker(HealthConfig(failure_threshold=2), clock=clock)
+    head = ScriptedModel("a/m", [broken("a/m", cut("a/m"), TextDelta("x"))])
+    tail = ScriptedModel("b/m", [answer("b/m", "ok")])
+    chain = make_chain(head, tail, clock=clock, tracker=tracker)
+    for _ in range(2):
+        with pytest.raises(StreamTruncatedError):
+            await read_all(chain)
+    assert (await tracker.snapshot())["a/m"].state == "benched"
+    _, stream = await read_all(chain)
+    assert stream.response.model == "b/m"
+    assert head.calls == 2
+
+
+async def test_default_mode_ignores_a_permanent_mid_stream_failure_for_health(
+    clock: ManualClock,
+) -> None:
+    tracker = HealthTracker(HealthConfig(failure_threshold=1), clock=clock)
+    error = AuthenticationError("revoked", provider="a", model="m", status=401)
+    head = ScriptedModel("a/m", [broken("a/m", error, TextDelta("x"))])
+    chain = make_chain(head, clock=clock, tracker=tracker)
+    with pytest.raises(AuthenticationError):
+        await read_all(chain)
+    assert await tracker.snapshot() == {}
+
+
+async def test_a_probe_stream_recovers_only_when_it_finishes(clock: ManualClock) -> None:
+    tracker = HealthTracker(HealthConfig(failure_threshold=1), clock=clock)
+    head = ScriptedModel(
+        "a/m",
+        [OverloadedError("down", provider="a", model="m", status=503), answer("a/m", "back")],
+    )
+    chain = make_chain(
+        head, ScriptedModel("b/m", [answer("b/m", "ok")]), clock=clock, tracker=tracker
+    )
+    await read_all(chain)  # the head fails and is benched; b answers
+    clock.advance(1)
+    # The probe stream is abandoned after its first event: no verdict, slot given back.
+    async with await chain.stream("hi") as stream:
+        assert stream.model == "a/m"
+    assert (await tracker.snapshot())["a/m"].state == "half-open"
+    # The next caller may probe at once, and reading to the end recovers the target.
+    _, stream = await read_all(chain)
+    assert stream.response.model == "a/m"
+    assert await tracker.snapshot() == {}

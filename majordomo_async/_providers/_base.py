@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from .._capabilities import Capabilities, builtin_capabilities
-from .._exceptions import AuthenticationError
+from .._exceptions import AuthenticationError, ProviderError
 from .._http import ErrorMapper, Timeouts, iter_body, open_stream, request_id_from, request_json
 from .._request import Option, Request, as_request
 from .._stream import Stream
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from .._context import HTTPSessionHolder
     from .._events import StreamEvent
-    from .._exceptions import ProviderError
     from .._response import Response
 
 __all__ = ["HTTPModel", "HTTPProvider"]
@@ -173,6 +172,20 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
         key = self._api_key
         return text.replace(key, "***") if key and key in text else text
 
+    def _redact_error(self, exc: BaseException) -> None:
+        """Mask the API key in an error built from a reply (an in-band error echoing it).
+
+        HTTP error bodies are masked before mapping (`_error_mapper`); errors found
+        inside 200 replies and streams pass here on their way out.
+        """
+        key = self._api_key
+        if not key or not isinstance(exc, ProviderError):
+            return
+        if key in exc.message or (exc.code and key in exc.code):
+            exc.message = exc.message.replace(key, "***")
+            exc.code = exc.code.replace(key, "***") if exc.code else exc.code
+            exc.args = (exc._render(),)
+
     # ----------------------------------------------------------------------- requests
 
     def _url(self, path: str) -> str:
@@ -303,7 +316,11 @@ class HTTPModel(abc.ABC, Generic[ProviderT]):
         data, headers = await self._provider._request_json(
             "POST", self._endpoint(stream=False), model_id=self._model_id, body=body
         )
-        return self._parse(data, headers)
+        try:
+            return self._parse(data, headers)
+        except ProviderError as exc:
+            self._provider._redact_error(exc)
+            raise
 
     async def stream(self, request: Request | str, *options: Option) -> Stream:
         """Start answering `request` as a stream of events.
@@ -336,6 +353,7 @@ class HTTPModel(abc.ABC, Generic[ProviderT]):
             model=self._key,
             request_id=request_id,
             on_close=response.close,
+            on_error=self._provider._redact_error,
         )
 
     @abc.abstractmethod

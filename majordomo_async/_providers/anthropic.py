@@ -45,7 +45,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import Timeouts, request_id_from
+from .._http import Timeouts, drain_after_end, request_id_from
 from .._messages import (
     ImagePart,
     Message,
@@ -567,7 +567,7 @@ class _StreamTranslator:
     def _decode(self, event: ServerSentEvent) -> dict[str, Any]:
         try:
             data = json.loads(event.data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ResponseFormatError(
                 f"the {event.event!r} event's data is not JSON: {event.data[:200]!r}",
                 provider=self._provider,
@@ -696,12 +696,15 @@ class AnthropicModel(HTTPModel["AnthropicProvider"]):
         translator = _StreamTranslator(key=self._key, request_id=request_id)
         chunks = provider._iter_body(response, model_id=self._model_id)
         async with contextlib.aclosing(chunks):
-            # Read on to the end of the body after `message_stop` (the translator ignores
-            # anything later), so the connection goes back to the pool, not dropped.
             async for chunk in chunks:
                 for sse in decoder.feed(chunk):
                     for event in translator.feed(sse):
                         yield event
+                if translator.done:
+                    # Complete: give the rest of the body a moment (to reuse the
+                    # connection), never the idle timeout.
+                    await drain_after_end(chunks)
+                    return
         for sse in decoder.close():
             for event in translator.feed(sse):
                 yield event

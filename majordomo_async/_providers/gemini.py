@@ -70,6 +70,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
+from .._http import drain_after_end
 from .._messages import (
     ImagePart,
     Message,
@@ -649,7 +650,7 @@ class _StreamTranslator:
             return []
         try:
             chunk = json.loads(sse.data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ResponseFormatError(
                 f"a stream chunk is not JSON: {sse.data[:200]!r}",
                 provider=self._provider,
@@ -781,6 +782,9 @@ class GeminiModel(HTTPModel["GeminiProvider"]):
                     for sse in decoder.feed(chunk):
                         for event in translator.event(sse):
                             yield event
+                    if translator.finished:
+                        await drain_after_end(body)  # never the idle timeout
+                        return
             except (ProviderConnectionError, StreamTruncatedError):
                 # The terminal chunk already arrived: a reset, a stall or a missing
                 # chunked terminator while waiting for the end of the body loses nothing.

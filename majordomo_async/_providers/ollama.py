@@ -73,7 +73,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import Timeouts, request_id_from
+from .._http import Timeouts, drain_after_end, request_id_from
 from .._messages import ImagePart, Message, TextPart, Tool, ToolCall, ToolCallPart, ToolResultPart
 from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
@@ -358,7 +358,7 @@ def _data_url_base64(url: str, target: _Target) -> str:
 def _tool_call_entry(call: ToolCall, target: _Target) -> dict[str, Any]:
     try:
         arguments = json.loads(call.arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         arguments = None
     if not isinstance(arguments, dict):
         raise target.unsupported(
@@ -724,12 +724,13 @@ class OllamaModel(HTTPModel["OllamaProvider"]):
         async with contextlib.aclosing(chunks):
             try:
                 async for chunk in chunks:
-                    if translator.done:
-                        # Read on to the end (nothing more is expected): a body read to
-                        # its end gives the connection back to the pool, not closed.
-                        continue
                     for event in translator.feed_all(decoder.feed(chunk)):
                         yield event
+                    if translator.done:
+                        # Complete: give the rest of the body a moment (to reuse the
+                        # connection), never the idle timeout.
+                        await drain_after_end(chunks)
+                        return
             except ProviderError:
                 if not translator.done:
                     raise

@@ -35,7 +35,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
-import anyio
 import attrs
 
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
@@ -56,7 +55,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import MAX_ERROR_BODY, Timeouts, request_id_from
+from .._http import MAX_ERROR_BODY, Timeouts, drain_after_end, request_id_from
 from .._messages import (
     ImagePart,
     Message,
@@ -500,8 +499,6 @@ _IN_BAND_KINDS: Final[Mapping[str, type[ProviderStatusError]]] = MappingProxyTyp
 
 _MESSAGE_CHARS: Final = 500
 
-_DRAIN_SECONDS: Final = 1.0
-
 
 @attrs.frozen
 class _ErrorInfo:
@@ -538,7 +535,13 @@ def _error_info(body: Any) -> _ErrorInfo:
     code = raw_code if isinstance(raw_code, str) and raw_code else None
     kind = raw_type if isinstance(raw_type, str) and raw_type else None
     status = raw_code if _is_status(raw_code) else None
-    if status is None and isinstance(raw_code, str) and raw_code.isdigit():
+    if (
+        status is None
+        and isinstance(raw_code, str)
+        and len(raw_code) == 3
+        and raw_code.isascii()
+        and raw_code.isdigit()
+    ):
         # Some servers send the status as a string ("404"); Mistral sends its own
         # four-digit codes ("1500"), which `_is_status` rejects.
         status = int(raw_code) if _is_status(int(raw_code)) else None
@@ -590,9 +593,22 @@ def _matched_kind(status: int | None, info: _ErrorInfo) -> type[ProviderStatusEr
     return None
 
 
-def _redact(text: str, secret: str | None) -> str:
-    """`text` without the API key: a server may echo a credential back in its error."""
-    return text.replace(secret, "***") if secret and secret in text else text
+def _redact_strings(value: Any, secret: str) -> Any:
+    """`value` (decoded JSON) with the key masked in every string, keys included.
+
+    Masking the decoded strings rather than the JSON text keeps the structure intact
+    whatever the key looks like (a key "null" must not turn into broken JSON).
+    """
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, list):
+        return [_redact_strings(item, secret) for item in value]
+    if isinstance(value, dict):
+        return {
+            _redact_strings(key, secret): _redact_strings(item, secret)
+            for key, item in value.items()
+        }
+    return value
 
 
 def _map_error(
@@ -629,10 +645,9 @@ def _error_from_body(
     The status, when the body names one, decides as an HTTP status would; otherwise the
     error's type does, and an unknown error counts as a server error (transient).
     """
+    if secret:
+        body = _redact_strings(body, secret)
     body_text = json.dumps(body, ensure_ascii=False, default=str)
-    if secret and secret in body_text:
-        body_text = _redact(body_text, secret)
-        body = json.loads(body_text)
     info = _error_info(body)
     kind = _matched_kind(info.status, info)
     if info.status is not None:
@@ -794,18 +809,6 @@ def _tool_call_deltas(items: list[Any]) -> list[StreamEvent]:
     return deltas
 
 
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows `[DONE]` so the connection goes back to the pool, not closed.
-
-    The chunked terminator normally arrives with `[DONE]`. A server that keeps the body
-    open gets `_DRAIN_SECONDS`, then the connection is dropped; failures here are
-    ignored, because the answer is already complete.
-    """
-    with anyio.move_on_after(_DRAIN_SECONDS), contextlib.suppress(ProviderError):
-        async for _ in chunks:
-            pass
-
-
 # --------------------------------------------------------------------------- the provider
 
 
@@ -852,7 +855,7 @@ class OpenAIModel(HTTPModel["OpenAIProvider"]):
                     if translator.done:
                         break
                 if translator.done:
-                    await _drain(chunks)
+                    await drain_after_end(chunks)
                     return
                 for sse in decoder.close():
                     for event in translator.feed(sse):

@@ -13,8 +13,26 @@ headers, JSON replies, stream framing, error bodies), on `servers.serve`:
 
 An emulator follows a script: request N gets behaviour N (the last one repeats). A
 behaviour is format-agnostic (`Reply`, `CallTool`, `Fail`, `ErrorEvent`, `Truncate`,
-`Drop`, `Stall`); each format renders it in its own wire shape, so one script drives
-any of the four. Every request is recorded (`Recorded`: parsed JSON body, lower-cased
+`Drop`, `Stall`, and the faults below); each format renders it in its own wire shape, so
+one script drives any of the four.
+
+Faults, for the fault matrix (`tests/test_fault_matrix.py`); generate / stream:
+
+- `Quota`, `ContextTooLong`: the provider's own 429 quota (spend cap) or 400
+  context-length body.
+- `Blocked`: the provider's content-policy refusal (Gemini: a 200 with `blockReason`).
+- `HTMLError`: a proxy's HTML error page, padded to `size` bytes if asked.
+- `Reset`: half the JSON body / text deltas, then a reset (or, `graceful`, a FIN).
+- `Silence`: the headers, then nothing. `Slow`: the answer after a delay.
+- `Malformed`: a body that is not JSON / text deltas, then an event that is not JSON.
+- `NoSentinel`: the reply / the whole answer without its terminal signal.
+- `BadUTF8`: invalid UTF-8 in the reply's text / in a text event.
+- `Huge`: a reply / one text event of `size` bytes.
+- `DoneThenSilence`: the reply / the whole stream, then the body stays open.
+- `InBandError`: a 200 whose body is an error object / an error event in the stream.
+- `Fail(429, retry_after=2, as_date=True)`: Retry-After as an HTTP-date.
+
+Every request is recorded (`Recorded`: parsed JSON body, lower-cased
 headers) for assertions. Streamed bodies go out in small pieces cut at awkward places:
 inside lines, inside frames, and inside every multi-byte UTF-8 character.
 
@@ -29,12 +47,17 @@ assert len(wire.requests) == 2
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import itertools
 import json
+import math
 import re
+import ssl
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 from urllib.parse import quote
 
 import anyio.lowlevel
@@ -45,20 +68,34 @@ from .servers import abort_connection, serve, sleep_forever
 
 __all__ = [
     "AnthropicWire",
+    "BadUTF8",
     "Behaviour",
+    "Blocked",
     "CallTool",
+    "ContextTooLong",
+    "DoneThenSilence",
     "Drop",
     "ErrorEvent",
     "Fail",
     "GeminiWire",
+    "HTMLError",
+    "Huge",
+    "InBandError",
+    "Malformed",
+    "NoSentinel",
     "OllamaWire",
     "OpenAIWire",
+    "Quota",
     "Recorded",
     "Reply",
+    "Reset",
+    "Silence",
+    "Slow",
     "Stall",
     "Truncate",
     "Wire",
     "awkward_chunks",
+    "http_date",
     "split_text",
 ]
 
@@ -98,17 +135,29 @@ class CallTool:
 class Fail:
     """Answer with HTTP `status` and the provider's own error body for it.
 
-    `retry_after` (seconds) is sent as a `Retry-After` header.
+    `retry_after` (seconds) is sent as a `Retry-After` header: as a number, or with
+    `as_date` as the HTTP-date that many seconds from now, rounded up to a whole second
+    (so the wait a client reads from it is at most one second longer).
     """
 
     status: int
     retry_after: float | None = None
+    as_date: bool = False
 
 
 @attrs.frozen
 class ErrorEvent:
     """Stream: 200, the preamble, `text` deltas, then an in-band error event of the kind
     `Fail(status)` would answer, and the end of the body. Generate: `Fail(status)`."""
+
+    status: int
+    text: str = ""
+
+
+@attrs.frozen
+class InBandError:
+    """An error inside a successful reply. Generate: 200 with the provider's error object
+    (the one `Fail(status)` would send) as the whole JSON body. Stream: as `ErrorEvent`."""
 
     status: int
     text: str = ""
@@ -130,12 +179,142 @@ class Drop:
 @attrs.frozen
 class Stall:
     """Stream: 200, the preamble and `text` deltas, then silence until the server stops.
-    Generate: no headers until the server stops."""
+    Generate: no headers until the server stops; with `partial_body`, the headers and
+    half of the JSON body, then silence."""
+
+    text: str = ""
+    partial_body: bool = False
+
+
+@attrs.frozen
+class Quota:
+    """429 meaning the quota or spend cap is exhausted (not a rate limit), in the
+    provider's own words: OpenAI `insufficient_quota`, Anthropic's spend limit, a Gemini
+    per-day quota, Ollama's usage limit."""
+
+
+@attrs.frozen
+class ContextTooLong:
+    """400: the prompt does not fit the model's context window, in the provider's words."""
+
+
+@attrs.frozen
+class Blocked:
+    """The prompt refused on content-policy grounds, the provider's way: a 400 (OpenAI
+    `invalid_prompt`, Anthropic's content filtering policy, a moderating proxy in front
+    of Ollama), or Gemini's 200 reply (or stream chunk) with `promptFeedback.blockReason`."""
+
+
+@attrs.frozen
+class HTMLError:
+    """`status` with an HTML page for a body, as a proxy or load balancer sends it.
+
+    `size` pads the page to at least that many bytes (a huge error body).
+    """
+
+    status: int = 502
+    size: int = 0
+
+
+@attrs.frozen
+class Reset:
+    """Stream: 200, the preamble and `text` deltas, then the connection is reset.
+    Generate: 200 and half of the JSON body (Content-Length promises all of it), then
+    the reset. With `graceful` the server closes the connection (a FIN) instead: the
+    body just stops short, with no chunked terminator."""
+
+    text: str = ""
+    graceful: bool = False
+
+
+@attrs.frozen
+class Silence:
+    """200 headers, then nothing at all until the server stops (both modes)."""
+
+
+@attrs.frozen
+class Slow:
+    """Answer `reply` late: stream, the headers at once and the first body bytes after
+    `delay` seconds; generate, the whole reply after `delay` seconds."""
+
+    delay: float
+    reply: Reply = Reply()
+
+
+@attrs.frozen
+class Malformed:
+    """Stream: 200, the preamble and `text` deltas, then an event whose data is not
+    JSON, then the normal ending. Generate: 200 with a body that is not JSON."""
 
     text: str = ""
 
 
-Behaviour: TypeAlias = Reply | CallTool | Fail | ErrorEvent | Truncate | Drop | Stall
+@attrs.frozen
+class NoSentinel:
+    """Stream: the whole answer (text, finish reason, usage) and a clean end of the body,
+    but without the terminal signal (`[DONE]`, `message_stop`, Gemini's `finishReason`,
+    Ollama's `"done": true`). Generate: `reply`, normally."""
+
+    reply: Reply = Reply()
+
+
+@attrs.frozen
+class BadUTF8:
+    """Stream: 200, the preamble, then a text event with bytes that are not UTF-8, then
+    the normal ending. Generate: 200 with a reply whose text holds those bytes."""
+
+
+@attrs.frozen
+class Huge:
+    """Answer with `size` characters of text (a little more in bytes): one reply, or
+    one stream event."""
+
+    size: int = 2 * 1024 * 1024
+    input_tokens: int = 12
+    output_tokens: int = 500_000
+
+    @property
+    def text(self) -> str:
+        """The served text: ASCII with a multi-byte character every kilobyte."""
+        block = "z" * 1021 + "é"  # 1,023 bytes: the 2-byte character drifts across pieces
+        return (block * (self.size // len(block.encode()) + 1))[: self.size]
+
+    @property
+    def reply(self) -> Reply:
+        """The answer as a `Reply` (one piece)."""
+        return Reply(self.text, self.input_tokens, self.output_tokens, pieces=1)
+
+
+@attrs.frozen
+class DoneThenSilence:
+    """Stream: the whole answer with its terminal signal, then the body stays open
+    (no end of body, no more bytes) until the server stops. Generate: `reply`."""
+
+    reply: Reply = Reply()
+
+
+Behaviour: TypeAlias = (
+    Reply
+    | CallTool
+    | Fail
+    | ErrorEvent
+    | InBandError
+    | Truncate
+    | Drop
+    | Stall
+    | Quota
+    | ContextTooLong
+    | Blocked
+    | HTMLError
+    | Reset
+    | Silence
+    | Slow
+    | Malformed
+    | NoSentinel
+    | BadUTF8
+    | Huge
+    | DoneThenSilence
+)
 
 
 @attrs.frozen
@@ -203,6 +382,95 @@ def _ndjson(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=False) + "\n").encode()
 
 
+def http_date(seconds: float) -> str:
+    """The HTTP-date (IMF-fixdate) `seconds` from now, rounded up to a whole second."""
+    return email.utils.formatdate(math.ceil(time.time() + seconds), usegmt=True)
+
+
+def _retry_after_header(fail: Fail) -> str | None:
+    if fail.retry_after is None:
+        return None
+    return http_date(fail.retry_after) if fail.as_date else f"{fail.retry_after:g}"
+
+
+_HTML_PAGE = (
+    "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "{padding}</body>\r\n</html>\r\n"
+)
+
+
+def _html_page(error: HTMLError) -> web.Response:
+    """A proxy's error page (nginx's shape), padded with a comment to `error.size` bytes."""
+    reason = {502: "Bad Gateway", 503: "Service Temporarily Unavailable"}.get(
+        error.status, "Internal Server Error"
+    )
+    page = _HTML_PAGE.format(status=error.status, reason=reason, padding="")
+    missing = error.size - len(page)
+    if missing > 0:
+        page = _HTML_PAGE.format(
+            status=error.status, reason=reason, padding=f"<!-- {'x' * missing} -->\r\n"
+        )
+    return web.Response(status=error.status, text=page, content_type="text/html")
+
+
+# Marks where invalid UTF-8 goes: JSON-encoded text cannot hold such bytes, so they are
+# swapped in after encoding. 0xFF never occurs in UTF-8; 0xC3 0x28 is a lead byte
+# followed by a byte that cannot continue it.
+_BAD_BYTES_MARK = "@@not-utf-8@@"
+_BAD_UTF8_TEXT = f"Grüße {_BAD_BYTES_MARK} aus Zürich"
+
+
+def _echo(body: Any, key: str) -> Any:
+    """A copy of an error body whose messages (`message`, or a string `error`) quote `key`."""
+    if isinstance(body, list):
+        return [_echo(item, key) for item in body]
+    if not isinstance(body, dict):
+        return body
+    echoed: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in ("message", "error") and isinstance(value, str):
+            echoed[name] = f"{value} (key used: {key})"
+        else:
+            echoed[name] = _echo(value, key)
+    return echoed
+
+
+def _with_bad_bytes(data: str | bytes) -> bytes:
+    encoded = data.encode() if isinstance(data, str) else data
+    return encoded.replace(_BAD_BYTES_MARK.encode(), b"\xff\xfe\xc3(")
+
+
+# A TLS server's handlers that stall forever are cancelled this long after it stops.
+_SHUTDOWN_TIMEOUT = 0.05
+
+# Bodies at least this long are written in `_BIG`-byte pieces, not `awkward_chunks`.
+_BIG = 64 * 1024
+
+
+def _big_pieces(data: bytes) -> list[bytes]:
+    return [data[start : start + _BIG] for start in range(0, len(data), _BIG)]
+
+
+async def _settle() -> None:
+    """Let the client (in this process, on this loop) read what was written so far.
+
+    A reset makes aiohttp drop bytes it received but had not handed out yet, so the
+    server lets the loop turn a few times before it resets a connection mid-body.
+    """
+    for _ in range(8):
+        await asyncio.sleep(0)
+
+
+def _end_connection(request: web.Request, *, graceful: bool) -> None:
+    """Close the connection mid-body: a FIN (`graceful`) or a reset."""
+    if graceful:
+        assert request.transport is not None
+        request.transport.close()
+    else:
+        abort_connection(request)
+
+
 # --------------------------------------------------------------------------- the shared core
 
 
@@ -224,6 +492,8 @@ class Wire:
         script: behaviours of successive requests; the last one repeats.
         key: the credential the emulator expects; a request without it gets the
             provider's real answer to a bad key. None accepts any request.
+        echo_key: quote `key` in every error message it sends, as some servers and
+            proxies do (a client must mask it before showing the message).
     """
 
     name: ClassVar[str]
@@ -233,9 +503,19 @@ class Wire:
     base_path: ClassVar[str] = ""
     stream_content_type: ClassVar[str] = "text/event-stream"
 
-    def __init__(self, script: Sequence[Behaviour] = (Reply(),), *, key: str | None = None) -> None:
+    def __init__(
+        self,
+        script: Sequence[Behaviour] = (Reply(),),
+        *,
+        key: str | None = None,
+        echo_key: bool = False,
+    ) -> None:
         self.key = key
+        self.echo_key = echo_key
         self.requests: list[Recorded] = []
+        # Handlers still running: one that stalls outlives its connection (aiohttp does
+        # not cancel a handler whose client left), so `serving()` cancels it at the end.
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._script: list[Behaviour] = []
         self._served = 0
         self.program(*script)
@@ -247,17 +527,62 @@ class Wire:
         self._script = list(script)
         self._served = 0
 
+    def dsn(self, base: str, *, scheme: str | None = None, with_key: bool = True) -> str:
+        """The DSN of a provider at `base` ("http://127.0.0.1:PORT"): this format's
+        `+http` scheme unless `scheme` says otherwise, the key (unless `with_key` is
+        false), and the API's base path. `base` may be a closed port (connection refused).
+        """
+        credential = f"{quote(self.key, safe='')}@" if self.key and with_key else ""
+        host = base.partition("://")[2]
+        return f"{scheme or self.scheme}://{credential}{host}{self.base_path}"
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
         """Serve on 127.0.0.1 and yield the DSN of a provider pointed at this emulator."""
-        async with serve({self.route: self._handle}) as base:
-            credential = f"{quote(self.key, safe='')}@" if self.key else ""
-            host = base.partition("://")[2]
-            yield f"{self.scheme}://{credential}{host}{self.base_path}"
+        async with self.serving() as base:
+            yield self.dsn(base)
+
+    @asynccontextmanager
+    async def serving(self, *, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+        """Serve on 127.0.0.1 (over TLS with `tls`) and yield the base URL."""
+        try:
+            if tls is None:
+                async with serve({self.route: self._handle}) as base:
+                    yield base
+                return
+            app = web.Application()
+            app.router.add_route("*", self.route, self._handle)
+            runner = web.AppRunner(app, shutdown_timeout=_SHUTDOWN_TIMEOUT, access_log=None)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+                await site.start()
+                host, port = runner.addresses[0][:2]
+                yield f"https://{host}:{port}"
+            finally:
+                await runner.cleanup()
+        finally:
+            await self._stop_handlers()
+
+    async def _stop_handlers(self) -> None:
+        """Cancel the handlers still running (stalled ones whose client went away)."""
+        handlers = list(self._handlers)
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     # ----------------------------------------------------------------- dispatch
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            return await self._answer(request)
+        finally:
+            self._handlers.discard(task)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         call = await self._record(request)
         if self.key is not None and not self._authorised(self.requests[-1]):
             # Answered as the real server answers a bad key; the script does not advance.
@@ -270,8 +595,21 @@ class Wire:
             # which the server would not cancel: the connection is no longer its own.
             return web.Response()
         if isinstance(behaviour, Fail):
-            return self._error_response(behaviour.status, call, retry_after=behaviour.retry_after)
-        if not self._is_stream(request, call.body):
+            return self._error_response(
+                behaviour.status, call, retry_after=_retry_after_header(behaviour)
+            )
+        if isinstance(behaviour, Quota | ContextTooLong):
+            special = self._quota if isinstance(behaviour, Quota) else self._context_too_long
+            status, body = special(call)
+            return self._error_response(status, call, body=body)
+        if isinstance(behaviour, HTMLError):
+            return _html_page(behaviour)
+        stream = self._is_stream(request, call.body)
+        if isinstance(behaviour, Blocked):
+            return self._refuse(call, stream=stream)
+        if isinstance(behaviour, Silence):
+            return await self._silence(request, call)
+        if not stream:
             return await self._json_reply(request, behaviour, call)
         return await self._stream_reply(request, behaviour, call)
 
@@ -299,45 +637,114 @@ class Wire:
         status: int,
         call: _Call,
         *,
-        retry_after: float | None = None,
+        retry_after: str | None = None,
         body: Any = None,
     ) -> web.Response:
         headers = dict(self._reply_headers(call))
         if retry_after is not None:
-            headers["Retry-After"] = f"{retry_after:g}"
+            headers["Retry-After"] = retry_after
         return web.json_response(
-            body if body is not None else self._error_body(status, call),
+            self._echoed(body if body is not None else self._error_body(status, call)),
             status=status,
             headers=headers,
         )
 
+    def _error_payload(self, status: int, call: _Call) -> Any:
+        """The error body for `status` (for in-band error events), the key echoed if asked."""
+        return self._echoed(self._error_body(status, call))
+
+    def _echoed(self, body: Any) -> Any:
+        """`body` with the key appended to its messages, when `echo_key` is set."""
+        if not self.echo_key or not self.key:
+            return body
+        return _echo(body, self.key)
+
+    def _refuse(self, call: _Call, *, stream: bool) -> web.Response:
+        """`Blocked`: the provider's refusal, an error status or (Gemini) a 200 reply."""
+        status, body = self._blocked(call)
+        if status < 300 and stream:
+            frame = _sse(body, eol="\r\n")
+            return web.Response(
+                body=frame, content_type=self.stream_content_type, headers=self._reply_headers(call)
+            )
+        if status < 300:
+            return web.json_response(body, headers=self._reply_headers(call))
+        return self._error_response(status, call, body=body)
+
+    async def _silence(self, request: web.Request, call: _Call) -> web.StreamResponse:
+        """`Silence`: the headers of a success, then nothing until the server stops."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", **self._reply_headers(call)}
+        )
+        await response.prepare(request)
+        await sleep_forever()
+        raise AssertionError("unreachable")
+
     async def _json_reply(
         self, request: web.Request, behaviour: Behaviour, call: _Call
     ) -> web.StreamResponse:
+        if isinstance(behaviour, Slow):
+            await anyio.sleep(behaviour.delay)
+            behaviour = behaviour.reply
+        elif isinstance(behaviour, NoSentinel | DoneThenSilence | Huge):
+            behaviour = behaviour.reply
         if isinstance(behaviour, Reply | CallTool):
             return web.json_response(
                 self._reply_body(behaviour, call), headers=self._reply_headers(call)
             )
         if isinstance(behaviour, ErrorEvent):
             return self._error_response(behaviour.status, call)
+        if isinstance(behaviour, InBandError):
+            body = self._error_payload(behaviour.status, call)
+            return web.json_response(body, headers=self._reply_headers(call))
         if isinstance(behaviour, Truncate):
-            return await self._cut_json(request, behaviour, call)
+            return await self._cut_json(request, behaviour.text, call)
+        if isinstance(behaviour, Reset):
+            return await self._cut_json(
+                request, behaviour.text, call, end="close" if behaviour.graceful else "abort"
+            )
+        if isinstance(behaviour, Malformed | BadUTF8):
+            return self._bad_json(behaviour, call)
+        if isinstance(behaviour, Stall) and behaviour.partial_body:
+            return await self._cut_json(request, behaviour.text, call, end="stall")
         await sleep_forever()  # Stall: no headers, ever
         raise AssertionError("unreachable")
 
     async def _cut_json(
-        self, request: web.Request, behaviour: Truncate, call: _Call
+        self,
+        request: web.Request,
+        text: str,
+        call: _Call,
+        *,
+        end: Literal["abort", "close", "stall"] = "abort",
     ) -> web.StreamResponse:
-        """Promise the whole JSON reply (Content-Length), send half of it, reset."""
-        body = json.dumps(self._reply_body(Reply(behaviour.text or DEFAULT_TEXT), call)).encode()
+        """Promise the whole JSON reply (Content-Length), send half of it, then `end`:
+        reset the connection, close it (a FIN), or stall until the server stops."""
+        body = json.dumps(self._reply_body(Reply(text or DEFAULT_TEXT), call)).encode()
         response = web.StreamResponse(
             headers={"Content-Type": "application/json", **self._reply_headers(call)}
         )
         response.content_length = len(body)
         await response.prepare(request)
         await response.write(body[: len(body) // 2])
-        abort_connection(request)
+        if end == "stall":
+            await sleep_forever()
+        _end_connection(request, graceful=end == "close")
         return response  # the handler must end: see Drop
+
+    def _bad_json(self, behaviour: Malformed | BadUTF8, call: _Call) -> web.Response:
+        """A complete 200 reply whose body is cut JSON, or JSON with bytes that are not UTF-8."""
+        if isinstance(behaviour, Malformed):
+            body = json.dumps(self._reply_body(Reply(behaviour.text or DEFAULT_TEXT), call))
+            data = body[: len(body) // 2].encode()
+        else:
+            data = _with_bad_bytes(
+                json.dumps(self._reply_body(Reply(_BAD_UTF8_TEXT), call), ensure_ascii=False)
+            )
+        return web.Response(
+            body=data,
+            headers={"Content-Type": "application/json", **self._reply_headers(call)},
+        )
 
     async def _stream_reply(
         self, request: web.Request, behaviour: Behaviour, call: _Call
@@ -347,16 +754,32 @@ class Wire:
             headers={"Content-Type": self.stream_content_type, **self._reply_headers(call)}
         )
         await response.prepare(request)
-        for piece in awkward_chunks(b"".join(frames)):
+        if isinstance(behaviour, Slow):
+            await anyio.sleep(behaviour.delay)
+        data = b"".join(frames)
+        # A huge body goes out in big pieces: cutting megabytes into bytes would take ages.
+        pieces = awkward_chunks(data) if len(data) < _BIG else _big_pieces(data)
+        for piece in pieces:
             await response.write(piece)
             # Let the client read between pieces, so it sees them apart.
             await anyio.lowlevel.checkpoint()
-        if isinstance(behaviour, Stall):
+        if isinstance(behaviour, Reset):
+            await _settle()
+            _end_connection(request, graceful=behaviour.graceful)
+            return response  # the handler must end: see Drop
+        if isinstance(behaviour, Stall | DoneThenSilence):
             await sleep_forever()
         await response.write_eof()
         return response
 
     def _stream_frames(self, behaviour: Behaviour, call: _Call) -> list[bytes]:
+        if isinstance(behaviour, Slow | Huge | DoneThenSilence):
+            behaviour = behaviour.reply
+        if isinstance(behaviour, NoSentinel):
+            reply = behaviour.reply
+            frames = self._preamble(reply, call)
+            frames += self._text(split_text(reply.text, reply.pieces), call)
+            return frames + self._unterminated_ending(reply, call)
         frames = self._preamble(behaviour, call)
         if isinstance(behaviour, Reply):
             frames += self._text(split_text(behaviour.text, behaviour.pieces), call)
@@ -364,10 +787,16 @@ class Wire:
         elif isinstance(behaviour, CallTool):
             frames += self._tool(behaviour, call)
             frames += self._ending(behaviour, call)
-        elif isinstance(behaviour, Truncate | Stall | ErrorEvent):
+        elif isinstance(behaviour, Truncate | Stall | ErrorEvent | InBandError | Reset | Malformed):
             frames += self._text(split_text(behaviour.text, 3), call)
-            if isinstance(behaviour, ErrorEvent):
+            if isinstance(behaviour, ErrorEvent | InBandError):
                 frames += self._error_event(behaviour.status, call)
+            elif isinstance(behaviour, Malformed):
+                frames.append(self._malformed(call))
+                frames += self._ending(Reply(behaviour.text), call)
+        elif isinstance(behaviour, BadUTF8):
+            frames += [_with_bad_bytes(frame) for frame in self._text([_BAD_UTF8_TEXT], call)]
+            frames += self._ending(Reply(_BAD_UTF8_TEXT), call)
         return frames
 
     # ----------------------------------------------------------------- per format
@@ -416,6 +845,26 @@ class Wire:
         raise NotImplementedError
 
     def _error_event(self, status: int, call: _Call) -> list[bytes]:
+        raise NotImplementedError
+
+    def _unterminated_ending(self, behaviour: Reply, call: _Call) -> list[bytes]:
+        """`_ending` without its terminal signal (by default: without its last frame)."""
+        return self._ending(behaviour, call)[:-1]
+
+    def _malformed(self, call: _Call) -> bytes:
+        """A content frame whose data is cut short: not JSON."""
+        raise NotImplementedError
+
+    def _quota(self, call: _Call) -> tuple[int, Any]:
+        """(status, body) of the provider's quota or spend-cap error."""
+        raise NotImplementedError
+
+    def _context_too_long(self, call: _Call) -> tuple[int, Any]:
+        """(status, body) of the provider's context-length error."""
+        raise NotImplementedError
+
+    def _blocked(self, call: _Call) -> tuple[int, Any]:
+        """(status, body) of the provider's content-policy refusal of a prompt."""
         raise NotImplementedError
 
 
@@ -573,7 +1022,34 @@ class OpenAIWire(Wire):
         return frames
 
     def _error_event(self, status: int, call: _Call) -> list[bytes]:
-        return [_sse(self._error_body(status, call))]
+        return [_sse(self._error_payload(status, call))]
+
+    def _malformed(self, call: _Call) -> bytes:
+        return _sse(f'{{"id": "chatcmpl-{call.number}", "choices": [{{"delta": {{"content": "Grü')
+
+    @staticmethod
+    def _openai_error(message: str, kind: str, code: str, param: str | None = None) -> Any:
+        return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+    def _quota(self, call: _Call) -> tuple[int, Any]:
+        message = "You exceeded your current quota, please check your plan and billing details."
+        return 429, self._openai_error(message, "insufficient_quota", "insufficient_quota")
+
+    def _context_too_long(self, call: _Call) -> tuple[int, Any]:
+        message = (
+            "This model's maximum context length is 128000 tokens. However, your messages "
+            "resulted in 131072 tokens. Please reduce the length of the messages."
+        )
+        body = self._openai_error(
+            message, "invalid_request_error", "context_length_exceeded", "messages"
+        )
+        return 400, body
+
+    def _blocked(self, call: _Call) -> tuple[int, Any]:
+        message = (
+            "Invalid prompt: your prompt was flagged as potentially violating our usage policy."
+        )
+        return 400, self._openai_error(message, "invalid_request_error", "invalid_prompt")
 
 
 # --------------------------------------------------------------------------- Anthropic
@@ -717,7 +1193,33 @@ class AnthropicWire(Wire):
         ]
 
     def _error_event(self, status: int, call: _Call) -> list[bytes]:
-        return [_sse(self._error_body(status, call), event="error")]
+        return [_sse(self._error_payload(status, call), event="error")]
+
+    def _malformed(self, call: _Call) -> bytes:
+        data = '{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "te'
+        return _sse(data, event="content_block_delta")
+
+    def _anthropic_error(self, call: _Call, kind: str, message: str, **extra: Any) -> Any:
+        error = {"type": kind, "message": message, **extra}
+        return {"type": "error", "error": error, "request_id": call.request_id}
+
+    def _quota(self, call: _Call) -> tuple[int, Any]:
+        # The monthly spend cap: a 429 `rate_limit_error`, without Retry-After, that names
+        # the spend limit in `error.details` (providers.md 5.5).
+        message = (
+            "You have reached your specified API usage limits. You will regain access on "
+            "2030-02-01 at 00:00 UTC."
+        )
+        details = {"error_code": "enforced_spend_limit_reached"}
+        return 429, self._anthropic_error(call, "rate_limit_error", message, details=details)
+
+    def _context_too_long(self, call: _Call) -> tuple[int, Any]:
+        message = "prompt is too long: 208656 tokens > 200000 maximum"
+        return 400, self._anthropic_error(call, "invalid_request_error", message)
+
+    def _blocked(self, call: _Call) -> tuple[int, Any]:
+        message = "Output blocked by content filtering policy"
+        return 400, self._anthropic_error(call, "invalid_request_error", message)
 
 
 # --------------------------------------------------------------------------- Gemini
@@ -846,7 +1348,56 @@ class GeminiWire(Wire):
         return [_sse(last, eol="\r\n")]
 
     def _error_event(self, status: int, call: _Call) -> list[bytes]:
-        return [_sse(self._error_body(status, call), eol="\r\n")]
+        return [_sse(self._error_payload(status, call), eol="\r\n")]
+
+    def _unterminated_ending(self, behaviour: Reply, call: _Call) -> list[bytes]:
+        # Gemini's terminal signal is the `finishReason`: the usage comes, the reason not.
+        last = self._chunk(call, [{"text": ""}], usageMetadata=self._usage(behaviour))
+        return [_sse(last, eol="\r\n")]
+
+    def _malformed(self, call: _Call) -> bytes:
+        data = '{"candidates": [{"content": {"role": "model", "parts": [{"text": "Grü'
+        return _sse(data, eol="\r\n")
+
+    def _quota(self, call: _Call) -> tuple[int, Any]:
+        # A per-day quota: it will not clear within any retry budget.
+        violation = {
+            "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+            "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+            "quotaDimensions": {"model": call.model, "location": "global"},
+            "quotaValue": "50",
+        }
+        details = [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"},
+        ]
+        message = "You exceeded your current quota, please check your plan and billing details."
+        error = {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}
+        return 429, {"error": {**error, "details": details}}
+
+    def _context_too_long(self, call: _Call) -> tuple[int, Any]:
+        message = (
+            "The input token count (1210431) exceeds the maximum number of tokens allowed "
+            "(1048576)."
+        )
+        return 400, {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}
+
+    def _blocked(self, call: _Call) -> tuple[int, Any]:
+        # Gemini refuses a prompt with a 200 whose `promptFeedback` names the reason.
+        feedback = {
+            "blockReason": "PROHIBITED_CONTENT",
+            "safetyRatings": [
+                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}
+            ],
+        }
+        usage = {"promptTokenCount": 9, "totalTokenCount": 9}
+        body = {
+            "promptFeedback": feedback,
+            "usageMetadata": usage,
+            "modelVersion": call.model,
+            "responseId": call.request_id,
+        }
+        return 200, body
 
 
 # --------------------------------------------------------------------------- Ollama
@@ -924,4 +1475,19 @@ class OllamaWire(Wire):
         return [_ndjson(self._final(behaviour, call, self._message("")))]
 
     def _error_event(self, status: int, call: _Call) -> list[bytes]:
-        return [_ndjson(self._error_body(status, call))]
+        return [_ndjson(self._error_payload(status, call))]
+
+    def _malformed(self, call: _Call) -> bytes:
+        head = f'{{"model": "{call.model}", "message": '
+        return (head + '{"role": "assistant", "content": "Grü\n').encode()
+
+    def _quota(self, call: _Call) -> tuple[int, Any]:
+        # ollama.com's plan allowance (cloud models).
+        return 429, {"error": "you have reached your weekly usage limit, upgrade for higher limits"}
+
+    def _context_too_long(self, call: _Call) -> tuple[int, Any]:
+        return 400, {"error": "the input length exceeds the context length"}
+
+    def _blocked(self, call: _Call) -> tuple[int, Any]:
+        # Ollama has no moderation of its own: this is a moderating gateway in front of it.
+        return 400, {"error": "the request was rejected by the gateway's content policy"}
