@@ -135,9 +135,10 @@ def log_benched(key: str, until: datetime | None, error: Exception) -> None:
     """One WARNING record when a target is benched."""
     if not logger.isEnabledFor(logging.WARNING):
         return
-    when = until.strftime("%H:%M:%S.%f")[:-3] if until else "unknown"
+    # No end time: the cooldown was over before it could be read (a very short one).
+    when = f"until {until.strftime('%H:%M:%S.%f')[:-3]}" if until else "briefly"
     logger.warning(
-        "%s benched until %s after %s",
+        "%s benched %s after %s",
         key,
         when,
         type(error).__name__,
