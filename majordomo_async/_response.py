@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from ._exceptions import TargetFailure
-from ._messages import ToolCall
+from ._messages import Message, Part, TextPart, ToolCall, ToolCallPart
 
 __all__ = ["FinishReason", "Response", "Usage"]
 
@@ -76,3 +76,11 @@ class Response:
     """Attempts and skips the chain went through before this answer, in order."""
     raw: Any = attrs.field(default=None, repr=False, eq=False)
     """The provider's decoded reply, for fields this type does not carry."""
+
+    @property
+    def message(self) -> Message:
+        """The answer as an assistant turn, to append to the conversation history
+        (its text and its tool calls, which the tool results then answer)."""
+        parts: list[Part] = [TextPart(self.text)] if self.text else []
+        parts.extend(ToolCallPart(call) for call in self.tool_calls)
+        return Message("assistant", tuple(parts))
