@@ -34,10 +34,12 @@ class InstantModel:
 
     def __init__(self, key: str) -> None:
         self.response = Response(text="ok", model=key)
+        # Built once, as the real providers do: the chain reads it before every attempt.
+        self._capabilities = Capabilities()
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities()
+        return self._capabilities
 
     async def generate(self, request: Any, *options: Any) -> Response:
         return self.response

@@ -1,0 +1,126 @@
+"""A seconds-long run of the benchmark harness (`python -m benchmarks.run --quick`).
+
+It keeps the harness from rotting: every scenario must run and produce sane counts, the
+failover rows must really fail over, and peers that are not installed (the dev
+environment has neither `openai` nor `litellm`) must be reported as skipped, not crash
+the run. Speed targets are never checked here: they belong to a full run of the harness.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUNKS = 20  # content chunks per stream (the harness default)
+OURS = ("raw", "md-1", "md-3", "md-anthropic", "raw-failover", "md-failover")
+PEERS = {
+    "openai": "openai",
+    "litellm": "litellm",
+    "router": "litellm",
+    "router-failover": "litellm",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the harness once in quick mode; its JSON results (and the Markdown beside them)."""
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--strict", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [json_path] = out.glob("*.json")
+    [markdown_path] = out.glob("*.md")
+    results: dict[str, Any] = json.loads(json_path.read_text())
+    results["markdown"] = markdown_path.read_text()
+    results["stdout"] = done.stdout
+    return results
+
+
+pytestmark = pytest.mark.timeout(180)  # peers, when installed, make the run slower
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_every_scenario_of_our_contenders_ran(quick_run: dict[str, Any], name: str) -> None:
+    """Calls, throughput and streams all completed, with every chunk of every stream."""
+    entry = quick_run["contenders"][name]
+    assert entry["status"] == "ok", entry
+    [sample] = entry["rounds"]
+    sequential = sample["sequential"]
+    assert sequential["calls"] == 20
+    assert sequential["p50_ms"] > 0
+    assert sequential["cpu_ms_per_call"] > 0
+    [cell] = sample["throughput"].values()
+    assert cell["concurrency"] == 16
+    assert (cell["ok"], cell["errors"]) == (cell["calls"], 0)
+    streams = sample["stream_concurrent"]
+    assert streams["errors"] == 0
+    assert streams["units"] == streams["ok"] * CHUNKS
+
+
+@pytest.mark.parametrize(
+    ("name", "requests_per_call"),
+    [("md-1", 1), ("md-3", 1), ("md-failover", 2), ("raw-failover", 2)],
+)
+def test_each_row_sends_the_requests_it_claims(
+    quick_run: dict[str, Any], name: str, requests_per_call: int
+) -> None:
+    """Benched heads are never called; a failover row calls the failing head every time."""
+    [sample] = quick_run["contenders"][name]["rounds"]
+    sequential = sample["sequential"]
+    assert sequential["server_requests"] == requests_per_call * sequential["calls"]
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_peers_run_or_are_skipped_cleanly(quick_run: dict[str, Any], name: str) -> None:
+    """A peer that is not importable is a skipped row that says why, never a failure."""
+    entry = quick_run["contenders"][name]
+    module = PEERS[name]
+    if importlib.util.find_spec(module) is None:
+        assert entry["status"] == "skipped"
+        assert entry["reason"] == f"not installed: {module}"
+        assert entry["rounds"] == []
+        assert f"| {entry['label']} | not installed: {module} |" in quick_run["markdown"]
+    else:
+        assert entry["status"] == "ok", entry
+
+
+def test_memory_probe_held_every_stream(quick_run: dict[str, Any]) -> None:
+    """The memory probe had all its streams in flight at once, then closed them."""
+    for name in ("raw", "md-1"):
+        [probe] = quick_run["contenders"][name]["memory"]
+        assert probe["streams"] == probe["in_flight"] == probe["cancelled"] == 20
+        assert probe["peak_rss_kib"] >= probe["baseline_rss_kib"] > 0
+
+
+def test_imports_and_registry_were_measured(quick_run: dict[str, Any]) -> None:
+    """Fresh-interpreter import times, and the three registry variants."""
+    imports = quick_run["imports"]
+    assert len(imports["aiohttp"]) == 1
+    assert len(imports["majordomo_async"]) == 1
+    assert all(seconds > 0 for samples in imports.values() for seconds in samples)
+    registry = quick_run["registry"]
+    assert registry["targets"] == 20
+    assert list(registry["cpu_us_per_call"]) == [
+        "one target",
+        "20 targets, calling one alias",
+        "20 targets, rotating over all aliases",
+    ]
+
+
+def test_report_has_every_section(quick_run: dict[str, Any]) -> None:
+    """The Markdown report is printed and written, with every table."""
+    for heading in ("Summary", "Targets (issue 4)", "Calls", "Streams", "Memory", "Import"):
+        assert f"### {heading}" in quick_run["markdown"]
+    assert quick_run["stdout"].strip() == quick_run["markdown"].strip()
