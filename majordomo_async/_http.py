@@ -25,8 +25,9 @@ import math
 import re
 import ssl
 import weakref
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import suppress
+from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
@@ -257,10 +258,7 @@ def _translate(
     return None  # not a transport failure: ValueError, TypeError, ... propagate as they are
 
 
-@contextmanager
-def map_transport_errors(
-    provider: str, model: str, *, timeouts: Timeouts | None = None
-) -> Iterator[None]:
+class map_transport_errors:
     """Convert aiohttp, asyncio and OS errors raised inside into our errors.
 
     `raise Ours(...) from exc` keeps the original as `__cause__`. Our own errors, other
@@ -286,13 +284,32 @@ def map_transport_errors(
         provider: the provider's registry name, for the error.
         model: the model id, for the error.
         timeouts: the limits in force, quoted in timeout messages.
+
+    A class rather than a `@contextmanager` generator: it wraps every request, and a
+    generator-based manager costs a generator object and two resumptions each time.
     """
-    try:
-        yield
-    except Exception as exc:
-        ours = _translate(exc, provider, model, timeouts)
+
+    __slots__ = ("_model", "_provider", "_timeouts")
+
+    def __init__(self, provider: str, model: str, *, timeouts: Timeouts | None = None) -> None:
+        self._provider = provider
+        self._model = model
+        self._timeouts = timeouts
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception):
+            return  # success, or cancellation and other BaseExceptions: pass through
+        ours = _translate(exc, self._provider, self._model, self._timeouts)
         if ours is None:
-            raise
+            return
         if isinstance(exc, aiohttp.ClientResponseError):
             _scrub_request_info(exc)
         raise ours from exc
@@ -652,9 +669,11 @@ def request_id_from(headers: Mapping[str, str], names: Sequence[str]) -> str | N
     Names match case-insensitively with aiohttp's headers; with a plain dict, give the
     names as the server spells them or in lower case.
     """
+    case_insensitive = isinstance(headers, CIMultiDictProxy | CIMultiDict)
     for name in names:
         value = headers.get(name)
-        if value is None:  # a plain dict spelled differently: scan (a handful of headers)
+        if value is None and not case_insensitive:
+            # A plain dict spelled differently: scan (a handful of headers).
             lowered = name.lower()
             value = next((v for k, v in headers.items() if k.lower() == lowered), None)
         if value and value.strip():

@@ -21,8 +21,6 @@ import json
 from collections import deque
 from typing import Any, Final, final
 
-import attrs
-
 from ._exceptions import ResponseFormatError
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "NDJSONDecoder", "SSEDecoder", "ServerSentEvent"]
@@ -55,23 +53,52 @@ def _is_sse_line(line: str) -> bool:
     return not name or name in _FIELD_NAMES
 
 
-@attrs.frozen
+@final
 class ServerSentEvent:
-    """One dispatched Server-Sent Event.
+    """One dispatched Server-Sent Event (treat it as immutable).
+
+    A plain slotted class rather than an attrs one: a stream makes one per chunk, and
+    this construction costs a third of a frozen attrs instance's.
 
     Example:
         >>> ServerSentEvent(event="message_stop", data='{"type": "message_stop"}').event
         'message_stop'
     """
 
-    event: str = "message"
-    """The event type: the last `event:` field of the block, or "message" when there was none."""
-    data: str = ""
-    """The `data:` lines of the block joined with "\\n" (no trailing newline)."""
-    id: str | None = None
-    """The last event id seen so far in the stream (it persists across events), or None."""
-    retry: int | None = None
-    """The block's `retry:` field in milliseconds, when it had a valid one."""
+    __slots__ = ("data", "event", "id", "retry")
+
+    def __init__(
+        self,
+        event: str = "message",
+        data: str = "",
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> None:
+        self.event = event
+        """The event type: the last `event:` field of the block, or "message"."""
+        self.data = data
+        """The `data:` lines of the block joined with "\\n" (no trailing newline)."""
+        self.id = id
+        """The last event id seen so far in the stream (it persists across events)."""
+        self.retry = retry
+        """The block's `retry:` field in milliseconds, when it had a valid one."""
+
+    def _fields(self) -> tuple[str, str, str | None, int | None]:
+        return (self.event, self.data, self.id, self.retry)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerSentEvent(event={self.event!r}, data={self.data!r}, "
+            f"id={self.id!r}, retry={self.retry!r})"
+        )
 
 
 class _LineBuffer:

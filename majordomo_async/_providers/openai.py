@@ -719,12 +719,14 @@ class _StreamTranslator:
         if self.done:
             return []
         data = sse.data
-        if data.strip() == "[DONE]":
-            self.done = True
-            finish = FinishReason.CONTENT_FILTER if self._refused else self._finish
-            return [*self._start(), StreamEnd(finish or FinishReason.STOP)]
-        if not data.strip():
-            return []
+        if data[:1] != "{":  # not the usual JSON chunk: `[DONE]`, blank, or malformed
+            stripped = data.strip()
+            if stripped == "[DONE]":
+                self.done = True
+                finish = FinishReason.CONTENT_FILTER if self._refused else self._finish
+                return [*self._start(), StreamEnd(finish or FinishReason.STOP)]
+            if not stripped:
+                return []
         chunk = json_or_none(data)
         if not isinstance(chunk, dict):
             raise ResponseFormatError(
@@ -740,16 +742,18 @@ class _StreamTranslator:
                 headers=self._headers,
                 secret=self._secret,
             )
-        events = self._start()
+        events: list[StreamEvent] = [] if self.started else self._start()
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
                 # n > 1 is never requested: only the first choice is read.
                 if isinstance(choice, dict) and choice.get("index", 0) == 0:
                     self._choice(choice, events)
-        usage = _usage(chunk.get("usage"))
-        if usage is not None:
-            events.append(UsageUpdate(usage))
+        usage = chunk.get("usage")
+        if usage:  # most chunks carry none, or `null`
+            parsed = _usage(usage)
+            if parsed is not None:
+                events.append(UsageUpdate(parsed))
         return events
 
     def finish(self) -> None:
