@@ -70,7 +70,7 @@ CORE: Final = "CANARY-7f3a9"
 """What is searched for: the canary without its common prefix, so a partly masked
 key ("sk-***") passes and anything more of it fails."""
 
-TIMEOUT: Final = 0.1
+TIMEOUT: Final = 0.3
 """Seconds: the first-event and idle timeouts of every route (silent faults cost this)."""
 QUERY: Final = f"?first_event={TIMEOUT:g}&idle={TIMEOUT:g}"
 MODES: Final[Sequence[Mode]] = ("generate", "stream")
