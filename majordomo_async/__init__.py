@@ -82,6 +82,7 @@ from ._otel import OpenTelemetryHooks as OpenTelemetryHooks
 from ._protocols import AsyncModel as AsyncModel
 from ._protocols import ModelLister as ModelLister
 from ._protocols import Provider as Provider
+from ._redis_store import RedisHealthStore as RedisHealthStore
 from ._registry import Registry as Registry
 from ._request import JSONMode as JSONMode
 from ._request import JSONSchema as JSONSchema
@@ -152,6 +153,7 @@ __all__ = (
     "ProviderTimeoutError",
     "QuotaExceededError",
     "RateLimitError",
+    "RedisHealthStore",
     "Registry",
     "Request",
     "Response",

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ._protocols import Provider
+    from ._redis_store import RedisHealthStore
 
 __all__ = ["CapabilityOverride", "Registry"]
 
@@ -34,6 +35,8 @@ CapabilityOverride: TypeAlias = "Capabilities | Mapping[str, Any]"
 """A whole `Capabilities`, or the fields to change ({"vision": False, "context_window": 8192})."""
 
 _ENV_PREFIX = "LLM_"
+# Names the shared health store when no `health_store=` is given ("redis://host:6379/0").
+_HEALTH_STORE_VARIABLE = "MAJORDOMO_HEALTH_STORE"
 # Parsed chains are cached per spec string; a service that builds specs dynamically
 # must not grow this without bound.
 _CHAIN_CACHE_LIMIT = 1024
@@ -64,7 +67,9 @@ class Registry:
             resolution during `parse()` happens either way).
         session: an `aiohttp.ClientSession` to use instead of creating one. It is
             borrowed: `aclose()` leaves it open.
-        health_store: where health state lives (default: in this process).
+        health_store: where health state lives (default: in this process, or the Redis
+            store that `MAJORDOMO_HEALTH_STORE=redis://...` names when `env` is a mapping,
+            which this registry then closes in `aclose()`; see `RedisHealthStore`).
         capabilities: overrides of the built-in capability table, by target pattern:
             `{"ollama/my-llava*": {"vision": True}, "openai/*": {"context_window": None}}`.
             Patterns are shell globs over "provider/model-id"; every matching pattern
@@ -91,6 +96,12 @@ class Registry:
         if env is None:
             env = os.environ
         self._env_lookup: EnvLookup = env.get if isinstance(env, Mapping) else env
+        health = health or HealthConfig()
+        self._own_store: RedisHealthStore | None = None
+        if health_store is None and isinstance(env, Mapping):
+            # Read at construction, like the LLM_<NAME> scan: only from a mapping (a lookup
+            # function is consulted lazily, for providers only).
+            health_store = self._own_store = self._store_from_env(health)
         self._tracker = HealthTracker(health, clock=self._clock, store=health_store)
         self._chain_config = chain or ChainConfig()
         self._http = HTTPSessionHolder(session)
@@ -276,8 +287,10 @@ class Registry:
     # ----------------------------------------------------------------- lifecycle
 
     async def aclose(self) -> None:
-        """Close the HTTP session this registry created. Idempotent."""
+        """Close the HTTP session and the health store this registry created. Idempotent."""
         await self._http.aclose()
+        if self._own_store is not None:
+            await self._own_store.aclose()
 
     async def __aenter__(self) -> Registry:
         return self
@@ -294,6 +307,18 @@ class Registry:
         return f"<Registry providers={sorted(self._providers)} aliases={sorted(self._aliases)}>"
 
     # ----------------------------------------------------------------- internals
+
+    def _store_from_env(self, config: HealthConfig) -> RedisHealthStore | None:
+        """The shared store `MAJORDOMO_HEALTH_STORE` names, if any (redis is imported only then)."""
+        url = self._env_lookup(_HEALTH_STORE_VARIABLE)
+        if not url:
+            return None
+        from ._redis_store import store_from_url
+
+        try:
+            return store_from_url(url, config)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{_HEALTH_STORE_VARIABLE}: {exc}") from None
 
     def _target(self, provider: str, model_id: str) -> Target:
         key = f"{provider}/{model_id}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from majordomo_async import ManualClock, Registry
+
+from .helpers.redis_server import RedisServer, required, unavailable
 
 
 @pytest.fixture
@@ -30,3 +32,22 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     current = asyncio.current_task()
     leftovers = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
     assert not leftovers, f"tasks left running: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port, for the whole session.
+
+    Skipped when redis-server or redis-py is missing, unless MAJORDOMO_REQUIRE_REDIS=1
+    (CI), which makes that a failure.
+    """
+    reason = unavailable()
+    if reason is not None:
+        if required():
+            pytest.fail(f"{reason}, and MAJORDOMO_REQUIRE_REDIS is set")
+        pytest.skip(reason)
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
