@@ -22,7 +22,10 @@ The rules, in the order `chain_do` applies them to each target, head to tail:
 9. If nothing answered: `ChainExhaustedError` with every attempt and skip, in order.
 
 Streams follow the same loop: an attempt is established once the first content event
-arrived; failures after that reach the consumer.
+arrived; failures after that reach the consumer (or restart the request on the next
+target, with `mid_stream="restart"`). A stream's health verdict is its outcome, given when
+it closes: a success once the provider's terminal event arrived, a transient failure if it
+broke after content, nothing if the consumer stopped early or was cancelled.
 """
 
 from __future__ import annotations
