@@ -420,6 +420,8 @@ class _Call:
 
     def end(self, model: str | None, usage: Usage | None, error: BaseException | None) -> None:
         """Tell the hooks the call ended."""
+        if isinstance(error, ChainExhaustedError):
+            self.hooks.emit("chain_exhausted", self.info, error)
         self.hooks.emit("call_finished", self.info, model=model, usage=usage, error=error)
 
     def end_stream(self, stream: Stream) -> None:

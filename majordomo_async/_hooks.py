@@ -15,7 +15,7 @@ from typing import Any, Final, final
 
 import attrs
 
-from ._exceptions import ErrorClass, ProviderError
+from ._exceptions import ChainExhaustedError, ErrorClass, ProviderError
 from ._request import Request
 from ._response import Usage
 
@@ -75,6 +75,10 @@ class Hooks:
 
     def target_recovered(self, key: str) -> None:
         """`key` answered its half-open probe: it is healthy again."""
+
+    def chain_exhausted(self, call: CallInfo, error: ChainExhaustedError) -> None:
+        """Every target of the call failed or was skipped (`error.failures` says how);
+        `call_finished` follows with the same error."""
 
     def call_finished(
         self,

@@ -59,6 +59,9 @@ class Recorder(Hooks):
     def target_recovered(self, key: str) -> None:
         self.events.append(("target_recovered", key))
 
+    def chain_exhausted(self, call: CallInfo, error: ChainExhaustedError) -> None:
+        self.events.append(("chain_exhausted", len(error.failures)))
+
     def call_finished(
         self,
         call: CallInfo,
@@ -117,7 +120,10 @@ async def test_exhausted_call_reports_its_error(clock: ManualClock) -> None:
     chain = chain_of(ScriptedModel("a/m", [overloaded()]), clock=clock, hooks=[recorder])
     with pytest.raises(ChainExhaustedError):
         await chain.generate("hi")
-    assert recorder.events[-1] == ("call_finished", None, None, "ChainExhaustedError")
+    assert recorder.events[-2:] == [
+        ("chain_exhausted", 2),
+        ("call_finished", None, None, "ChainExhaustedError"),
+    ]
 
 
 async def test_stream_call_finishes_when_the_stream_closes(clock: ManualClock) -> None:
