@@ -160,7 +160,7 @@ T = TypeVar("T")
 
 
 class _Mode(Generic[T]):
-    """What an attempt is: how to run it, stamp its result, and throw it away."""
+    """What an attempt is: how to run it, and how to stamp its result."""
 
     streaming = False
 
@@ -168,9 +168,6 @@ class _Mode(Generic[T]):
         raise NotImplementedError
 
     def seal(self, result: T, key: str, failures: list[TargetFailure]) -> T:
-        raise NotImplementedError
-
-    async def discard(self, result: T) -> None:
         raise NotImplementedError
 
 
@@ -182,9 +179,6 @@ class _Generate(_Mode[Response]):
         if failures or result.model != key:
             return attrs.evolve(result, model=key, failed_attempts=tuple(failures))
         return result
-
-    async def discard(self, result: Response) -> None:
-        return None
 
 
 class _Establish(_Mode[Stream]):
@@ -204,9 +198,6 @@ class _Establish(_Mode[Stream]):
         if failures:
             result._failed_attempts = tuple(failures)
         return result
-
-    async def discard(self, result: Stream) -> None:
-        await result.aclose()
 
 
 _GENERATE = _Generate()
@@ -552,11 +543,7 @@ class _Call:
                         self._stream_verdict, key, attempt, holds_probe, clock.now()
                     )
                 else:
-                    try:
-                        await tracker.report_success(key)
-                    except BaseException:
-                        await mode.discard(result)
-                        raise
+                    await tracker.report_success(key)
                     if holds_probe:
                         self._recovered(key)
                 holds_probe = False

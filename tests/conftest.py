@@ -1,4 +1,5 @@
-"""Shared fixtures: a manual clock, and a registry that is always closed."""
+"""Shared fixtures: a manual clock, a registry that is always closed, an HTTP session
+holder with a local server that checks for leaked connections, and the Redis server."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from majordomo_async import ManualClock, Registry
+from majordomo_async import HTTPSessionHolder, ManualClock, Registry
 
 from .helpers.redis_server import RedisServer, required, unavailable
+from .helpers.servers import LocalServer, local_server
 
 
 @pytest.fixture
@@ -51,3 +53,18 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HTTPSessionHolder]:
+    """A session holder, closed after the test (the `server` fixture checks for leaks)."""
+    holder = HTTPSessionHolder()
+    yield holder
+    await holder.aclose()
+
+
+@pytest.fixture
+async def server(http: HTTPSessionHolder) -> AsyncIterator[LocalServer]:
+    """A local server for the test; it must leave no connection of `http` checked out."""
+    async with local_server(http) as server:
+        yield server

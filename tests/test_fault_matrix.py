@@ -23,8 +23,6 @@ failover rules (README "Failover rules") make of it. Per cell the test asserts:
 - `Response.model` and `.usage` are those of the target that answered;
 - afterwards a healthy call through the same registry succeeds, and the registry's
   session holds no connection, after the faulty call and after the healthy one.
-
-Cells that fail because of a library bug are kept as strict xfails (`KNOWN_BUGS`).
 """
 
 from __future__ import annotations
@@ -315,9 +313,6 @@ FAULTS: Final[Sequence[Fault]] = (
     ),
 )
 
-KNOWN_BUGS: Final[Mapping[tuple[str, str, str], str]] = {}
-"""(provider, mode, fault) -> the library bug that makes the cell fail (strict xfail)."""
-
 
 @attrs.frozen
 class Cell:
@@ -348,9 +343,7 @@ def cells() -> list[Any]:
                     continue
                 for chain in ("two-target", "one-target"):
                     cell = Cell(provider, mode, fault, chain)
-                    bug = KNOWN_BUGS.get((provider, mode, fault.name))
-                    marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
-                    params.append(pytest.param(cell, id=cell.id, marks=marks))
+                    params.append(pytest.param(cell, id=cell.id))
     return params
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,6 @@ from .helpers.servers import (
     Handler,
     LocalServer,
     acquired_connections,
-    local_server,
     play,
     respond,
 )
@@ -119,27 +117,12 @@ def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[HTTPSessionHolder]:
-    """A session holder, closed afterwards (the `server` fixture checks for leaks)."""
-    holder = HTTPSessionHolder()
-    yield holder
-    await holder.aclose()
-
-
 def anthropic(
     http: HTTPSessionHolder, base_url: str = DEFAULT_BASE_URL, **kwargs: Any
 ) -> AnthropicProvider:
     """A provider named "anthropic" with the test key."""
     kwargs.setdefault("api_key", KEY)
     return AnthropicProvider("anthropic", base_url=base_url, http=http, **kwargs)
-
-
-@pytest.fixture
-async def server(http: HTTPSessionHolder) -> AsyncIterator[LocalServer]:
-    """A local server for the test; it must leave no connection of `http` checked out."""
-    async with local_server(http) as server:
-        yield server
 
 
 def sse(name: str, *, chunk: int = 23, request_id: str = "req_stream_1") -> Handler:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -85,7 +84,6 @@ from .helpers.servers import (
     LocalServer,
     acquired_connections,
     closed_port_url,
-    local_server,
     play,
     respond,
 )
@@ -116,14 +114,6 @@ def fixture(name: str) -> bytes:
 def acquired(holder: HTTPSessionHolder) -> int:
     """Connections the holder's session has handed out and not got back."""
     return acquired_connections(holder.get())
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HTTPSessionHolder]:
-    """A session holder, closed after the test (the `server` fixture checks for leaks)."""
-    holder = HTTPSessionHolder()
-    yield holder
-    await holder.aclose()
 
 
 def provider_for(
@@ -485,13 +475,6 @@ def test_stream_translator_without_done_is_truncated() -> None:
 
 CHAT_PATH = "/api/chat"
 TAGS_PATH = "/api/tags"
-
-
-@pytest.fixture
-async def server(http: HTTPSessionHolder) -> AsyncIterator[LocalServer]:
-    """A local server for the test; it must leave no connection of `http` checked out."""
-    async with local_server(http) as server:
-        yield server
 
 
 def ndjson(name: str, *, chunk: int = 11, status: int = 200) -> Handler:

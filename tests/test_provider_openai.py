@@ -8,7 +8,7 @@ Request and reply shapes use aioresponses; streams and faults run against a real
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,6 @@ from .helpers.servers import (
     LocalServer,
     acquired_connections,
     closed_port_url,
-    local_server,
     play,
     respond,
 )
@@ -113,14 +112,6 @@ def mock_post(mocked: aioresponses, url: str = CHAT_URL, **kwargs: Any) -> None:
     """Answer POSTs to `url` (with a chat completion unless told otherwise)."""
     kwargs.setdefault("payload", fixture_json("chat_text.json"))
     mocked.post(url, response_class=CompatResponse, **kwargs)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HTTPSessionHolder]:
-    """A session holder, closed after the test (the `server` fixture checks for leaks)."""
-    holder = HTTPSessionHolder()
-    yield holder
-    await holder.aclose()
 
 
 def make_provider(
@@ -161,13 +152,6 @@ async def body_for(request: Request | str, *options: Any, http: HTTPSessionHolde
 
 
 # --------------------------------------------------------------------------- a local server
-
-
-@pytest.fixture
-async def server(http: HTTPSessionHolder) -> AsyncIterator[LocalServer]:
-    """A local server for the test; it must leave no connection of `http` checked out."""
-    async with local_server(http) as server:
-        yield server
 
 
 def sse(body: bytes, *, chunk: int = 7, **kwargs: Any) -> Handler:
