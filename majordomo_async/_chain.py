@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from functools import partial
 from typing import Any, Final, Generic, Literal, TypeVar, final
 
@@ -164,7 +164,7 @@ class _Mode(Generic[T]):
 
     streaming = False
 
-    async def run(self, model: AsyncModel, request: Request) -> T:
+    def run(self, model: AsyncModel, request: Request) -> Awaitable[T]:
         raise NotImplementedError
 
     def seal(self, result: T, key: str, failures: list[TargetFailure]) -> T:
@@ -172,8 +172,9 @@ class _Mode(Generic[T]):
 
 
 class _Generate(_Mode[Response]):
-    async def run(self, model: AsyncModel, request: Request) -> Response:
-        return await model.generate(request)
+    def run(self, model: AsyncModel, request: Request) -> Awaitable[Response]:
+        # The model's own coroutine, awaited by the caller: no frame of ours in between.
+        return model.generate(request)
 
     def seal(self, result: Response, key: str, failures: list[TargetFailure]) -> Response:
         if failures or result.model != key:
@@ -184,7 +185,11 @@ class _Generate(_Mode[Response]):
 class _Establish(_Mode[Stream]):
     streaming = True
 
-    async def run(self, model: AsyncModel, request: Request) -> Stream:
+    def run(self, model: AsyncModel, request: Request) -> Awaitable[Stream]:
+        return self._establish(model, request)
+
+    @staticmethod
+    async def _establish(model: AsyncModel, request: Request) -> Stream:
         stream = await model.stream(request)
         try:
             await stream._establish()
@@ -450,17 +455,19 @@ class _Call:
         """Attempt one target, with its retries. Returns the result, or `_ADVANCE`."""
         key = target.key
         clock, tracker, config, failures = self.clock, self.tracker, self.config, self.failures
-        hooks = self.hooks
+        hooks, fitter = self.hooks, self.fitter
         if self.deadline != math.inf and clock.now() >= self.deadline:
             skip = TargetSkippedError(key, "not tried (the call's deadline ran out)")
             failures.append(TargetFailure(key, skip))
             return _ADVANCE
         capabilities = target.capabilities
-        too_large = self.fitter.too_large(capabilities)
+        too_large = fitter.too_large(capabilities)
         if too_large is not None:
             failures.append(TargetFailure(key, TargetSkippedError(key, too_large)))
             return _ADVANCE
-        admission = await tracker.admit(key)
+        admission = tracker.admit_now(key)
+        if admission is None:
+            admission = await tracker.admit(key)
         if not admission.admitted:
             failures.append(TargetFailure(key, self._skip(key, admission.until)))
             return _ADVANCE
@@ -471,12 +478,22 @@ class _Call:
             while True:
                 attempt += 1
                 self.attempts += 1
+                # A call cancelled before it got here must not send a request (aiohttp
+                # writes it before its first suspension).
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 started = clock.now()
                 if hooks:
                     hooks.emit("attempt_started", self.info, key, attempt)
                 try:
-                    result = await self._run(target, capabilities, mode)
+                    if self.deadline == math.inf and config.attempt_timeout is None:
+                        # Unbounded: no cancel scope, and no image to fit (the usual
+                        # case) is answered without awaiting.
+                        request = fitter.fit_now(key, capabilities, streaming=mode.streaming)
+                        if request is None:
+                            request = await fitter.fit(key, capabilities, streaming=mode.streaming)
+                        result = await mode.run(target.model, request)
+                    else:
+                        result = await self._bounded(target, capabilities, mode)
                 except Exception as exc:
                     error, penalised = exc, True
                     if isinstance(exc, _OutOfTime):
@@ -542,7 +559,7 @@ class _Call:
                     result._verdict = partial(
                         self._stream_verdict, key, attempt, holds_probe, clock.now()
                     )
-                else:
+                elif holds_probe or not tracker.is_clear(key):
                     await tracker.report_success(key)
                     if holds_probe:
                         self._recovered(key)
@@ -555,7 +572,7 @@ class _Call:
                 with anyio.CancelScope(shield=True):
                     await tracker.release_probe(key)
 
-    async def _run(self, target: Target, capabilities: Capabilities, mode: _Mode[T]) -> T:
+    async def _bounded(self, target: Target, capabilities: Capabilities, mode: _Mode[T]) -> T:
         """One attempt, bounded by the call's deadline and the attempt timeout.
 
         The request is fitted to the target first (inside the bounds: fitting may
@@ -565,13 +582,12 @@ class _Call:
         attempt_timeout = self.config.attempt_timeout
         if attempt_timeout is not None:
             deadline = min(deadline, self.clock.now() + attempt_timeout)
-        fit = self.fitter.fit
-        if deadline == math.inf:
-            request = await fit(target.key, capabilities, streaming=mode.streaming)
-            return await mode.run(target.model, request)
+        fitter, key, streaming = self.fitter, target.key, mode.streaming
         with self.clock.deadline_scope(deadline) as scope:
             try:
-                request = await fit(target.key, capabilities, streaming=mode.streaming)
+                request = fitter.fit_now(key, capabilities, streaming=streaming)
+                if request is None:
+                    request = await fitter.fit(key, capabilities, streaming=streaming)
                 return await mode.run(target.model, request)
             except Exception:
                 # A provider may turn our cancellation into its own error: still a timeout.
@@ -589,7 +605,22 @@ class _Call:
         )
         raise _OutOfTime(error, call_deadline)
 
-    async def _stream_verdict(
+    def _stream_verdict(
+        self,
+        key: str,
+        attempt: int,
+        probe: bool,
+        established: float,
+        error: Exception | None,
+        finished: bool,
+    ) -> Awaitable[None] | None:
+        """`_report_stream` to await, or None when it would change nothing (a healthy
+        target's stream that finished: the usual case, answered without a coroutine)."""
+        if finished and not probe and self.tracker.is_clear(key):
+            return None
+        return self._report_stream(key, attempt, probe, established, error, finished)
+
+    async def _report_stream(
         self,
         key: str,
         attempt: int,

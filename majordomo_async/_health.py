@@ -172,16 +172,29 @@ class InMemoryHealthStore:
         """The tracker's clock."""
         return self._clock.now()
 
-    async def admit(self, key: str) -> Admission:
-        """See `HealthStore.admit`."""
-        # Healthy, failing and benched keys are answered from one read with no await in
-        # between, which is atomic on the event loop: only the half-open transition
-        # (taking the probe slot) mutates state and needs the lock.
+    def admit_now(self, key: str) -> Admission | None:
+        """`admit(key)` without awaiting, or None when it needs the lock (half-open).
+
+        Healthy, failing and benched keys are answered from one read, which is atomic
+        on the event loop: only the half-open transition (taking the probe slot)
+        mutates state and needs the lock.
+        """
         state = self._states.get(key)
         if state is None or state.until is None:
             return ADMITTED
         if self._clock.now() < state.until:
             return Admission(False, until=state.until)
+        return None
+
+    def is_clear(self, key: str) -> bool:
+        """Whether `key` has no recorded state (a success would change nothing)."""
+        return key not in self._states
+
+    async def admit(self, key: str) -> Admission:
+        """See `HealthStore.admit`."""
+        admission = self.admit_now(key)
+        if admission is not None:
+            return admission
         async with self._lock:
             state = self._states.get(key)
             if state is None or state.until is None:
@@ -264,10 +277,28 @@ class HealthTracker:
         self._same_timeline = (
             isinstance(self.store, InMemoryHealthStore) and self.store._clock is self.clock
         )
+        # The in-process store, when it is ours: its sync fast paths skip an await.
+        self._local = self.store if isinstance(self.store, InMemoryHealthStore) else None
 
     async def admit(self, key: str) -> Admission:
         """Gate one attempt on `key` (the chain's entry point; may grant the probe)."""
         return await self.store.admit(key)
+
+    def admit_now(self, key: str) -> Admission | None:
+        """`admit(key)` answered without awaiting, or None when only `admit` can say.
+
+        The in-process store answers every key but a half-open one this way: the
+        healthy path of a call then costs no coroutine and no lock. Shared stores
+        always need `admit`.
+        """
+        local = self._local
+        return local.admit_now(key) if local is not None else None
+
+    def is_clear(self, key: str) -> bool:
+        """True when `key` is known to have no recorded state, so `report_success(key)`
+        would change nothing (False when only the store could tell)."""
+        local = self._local
+        return local is not None and local.is_clear(key)
 
     async def available(self, key: str) -> bool:
         """Whether an attempt on `key` would be admitted now. Takes no probe slot."""

@@ -24,11 +24,10 @@ import json
 import math
 import re
 import ssl
-import weakref
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, final
 
 import aiohttp
 import anyio
@@ -47,6 +46,7 @@ from ._exceptions import (
 
 __all__ = [
     "MAX_ERROR_BODY",
+    "BodyReader",
     "ErrorMapper",
     "Timeouts",
     "iter_body",
@@ -102,44 +102,58 @@ class Timeouts:
     connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)
     """TCP connect plus TLS handshake."""
     first_event: float | None = attrs.field(default=120.0, validator=_positive_or_none)
-    """From sending the request until the response headers arrive and, for a stream,
-    its first body bytes: the model's time to first token."""
+    """Longest silence before the answer starts: from sending the request to the
+    response headers and, for a stream, from the headers to its first body bytes (the
+    model's time to first token). Measured at the socket, like `idle`. Waiting for a
+    free pooled connection does not count: it says nothing about the provider (the
+    chain's attempt timeout and deadline bound it)."""
     idle: float | None = attrs.field(default=120.0, validator=_positive_or_none)
-    """Longest silence between body chunks of a stream, and while reading a reply body
-    (measured at the socket, so keep-alive bytes such as SSE comments count as life).
-    The one gap right after the first bytes may last up to `first_event`."""
+    """Longest silence between body chunks of a stream (after its first bytes), and
+    while reading a reply body (measured at the socket, so keep-alive bytes such as SSE
+    comments count as life)."""
+    _aiohttp: aiohttp.ClientTimeout = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Built once: every request passes it to aiohttp.
+        object.__setattr__(self, "_aiohttp", _client_timeout(self))
 
 
 def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    """aiohttp's per-request timeout for the first-event phase of a request.
+    """aiohttp's per-request timeout: the first-event limit on the socket, then `idle`.
 
-    aiohttp's `sock_read` timer starts as soon as the request is written and covers the
-    wait for the headers too. If it ran at `idle` from the start, an `idle` shorter than
-    `first_event` would cut a model that is still thinking. So during the first-event
-    phase it runs at the longer of the two (a backstop: the exact first-event limit is
-    an anyio cancel scope), and `_enter_idle_phase()` lowers it to `idle` once the first
-    bytes arrived. With `first_event=None` silence is bounded by `idle` throughout.
+    aiohttp's `sock_read` timer starts once the request is written and is re-armed by
+    every byte that arrives. Until the first body bytes it runs at `first_event` (so a
+    model may think longer than `idle`), then `_enter_idle_phase()` sets it to `idle`.
+    aiohttp's own timers cost nothing extra per request, unlike a cancel scope around
+    the request (that was measured at several microseconds a call).
+
+    Waiting for a free pooled connection is not limited here (`connect=None`): it says
+    nothing about the provider. The chain's attempt timeout and deadline bound it.
     """
     first, idle = timeouts.first_event, timeouts.idle
-    sock_read = idle if first is None or idle is None else max(first, idle)
     return aiohttp.ClientTimeout(
-        total=None, connect=None, sock_connect=timeouts.connect, sock_read=sock_read
+        total=None,
+        connect=None,
+        sock_connect=timeouts.connect,
+        sock_read=idle if first is None else first,
     )
 
 
 def _enter_idle_phase(response: aiohttp.ClientResponse, timeouts: Timeouts) -> None:
     """From now on, silence on the socket is limited by `timeouts.idle`.
 
-    The timer armed by the last bytes received keeps its (longer) first-event length for
-    one more gap at most; every later gap is measured against `idle`.
+    The timer armed by the bytes just received is re-armed at `idle` too, so the very
+    next gap is already measured against `idle` (shorter or longer than `first_event`).
+    Nothing to do, and no timer touched, when the two limits are equal (the default).
     """
     first, idle = timeouts.first_event, timeouts.idle
-    if first is None or idle is None or idle >= first:
+    if first is None or idle == first:
         return  # `_client_timeout` already used `idle`
     connection = response.connection
     protocol = connection.protocol if connection is not None else None
     if protocol is not None:
         protocol.read_timeout = idle
+        protocol.start_timeout()  # re-arm from now at `idle` (None: no timer)
 
 
 def _seconds(value: float | None) -> str:
@@ -368,35 +382,36 @@ async def _start(
 ) -> aiohttp.ClientResponse:
     """Send the request; return the response once its headers arrived.
 
-    The first-event limit covers waiting for a pooled connection, connecting and waiting
-    for the headers. aiohttp closes the connection itself when the scope cancels it.
+    The first-event limit is aiohttp's socket read timer (see `_client_timeout`); a
+    timeout there closes the connection inside aiohttp.
     """
     data: bytes | None = None
     send_headers: Mapping[str, str] = headers
     if json_body is not None:
         data = _encode(json_body)
         send_headers = _with_content_type(headers)
-    limit = timeouts.first_event
-    with (
-        map_transport_errors(provider, model, timeouts=timeouts),
-        anyio.move_on_after(limit),
-    ):
-        # Redirects are not followed: aiohttp strips only Authorization and Cookie on a
-        # cross-origin redirect, and our providers also send keys as x-api-key or
-        # x-goog-api-key. A 3xx reaches the error mapper instead.
-        return await session.request(
-            method,
-            url,
-            headers=send_headers,
-            data=data,
-            timeout=_client_timeout(timeouts),
-            allow_redirects=False,
-        )
-    raise ProviderTimeoutError(
-        f"first event timeout: no response headers within {_seconds(limit)}",
-        provider=provider,
-        model=model,
-    )
+    with map_transport_errors(provider, model, timeouts=timeouts):
+        try:
+            # Redirects are not followed: aiohttp strips only Authorization and Cookie on
+            # a cross-origin redirect, and our providers also send keys as x-api-key or
+            # x-goog-api-key. A 3xx reaches the error mapper instead.
+            return await session.request(
+                method,
+                url,
+                headers=send_headers,
+                data=data,
+                timeout=timeouts._aiohttp,
+                allow_redirects=False,
+            )
+        except aiohttp.SocketTimeoutError as exc:
+            if timeouts.first_event is None:
+                raise  # the idle limit: mapped as a read timeout
+            raise ProviderTimeoutError(
+                f"first event timeout: no response headers within "
+                f"{_seconds(timeouts.first_event)} of sending the request",
+                provider=provider,
+                model=model,
+            ) from exc
 
 
 async def _read_error_body(response: aiohttp.ClientResponse) -> str:
@@ -506,13 +521,6 @@ async def request_json(
     return _decode_json(body, provider, model), response.headers
 
 
-# Streams opened by `open_stream`, mapped to the time (anyio clock) by which their first
-# body bytes must arrive. Weak keys: a response dropped unread leaves nothing behind.
-_FIRST_EVENT_DEADLINES: weakref.WeakKeyDictionary[aiohttp.ClientResponse, float] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def open_stream(
     session: aiohttp.ClientSession,
     method: str,
@@ -528,13 +536,12 @@ async def open_stream(
     """Send a streaming request; return the open response once success headers arrived.
 
     The caller owns the response: read it with `iter_body()`, which closes it, or close
-    it with `response.close()`. `iter_body()` also enforces the rest of the first-event
-    limit (until the first body bytes), counted from the moment this call started.
+    it with `response.close()`. The first body bytes must follow the headers within the
+    first-event limit.
 
     Args and raises are those of `request_json()`; the error body of a failed status is
     read (at most `MAX_ERROR_BODY` bytes) and the response closed before raising.
     """
-    started = anyio.current_time()
     response = await _start(
         session,
         method,
@@ -551,8 +558,6 @@ async def open_stream(
     except BaseException:
         response.close()
         raise
-    if timeouts.first_event is not None:
-        _FIRST_EVENT_DEADLINES[response] = started + timeouts.first_event
     return response
 
 
@@ -565,102 +570,128 @@ a complete answer must not hold the consumer: after this grace the connection is
 """
 
 
-async def drain_after_end(chunks: AsyncGenerator[bytes, None]) -> None:
-    """Read what follows a stream's terminal event, for at most `AFTER_END_GRACE`.
+@final
+class BodyReader:
+    """The raw body chunks of a streamed response, as they arrive (`iter_body()`).
 
-    Failures are ignored: the answer is already complete.
-    """
-    with anyio.move_on_after(AFTER_END_GRACE), suppress(ProviderError):
-        async for _ in chunks:
-            pass
+    Read with `async for` or `await read()`. Wait limits: the first chunk must follow
+    the headers within the first-event limit, every later one must come within
+    `timeouts.idle` of the bytes before it (aiohttp's socket read timer, re-armed by
+    every byte: nothing per chunk on our side). A stalled stream raises
+    `ProviderTimeoutError`; it never hangs.
 
+    Closing rule: the end of the body returns the connection to the pool; an error
+    while reading closes it; `close()` / `aclose()` (idempotent) drops an unfinished
+    body, whose unread rest would corrupt the next request. Always close the reader
+    (`contextlib.aclosing`, or the `Stream` that owns it).
 
-async def iter_body(
-    response: aiohttp.ClientResponse,
-    *,
-    provider: str,
-    model: str,
-    timeouts: Timeouts,
-) -> AsyncGenerator[bytes, None]:
-    """The raw body chunks of a streamed response, as they arrive; closes the response.
+    A class rather than an async generator: a stream reads every chunk through it, and
+    an awaited method is one frame per chunk where a generator layer costs three.
 
-    Wait limits: the first chunk must arrive within the first-event limit (counted from
-    `open_stream()`), every later one within `timeouts.idle` of the bytes before it.
-    A stalled stream raises `ProviderTimeoutError`; it never hangs.
-
-    Always close this generator (`contextlib.aclosing`, or the `Stream` that owns it):
-    breaking out of `async for` does not run its `finally` until garbage collection
-    (PEP 533), and that `finally` is what gives the connection back. A generator that
-    was never started has no `finally` to run: whoever drops it unstarted must close the
-    response (`response.close()`: sync, idempotent, harmless after a release).
-
-    Raises:
+    Raises (from `read()` and iteration):
         ProviderTimeoutError: the first chunk or a later one did not arrive in time.
         StreamTruncatedError: the body ended before its declared end (Content-Length or
             the chunked terminator): the server or a proxy cut it.
         ProviderConnectionError: the connection broke.
     """
-    deadline = _FIRST_EVENT_DEADLINES.pop(response, None)
-    chunks = response.content.iter_any()
-    at_eof = False
-    try:
-        if deadline is not None:
-            # Only the await sits inside the cancel scope, never the `yield` (PEP 789).
-            chunk = b""
-            with anyio.move_on_at(deadline) as scope:
-                chunk = await _next_chunk(chunks, provider, model, timeouts)
-            if scope.cancelled_caught:
-                raise ProviderTimeoutError(
-                    f"first event timeout: no response body within "
-                    f"{_seconds(timeouts.first_event)} of sending the request",
-                    provider=provider,
-                    model=model,
-                )
-            if not chunk:
-                at_eof = True
-                return
-            _enter_idle_phase(response, timeouts)
-            yield chunk
-        while True:
-            # The idle limit is aiohttp's sock_read timer, re-armed by every byte that
-            # arrives; when it fires, the read raises SocketTimeoutError. That costs
-            # nothing per chunk, unlike a cancel scope around each read.
-            chunk = await _next_chunk(chunks, provider, model, timeouts)
-            if not chunk:
-                at_eof = True
-                return
-            yield chunk
-    finally:
-        # Runs on exhaustion, error, `aclose()` and cancellation alike. Sync on purpose:
-        # no await can be interrupted here. A fully read body returns the connection to
-        # the pool; anything else (including a consumer that stopped early) must close
-        # it, because the unread rest of the body would corrupt the next request.
-        if at_eof:
-            response.release()
-        else:
-            response.close()
+
+    __slots__ = ("_content", "_first", "_model", "_provider", "_response", "_timeouts")
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, *, provider: str, model: str, timeouts: Timeouts
+    ) -> None:
+        self._response = response
+        self._content = response.content
+        self._provider = provider
+        self._model = model
+        self._timeouts = timeouts
+        self._first = True
+
+    def __aiter__(self) -> BodyReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.read()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def read(self) -> bytes:
+        """The next non-empty chunk, or b"" at the end of the body (then the connection
+        is back in the pool)."""
+        try:
+            chunk = await self._content.readany()
+        except BaseException as exc:
+            # Error or cancellation: sync close, so nothing here can be interrupted.
+            self._response.close()
+            ours = self._translate(exc) if isinstance(exc, Exception) else None
+            if ours is None:
+                raise  # cancellation, or not a transport failure
+            if isinstance(exc, aiohttp.ClientResponseError):
+                # Its request_info holds the request headers (the API key) and shows them
+                # in its repr: never keep it as the cause. Our message says what failed.
+                raise ours from None
+            raise ours from exc
+        if not chunk:
+            self._response.release()
+        elif self._first:
+            self._first = False
+            _enter_idle_phase(self._response, self._timeouts)
+        return chunk
+
+    def _translate(self, exc: Exception) -> ProviderError | None:
+        """Our error for a failed read, or None when `exc` is not a transport failure."""
+        timeouts = self._timeouts
+        if (
+            self._first
+            and isinstance(exc, aiohttp.SocketTimeoutError)
+            and timeouts.first_event is not None
+        ):
+            return ProviderTimeoutError(
+                f"first event timeout: no response body within "
+                f"{_seconds(timeouts.first_event)} of the headers",
+                provider=self._provider,
+                model=self._model,
+            )
+        return _translate(exc, self._provider, self._model, timeouts)
+
+    async def drain(self) -> None:
+        """Read what follows the provider's terminal event, for `AFTER_END_GRACE` at most.
+
+        Usually the end of the body came with the terminal event, and this returns the
+        connection to the pool at once. Failures are ignored: the answer is complete.
+        """
+        if self._content.at_eof():
+            self._response.release()
+            return
+        with anyio.move_on_after(AFTER_END_GRACE), suppress(ProviderError):
+            while await self.read():
+                pass
+        self._response.close()  # harmless after a release
+
+    def close(self) -> None:
+        """Drop the response unless it was read to the end (sync, idempotent)."""
+        self._response.close()
+
+    async def aclose(self) -> None:
+        """`close()`, for `contextlib.aclosing`."""
+        self._response.close()
 
 
-async def _next_chunk(
-    chunks: aiohttp.streams.AsyncStreamIterator[bytes],
+def iter_body(
+    response: aiohttp.ClientResponse,
+    *,
     provider: str,
     model: str,
     timeouts: Timeouts,
-) -> bytes:
-    """The next non-empty chunk, or b"" at the end of the body."""
-    try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return b""
-    except Exception as exc:
-        ours = _translate(exc, provider, model, timeouts)
-        if ours is None:
-            raise
-        if isinstance(exc, aiohttp.ClientResponseError):
-            # Its request_info holds the request headers (the API key) and shows them in
-            # its repr: never keep it as the cause. Our message already says what failed.
-            raise ours from None
-        raise ours from exc
+) -> BodyReader:
+    """A `BodyReader` over a response `open_stream()` returned."""
+    return BodyReader(response, provider=provider, model=model, timeouts=timeouts)
+
+
+async def drain_after_end(body: BodyReader) -> None:
+    """`body.drain()`: what follows a stream's terminal event, for `AFTER_END_GRACE`."""
+    await body.drain()
 
 
 def request_id_from(headers: Mapping[str, str], names: Sequence[str]) -> str | None:

@@ -126,9 +126,10 @@ class Stream:
         """What ended the stream early, if anything did."""
         self._on_end: Callable[[Stream], None] | None = None
         """The chain's observer, told once when the stream closes."""
-        self._verdict: Callable[[Exception | None, bool], Awaitable[None]] | None = None
+        self._verdict: Callable[[Exception | None, bool], Awaitable[None] | None] | None = None
         """The chain's health report, given once at close: (the error, if one ended the
-        stream, and whether the provider's terminal event arrived)."""
+        stream, and whether the provider's terminal event arrived). Returns what remains
+        to be awaited, or None when the report needed no await."""
 
     # ----------------------------------------------------------------- public surface
 
@@ -202,27 +203,43 @@ class Stream:
             return self._buffer.popleft()
         if self._finished:
             raise StopAsyncIteration
-        return await self._pull()
+        # `_pull()` inlined: one coroutine less per event.
+        try:
+            event = await self._source.__anext__()
+        except BaseException as exc:
+            await self._failed(exc)
+            raise
+        return self._fold(event)
 
     async def aclose(self) -> None:
         """Release the connection. Idempotent; safe to call while cancelled."""
         if self._closed:
             return
         self._closed = True
-        aclose = getattr(self._source, "aclose", None)
+        source = self._source
+        # An async generator that ran to its end has nothing left to close.
+        aclose = (
+            None if getattr(source, "ag_frame", True) is None else getattr(source, "aclose", None)
+        )
+        verdict, self._verdict = self._verdict, None
         try:
-            # Shielded: closing must finish even when the caller is being cancelled, or
-            # the connection would be left to the garbage collector (and the chain's
-            # health report, a probe slot included, would be lost).
-            with anyio.CancelScope(shield=True):
-                try:
-                    if aclose is not None:
-                        await aclose()
-                finally:
-                    verdict, self._verdict = self._verdict, None
-                    if verdict is not None:
-                        error = self._error if isinstance(self._error, Exception) else None
-                        await verdict(error, self._finished)
+            pending = None
+            if verdict is not None:
+                error = self._error if isinstance(self._error, Exception) else None
+                pending = verdict(error, self._finished)
+            if aclose is not None or pending is not None:
+                # Shielded: closing must finish even when the caller is being cancelled,
+                # or the connection would be left to the garbage collector (and the
+                # chain's health report, a probe slot included, would be lost). Only
+                # entered when something must be awaited: a cancel scope costs several
+                # microseconds, and a stream read to its end usually needs none.
+                with anyio.CancelScope(shield=True):
+                    try:
+                        if aclose is not None:
+                            await aclose()
+                    finally:
+                        if pending is not None:
+                            await pending
         finally:
             try:
                 if self._on_close is not None:
@@ -252,7 +269,18 @@ class Stream:
         """Read one event from the source and fold it into the aggregate."""
         try:
             event = await self._source.__anext__()
-        except StopAsyncIteration:
+        except BaseException as exc:
+            await self._failed(exc)
+            raise
+        return self._fold(event)
+
+    async def _failed(self, exc: BaseException) -> None:
+        """The source ended or failed with `exc`: close, and say what it means.
+
+        The caller re-raises `exc`; this raises instead when the source merely ended
+        before the provider's terminal event (a truncated answer).
+        """
+        if isinstance(exc, StopAsyncIteration):
             if self._finish_reason is None:
                 provider, _, model = self._model.partition("/")
                 self._error = StreamTruncatedError(
@@ -264,9 +292,9 @@ class Stream:
                 raise self._error from None
             self._finished = True
             await self.aclose()
-            raise
-        except Exception as exc:
-            self._error = exc
+            return
+        self._error = exc
+        if isinstance(exc, Exception):
             if self._on_error is not None:
                 self._on_error(exc)
             await self.aclose()
@@ -276,11 +304,11 @@ class Stream:
                     f"characters of text and {len(self._tool_calls)} tool calls had been "
                     "delivered"
                 )
-            raise
-        except BaseException as exc:
-            self._error = exc
-            await self.aclose()
-            raise
+            return
+        await self.aclose()  # cancellation and other BaseExceptions
+
+    def _fold(self, event: StreamEvent) -> StreamEvent:
+        """Add `event` to the aggregate; return it."""
         kind = type(event)
         if kind is TextDelta:
             self._text.append(event.text)  # type: ignore[union-attr]

@@ -73,6 +73,28 @@ async def test_text_request_is_passed_through_unchanged() -> None:
     assert await fitter(request).fit("p/m", Capabilities(vision=False), streaming=False) is request
 
 
+def test_fit_now_answers_without_awaiting_unless_images_need_fitting() -> None:
+    """The healthy path: no image, or images already fitted for these capabilities."""
+    text = Request("hi")
+    assert fitter(text).fit_now("p/m", Capabilities(), streaming=False) is text
+    with pytest.raises(UnsupportedRequestError, match="stream"):
+        fitter(text).fit_now("p/m", Capabilities(streaming=False), streaming=True)
+    assert (
+        fitter(image_request(ImagePart.from_url(URL))).fit_now(
+            "p/m", Capabilities(image_urls=False), streaming=False
+        )
+        is None
+    )
+
+
+async def test_fit_now_reuses_images_fitted_earlier() -> None:
+    downloaded = ImagePart.from_bytes(PNG, "image/png")
+    fit = fitter(image_request(ImagePart.from_url(URL)), Fetcher({URL: downloaded}))
+    inline_only = Capabilities(image_urls=False)
+    fitted = await fit.fit("a/m", inline_only, streaming=False)
+    assert fit.fit_now("b/m", inline_only, streaming=False) is fitted
+
+
 async def test_inline_image_within_limits_is_kept() -> None:
     request = image_request(ImagePart.from_bytes(PNG, "image/png"))
     assert await fitter(request).fit("p/m", Capabilities(), streaming=False) is request

@@ -240,3 +240,36 @@ def test_tracker_matches_the_reference_and_keeps_its_bounds(
         assert dict(await store.snapshot()) == reference.snapshot()
 
     asyncio.run(run())
+
+
+async def test_admit_now_agrees_with_admit_and_defers_the_probe(clock: ManualClock) -> None:
+    """The sync fast path answers healthy, failing and benched keys as `admit` would;
+    the half-open transition (taking the probe slot) is left to `admit`."""
+    tracker = tracker_on(clock, failure_threshold=2)
+    assert tracker.admit_now("p/m") == await tracker.admit("p/m")
+    assert tracker.is_clear("p/m")
+
+    await tracker.report_failure("p/m")  # failing, still admitted
+    assert not tracker.is_clear("p/m")
+    assert tracker.admit_now("p/m") == await tracker.admit("p/m")
+    assert tracker.admit_now("p/m").admitted  # type: ignore[union-attr]
+
+    await tracker.report_failure("p/m")  # benched
+    benched = tracker.admit_now("p/m")
+    assert benched is not None and not benched.admitted
+    assert benched == await tracker.admit("p/m")
+
+    clock.advance(1.0)  # half-open: only `admit` may hand out the probe
+    assert tracker.admit_now("p/m") is None
+    assert (await tracker.admit("p/m")).probe
+
+    await tracker.report_success("p/m")
+    assert tracker.is_clear("p/m")
+
+
+async def test_shared_stores_always_take_the_async_path(clock: ManualClock) -> None:
+    """A store other than the in-process one is never answered from a local shortcut."""
+    shared = RecordingStore(InMemoryHealthStore(HealthConfig(), clock))
+    tracker = HealthTracker(HealthConfig(), clock=clock, store=shared)
+    assert tracker.admit_now("p/m") is None
+    assert not tracker.is_clear("p/m")

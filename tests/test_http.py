@@ -38,6 +38,7 @@ from majordomo_async._exceptions import (
     classify,
 )
 from majordomo_async._http import (
+    AFTER_END_GRACE,
     MAX_ERROR_BODY,
     Timeouts,
     iter_body,
@@ -943,3 +944,113 @@ async def test_request_headers_never_reach_the_error(session: aiohttp.ClientSess
         rendered += repr(chained) + repr(getattr(chained, "request_info", ""))
         chained = chained.__cause__ or chained.__context__
     assert secret not in rendered
+
+
+# --------------------------------------------------------------------------- first event and pool
+async def opened(
+    session: aiohttp.ClientSession, url: str, timeouts: Timeouts
+) -> aiohttp.ClientResponse:
+    """`open_stream` with the test defaults."""
+    return await open_stream(
+        session,
+        "POST",
+        url,
+        headers={},
+        json_body={},
+        provider="p",
+        model="m",
+        timeouts=timeouts,
+        error_mapper=mapper,
+    )
+
+
+async def test_waiting_for_a_pooled_connection_is_not_a_first_event_timeout() -> None:
+    """The first-event limit measures the server, not our pool: a request that queues for
+    a connection longer than `first_event` still gets its answer."""
+    release = asyncio.Event()
+
+    async def slow_stream(request: web.Request) -> web.StreamResponse:
+        response = await start_stream(request)
+        await response.write(b"data: 1\n\n")
+        await release.wait()
+        return response
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    timeouts = Timeouts(connect=0.5, first_event=0.1, idle=2.0)
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
+        serve({"/s": slow_stream, "/x": answer}) as base,
+    ):
+        held = await opened(session, base + "/s", timeouts)
+        async with aclosing(iter_body(held, provider="p", model="m", timeouts=timeouts)) as body:
+            assert await body.read() == b"data: 1\n\n"
+            # The only connection is busy: this request queues for 0.3 s (> first_event).
+            asyncio.get_running_loop().call_later(0.3, release.set)
+            started = time.monotonic()
+            queued = asyncio.create_task(post(session, base + "/x", timeouts))
+            assert [chunk async for chunk in body] == []
+        assert await queued == {"ok": True}
+        assert time.monotonic() - started >= 0.25
+        assert acquired_connections(session) == 0
+
+
+async def test_drain_after_a_complete_body_returns_the_connection_at_once(
+    session: aiohttp.ClientSession,
+) -> None:
+    """When the body's end came with the terminal event, `drain()` waits for nothing."""
+
+    async def whole(request: web.Request) -> web.Response:
+        return web.Response(body=b"data: done\n\n", content_type="text/event-stream")
+
+    async with serve({"/s": whole}) as base:
+        response = await opened(session, base + "/s", FAST)
+        body = iter_body(response, provider="p", model="m", timeouts=FAST)
+        assert await body.read() == b"data: done\n\n"
+        started = time.monotonic()
+        await body.drain()
+        assert time.monotonic() - started < AFTER_END_GRACE / 2
+        assert acquired_connections(session) == 0
+        # Released to the pool, not closed: the next request reuses the connection.
+        connector = session.connector
+        assert connector is not None
+        assert sum(len(idle) for idle in connector._conns.values()) == 1
+
+
+async def test_drain_closes_a_body_that_stays_open(session: aiohttp.ClientSession) -> None:
+    """A body kept open after the terminal event is dropped after the grace."""
+
+    async def lingering(request: web.Request) -> web.StreamResponse:
+        response = await start_stream(request)
+        await response.write(b"data: done\n\n")
+        await sleep_forever()
+        return response
+
+    async with serve({"/s": lingering}) as base:
+        response = await opened(session, base + "/s", Timeouts())
+        body = iter_body(response, provider="p", model="m", timeouts=Timeouts())
+        assert await body.read() == b"data: done\n\n"
+        started = time.monotonic()
+        await body.drain()
+        assert AFTER_END_GRACE * 0.9 <= time.monotonic() - started < AFTER_END_GRACE * 5
+        assert response.closed
+
+
+async def test_first_event_shorter_than_idle_does_not_cut_later_gaps(
+    session: aiohttp.ClientSession,
+) -> None:
+    """After the first bytes, gaps are measured against `idle`, however short
+    `first_event` is: a pause longer than `first_event` mid-stream is fine."""
+
+    async def pausing(request: web.Request) -> web.StreamResponse:
+        response = await start_stream(request)
+        await response.write(b"data: 1\n\n")
+        await asyncio.sleep(0.25)  # > first_event, < idle
+        await response.write(b"data: 2\n\n")
+        return response
+
+    timeouts = Timeouts(connect=0.5, first_event=0.1, idle=1.0)
+    async with serve({"/s": pausing}) as base:
+        chunks = await stream_chunks(session, base + "/s", timeouts)
+    assert b"".join(chunks) == b"data: 1\n\ndata: 2\n\n"

@@ -465,3 +465,38 @@ async def test_on_close_runs_when_the_source_fails_to_close() -> None:
         await stream.aclose()
 
     assert released == [True]
+
+
+# --------------------------------------------------------------------------- the close path
+
+
+async def test_a_verdict_that_needs_no_await_closes_without_one() -> None:
+    """A stream read to its end whose verdict returns None: closed, told, no await."""
+    stream, source = make_stream(HELLO)
+    verdicts: list[tuple[Exception | None, bool]] = []
+
+    def verdict(error: Exception | None, finished: bool) -> None:
+        verdicts.append((error, finished))
+
+    stream._verdict = verdict
+    assert await drain(stream) == HELLO
+    assert stream.closed
+    assert verdicts == [(None, True)]
+    assert source.finally_runs == 1
+
+
+async def test_a_pending_verdict_is_awaited_even_when_closing_is_cancelled() -> None:
+    """A verdict that must await still runs to its end when the closer is cancelled."""
+    stream, _ = make_stream(HELLO)
+    reported = anyio.Event()
+
+    async def report() -> None:
+        await anyio.sleep(0.01)
+        reported.set()
+
+    stream._verdict = lambda error, finished: report()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await stream.aclose()
+    assert reported.is_set()
+    assert stream.closed

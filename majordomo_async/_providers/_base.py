@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from .._capabilities import Capabilities, builtin_capabilities
 from .._exceptions import AuthenticationError, ProviderError
-from .._http import ErrorMapper, Timeouts, iter_body, open_stream, request_id_from, request_json
+from .._http import (
+    BodyReader,
+    ErrorMapper,
+    Timeouts,
+    iter_body,
+    open_stream,
+    request_id_from,
+    request_json,
+)
 from .._request import Option, Request, as_request
 from .._stream import Stream
 
@@ -250,9 +258,7 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
             error_mapper=self._error_mapper(model_id),
         )
 
-    def _iter_body(
-        self, response: aiohttp.ClientResponse, *, model_id: str
-    ) -> AsyncGenerator[bytes, None]:
+    def _iter_body(self, response: aiohttp.ClientResponse, *, model_id: str) -> BodyReader:
         """The body chunks of a stream `_open_stream()` opened (see `iter_body()`)."""
         return iter_body(response, provider=self._name, model=model_id, timeouts=self._timeouts)
 
