@@ -382,6 +382,7 @@ async def _start(
 ) -> aiohttp.ClientResponse:
     """Send the request; return the response once its headers arrived.
 
+    The caller maps transport errors (`map_transport_errors` around this and the body).
     The first-event limit is aiohttp's socket read timer (see `_client_timeout`); a
     timeout there closes the connection inside aiohttp.
     """
@@ -390,28 +391,27 @@ async def _start(
     if json_body is not None:
         data = _encode(json_body)
         send_headers = _with_content_type(headers)
-    with map_transport_errors(provider, model, timeouts=timeouts):
-        try:
-            # Redirects are not followed: aiohttp strips only Authorization and Cookie on
-            # a cross-origin redirect, and our providers also send keys as x-api-key or
-            # x-goog-api-key. A 3xx reaches the error mapper instead.
-            return await session.request(
-                method,
-                url,
-                headers=send_headers,
-                data=data,
-                timeout=timeouts._aiohttp,
-                allow_redirects=False,
-            )
-        except aiohttp.SocketTimeoutError as exc:
-            if timeouts.first_event is None:
-                raise  # the idle limit: mapped as a read timeout
-            raise ProviderTimeoutError(
-                f"first event timeout: no response headers within "
-                f"{_seconds(timeouts.first_event)} of sending the request",
-                provider=provider,
-                model=model,
-            ) from exc
+    try:
+        # Redirects are not followed: aiohttp strips only Authorization and Cookie on a
+        # cross-origin redirect, and our providers also send keys as x-api-key or
+        # x-goog-api-key. A 3xx reaches the error mapper instead.
+        return await session.request(
+            method,
+            url,
+            headers=send_headers,
+            data=data,
+            timeout=timeouts._aiohttp,
+            allow_redirects=False,
+        )
+    except aiohttp.SocketTimeoutError as exc:
+        if timeouts.first_event is None:
+            raise  # the idle limit: mapped as a read timeout
+        raise ProviderTimeoutError(
+            f"first event timeout: no response headers within "
+            f"{_seconds(timeouts.first_event)} of sending the request",
+            provider=provider,
+            model=model,
+        ) from exc
 
 
 async def _read_error_body(response: aiohttp.ClientResponse) -> str:
@@ -499,24 +499,24 @@ async def request_json(
         ProviderError: the mapper's error for an error status; `ResponseFormatError` for
             a body that is not JSON; transport errors as `map_transport_errors` maps them.
     """
-    response = await _start(
-        session,
-        method,
-        url,
-        headers=headers,
-        json_body=json_body,
-        provider=provider,
-        model=model,
-        timeouts=timeouts,
-    )
-    try:
-        with map_transport_errors(provider, model, timeouts=timeouts):
+    with map_transport_errors(provider, model, timeouts=timeouts):
+        response = await _start(
+            session,
+            method,
+            url,
+            headers=headers,
+            json_body=json_body,
+            provider=provider,
+            model=model,
+            timeouts=timeouts,
+        )
+        try:
             await _raise_for_status(response, error_mapper, timeouts)
             _enter_idle_phase(response, timeouts)
             body = await response.read()
-    except BaseException:
-        response.close()  # error or cancellation mid-body: drop the connection
-        raise
+        except BaseException:
+            response.close()  # error or cancellation mid-body: drop the connection
+            raise
     response.release()  # fully read: the connection goes back to the pool
     return _decode_json(body, provider, model), response.headers
 
@@ -542,22 +542,22 @@ async def open_stream(
     Args and raises are those of `request_json()`; the error body of a failed status is
     read (at most `MAX_ERROR_BODY` bytes) and the response closed before raising.
     """
-    response = await _start(
-        session,
-        method,
-        url,
-        headers=headers,
-        json_body=json_body,
-        provider=provider,
-        model=model,
-        timeouts=timeouts,
-    )
-    try:
-        with map_transport_errors(provider, model, timeouts=timeouts):
+    with map_transport_errors(provider, model, timeouts=timeouts):
+        response = await _start(
+            session,
+            method,
+            url,
+            headers=headers,
+            json_body=json_body,
+            provider=provider,
+            model=model,
+            timeouts=timeouts,
+        )
+        try:
             await _raise_for_status(response, error_mapper, timeouts)
-    except BaseException:
-        response.close()
-        raise
+        except BaseException:
+            response.close()
+            raise
     return response
 
 

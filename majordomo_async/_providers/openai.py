@@ -231,6 +231,9 @@ class _Unsupported(Exception):
 
 def _wire_message(message: Message) -> list[dict[str, Any]]:
     """One of our messages as wire messages: tool results each become a `tool` message."""
+    parts = message.parts
+    if len(parts) == 1 and message.role == "user" and type(parts[0]) is TextPart:
+        return [{"role": "user", "content": parts[0].text}]  # the usual prompt
     results = [part for part in message.parts if isinstance(part, ToolResultPart)]
     rest = [part for part in message.parts if not isinstance(part, ToolResultPart)]
     wire: list[dict[str, Any]] = [
