@@ -57,7 +57,7 @@ from ._exceptions import (
     classify,
 )
 from ._fitting import RequestFitter
-from ._health import HealthTracker
+from ._health import Admission, HealthTracker
 from ._hooks import (
     CallInfo,
     Hooks,
@@ -178,7 +178,7 @@ class _Generate(_Mode[Response]):
 
     def seal(self, result: Response, key: str, failures: list[TargetFailure]) -> Response:
         if failures or result.model != key:
-            return attrs.evolve(result, model=key, failed_attempts=tuple(failures))
+            return result._restamped(key, tuple(failures))
         return result
 
 
@@ -365,6 +365,8 @@ class _Relay:
 
 _ADVANCE: Final = object()
 """`_Call.try_target`'s "nothing here, go on" (a sentinel: a result may be anything)."""
+_UNASKED: Final = object()
+"""`_Call.try_target`'s default `gate`: the caller did not run `_Call.gate` first."""
 
 
 class _Call:
@@ -434,7 +436,11 @@ class _Call:
         """
         targets = self.chain._targets[start:]
         for offset, target in enumerate(targets):
-            outcome = await self.try_target(target, mode)
+            # Skips (benched, too large, out of time) are decided without a coroutine.
+            gate = self.gate(target)
+            if gate is _ADVANCE:
+                continue
+            outcome = await self.try_target(target, mode, gate)
             if outcome is not _ADVANCE:
                 return outcome, start + offset  # type: ignore[return-value]
 
@@ -451,26 +457,48 @@ class _Call:
 
         raise ChainExhaustedError(self.failures)
 
-    async def try_target(self, target: Target, mode: _Mode[T]) -> T | object:
-        """Attempt one target, with its retries. Returns the result, or `_ADVANCE`."""
+    def gate(self, target: Target) -> Admission | object | None:
+        """The checks before attempting `target` that need no await.
+
+        Returns `_ADVANCE` when the target is skipped (out of time, too large for its
+        context window, or benched: the skip is recorded), the admission when the health
+        store answered without awaiting, or None when `try_target` must ask it.
+        """
         key = target.key
-        clock, tracker, config, failures = self.clock, self.tracker, self.config, self.failures
-        hooks, fitter = self.hooks, self.fitter
-        if self.deadline != math.inf and clock.now() >= self.deadline:
+        failures = self.failures
+        if self.deadline != math.inf and self.clock.now() >= self.deadline:
             skip = TargetSkippedError(key, "not tried (the call's deadline ran out)")
             failures.append(TargetFailure(key, skip))
             return _ADVANCE
-        capabilities = target.capabilities
-        too_large = fitter.too_large(capabilities)
+        too_large = self.fitter.too_large(target.capabilities)
         if too_large is not None:
             failures.append(TargetFailure(key, TargetSkippedError(key, too_large)))
             return _ADVANCE
-        admission = tracker.admit_now(key)
-        if admission is None:
-            admission = await tracker.admit(key)
+        admission = self.tracker.admit_now(key)
+        if admission is not None and not admission.admitted:
+            failures.append(TargetFailure(key, self._skip(key, admission.until)))
+            return _ADVANCE
+        return admission
+
+    async def try_target(
+        self, target: Target, mode: _Mode[T], gate: Admission | object | None = _UNASKED
+    ) -> T | object:
+        """Attempt one target, with its retries. Returns the result, or `_ADVANCE`.
+
+        `gate` is what `gate(target)` returned, when the caller already asked.
+        """
+        key = target.key
+        clock, tracker, config, failures = self.clock, self.tracker, self.config, self.failures
+        hooks, fitter = self.hooks, self.fitter
+        if gate is _UNASKED:
+            gate = self.gate(target)
+        if gate is _ADVANCE:
+            return _ADVANCE
+        admission = gate if isinstance(gate, Admission) else await tracker.admit(key)
         if not admission.admitted:
             failures.append(TargetFailure(key, self._skip(key, admission.until)))
             return _ADVANCE
+        capabilities = target.capabilities
 
         holds_probe = admission.probe
         try:

@@ -2,7 +2,7 @@
 
 States of one key ("provider/model-id"):
 
-- healthy: no recorded failures. Admitted without touching the lock (the hot path).
+- healthy: no recorded failures. Admitted from one dict lookup (the hot path).
 - failing: fewer consecutive transient failures than the threshold. Still admitted.
 - benched: the threshold was reached; refused until the cooldown ends.
 - half-open: the cooldown ended. Exactly one caller is admitted as the probe; every
@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol, final
 
-import anyio
 import attrs
 
 from ._clock import Clock, MonotonicClock
@@ -144,46 +143,50 @@ class HealthStore(Protocol):
 
 
 class _KeyState:
-    __slots__ = ("benchings", "failures", "probing", "until")
+    __slots__ = ("benchings", "failures", "probing", "refusal", "until")
 
     def __init__(self) -> None:
         self.failures = 0
         self.benchings = 0
         self.until: float | None = None
         self.probing = False
+        self.refusal: Admission | None = None
+        """The `Admission` refusing attempts until `until`, kept: a benched key is
+        refused on every call that meets it."""
 
 
 @final
 class InMemoryHealthStore:
-    """Process-local health state, guarded by one `anyio.Lock`.
+    """Process-local health state, for the tasks of one event loop.
 
-    Healthy keys have no entry, so admitting them and reporting their success costs a
-    dict lookup and no lock; refusing a benched key takes no lock either. The lock is
-    taken to record failures, successes of failing keys, and half-open probes.
+    Every operation reads and writes the state without awaiting, so each runs whole
+    before any other task can see the state: atomic on the event loop, with no lock
+    (an `anyio.Lock` would add a trip through the event loop to every failure
+    report). Healthy keys have no entry, so admitting them and reporting their success
+    costs one dict lookup.
     """
 
     def __init__(self, config: HealthConfig, clock: Clock) -> None:
         self._config = config
         self._clock = clock
         self._states: dict[str, _KeyState] = {}
-        self._lock = anyio.Lock()
 
     def now(self) -> float:
         """The tracker's clock."""
         return self._clock.now()
 
     def admit_now(self, key: str) -> Admission | None:
-        """`admit(key)` without awaiting, or None when it needs the lock (half-open).
-
-        Healthy, failing and benched keys are answered from one read, which is atomic
-        on the event loop: only the half-open transition (taking the probe slot)
-        mutates state and needs the lock.
-        """
+        """`admit(key)` for a healthy, failing or benched key, without a coroutine; None
+        for a half-open one (only `admit` hands out the probe slot)."""
         state = self._states.get(key)
         if state is None or state.until is None:
             return ADMITTED
-        if self._clock.now() < state.until:
-            return Admission(False, until=state.until)
+        until = state.until
+        if self._clock.now() < until:
+            refusal = state.refusal
+            if refusal is None or refusal.until != until:
+                refusal = state.refusal = Admission(False, until=until)
+            return refusal
         return None
 
     def is_clear(self, key: str) -> bool:
@@ -195,61 +198,50 @@ class InMemoryHealthStore:
         admission = self.admit_now(key)
         if admission is not None:
             return admission
-        async with self._lock:
-            state = self._states.get(key)
-            if state is None or state.until is None:
-                return ADMITTED
-            if self._clock.now() < state.until:
-                return Admission(False, until=state.until)
-            if state.probing:
-                return _PROBE_IN_FLIGHT
-            state.probing = True
-            return _PROBE
+        state = self._states[key]  # half-open: `admit_now` saw the entry
+        if state.probing:
+            return _PROBE_IN_FLIGHT
+        state.probing = True
+        return _PROBE
 
     async def record_failure(self, key: str, retry_after: float | None) -> float | None:
         """See `HealthStore.record_failure`."""
         config = self._config
         hint = min(retry_after, config.max_retry_after) if retry_after else 0.0
-        async with self._lock:
-            now = self._clock.now()
-            state = self._states.get(key)
-            if state is None:
-                state = self._states[key] = _KeyState()
-            if state.until is not None and now < state.until:
-                # Benched already: a late failure of a call admitted before the bench.
-                # It may extend the cooldown with its hint, never escalate it.
-                state.failures += 1
-                state.until = max(state.until, now + hint)
-                return state.until
+        now = self._clock.now()
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = _KeyState()
+        if state.until is not None and now < state.until:
+            # Benched already: a late failure of a call admitted before the bench.
+            # It may extend the cooldown with its hint, never escalate it.
             state.failures += 1
-            if not (state.probing or state.failures >= config.failure_threshold):
-                return None
-            state.benchings += 1
-            state.probing = False
-            state.until = now + max(config.cooldown(state.benchings), hint)
+            state.until = max(state.until, now + hint)
             return state.until
+        state.failures += 1
+        if not (state.probing or state.failures >= config.failure_threshold):
+            return None
+        state.benchings += 1
+        state.probing = False
+        state.until = now + max(config.cooldown(state.benchings), hint)
+        return state.until
 
     async def record_success(self, key: str) -> None:
         """See `HealthStore.record_success`."""
-        if key not in self._states:
-            return
-        async with self._lock:
-            self._states.pop(key, None)
+        self._states.pop(key, None)
 
     async def release_probe(self, key: str) -> None:
         """See `HealthStore.release_probe`."""
-        async with self._lock:
-            state = self._states.get(key)
-            if state is not None:
-                state.probing = False
+        state = self._states.get(key)
+        if state is not None:
+            state.probing = False
 
     async def snapshot(self) -> Mapping[str, tuple[int, int, float | None, bool]]:
         """See `HealthStore.snapshot`."""
-        async with self._lock:
-            return {
-                key: (state.failures, state.benchings, state.until, state.probing)
-                for key, state in self._states.items()
-            }
+        return {
+            key: (state.failures, state.benchings, state.until, state.probing)
+            for key, state in self._states.items()
+        }
 
 
 @final

@@ -77,6 +77,23 @@ class Response:
     raw: Any = attrs.field(default=None, repr=False, eq=False)
     """The provider's decoded reply, for fields this type does not carry."""
 
+    def _restamped(self, model: str, failed_attempts: tuple[TargetFailure, ...]) -> Response:
+        """A copy naming the answering chain target and the failures before it.
+
+        What `attrs.evolve` would build, without its per-call field introspection: a
+        chain stamps every answer that came after a skip or a failure.
+        """
+        return Response(
+            text=self.text,
+            tool_calls=self.tool_calls,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model=model,
+            request_id=self.request_id,
+            failed_attempts=failed_attempts,
+            raw=self.raw,
+        )
+
     @property
     def message(self) -> Message:
         """The answer as an assistant turn, to append to the conversation history

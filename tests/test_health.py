@@ -273,3 +273,19 @@ async def test_shared_stores_always_take_the_async_path(clock: ManualClock) -> N
     tracker = HealthTracker(HealthConfig(), clock=clock, store=shared)
     assert tracker.admit_now("p/m") is None
     assert not tracker.is_clear("p/m")
+
+
+async def test_a_kept_refusal_follows_a_new_cooldown(clock: ManualClock) -> None:
+    """The refusal kept for a benched key names the current cooldown's end after a
+    failed probe benches it again."""
+    tracker = tracker_on(clock, failure_threshold=1)
+    await tracker.report_failure("p/m")
+    first = tracker.admit_now("p/m")
+    assert first is not None and first.until == clock.now() + 1.0
+    assert tracker.admit_now("p/m") is first  # kept, not rebuilt per call
+    clock.advance(1.0)
+    assert (await tracker.admit("p/m")).probe
+    await tracker.report_failure("p/m")  # the probe failed: benched for 2 s
+    second = tracker.admit_now("p/m")
+    assert second is not None and not second.admitted
+    assert second.until == clock.now() + 2.0

@@ -18,6 +18,8 @@ from majordomo_async import (
     Response,
     ResponseFormatError,
     StreamEnd,
+    TargetFailure,
+    TargetSkippedError,
     TextDelta,
     TextPart,
     Tool,
@@ -355,3 +357,24 @@ def test_value_types_are_frozen(value: object, field: str) -> None:
 def test_a_request_is_hashable() -> None:
     """A frozen Request can be hashed (it is a value type)."""
     assert hash(Request("hi")) == hash(Request("hi"))
+
+
+def test_restamped_copies_every_field_but_the_two_it_sets() -> None:
+    """The chain's fast copy must keep up with `Response`'s fields (a new field would
+    otherwise be dropped silently)."""
+    original = Response(
+        text="hi",
+        tool_calls=(ToolCall("c1", "f", "{}"),),
+        finish_reason=FinishReason.TOOL_CALLS,
+        usage=Usage(3, 4),
+        model="p/m",
+        request_id="req-1",
+        raw={"x": 1},
+    )
+    failure = TargetFailure("p/a", TargetSkippedError("p/a", "skipped"))
+    stamped = original._restamped("chain/m", (failure,))
+    assert stamped.model == "chain/m"
+    assert stamped.failed_attempts == (failure,)
+    for field in attrs.fields(Response):
+        if field.name not in ("model", "failed_attempts"):
+            assert getattr(stamped, field.name) is getattr(original, field.name), field.name
