@@ -124,3 +124,25 @@ def test_report_has_every_section(quick_run: dict[str, Any]) -> None:
     for heading in ("Summary", "Targets (issue 4)", "Calls", "Streams", "Memory", "Import"):
         assert f"### {heading}" in quick_run["markdown"]
     assert quick_run["stdout"].strip() == quick_run["markdown"].strip()
+
+
+def test_call_counts_rise_layer_by_layer() -> None:
+    """`benchmarks.call_counts` runs, and the provider and chain layers each add work to
+    the one below (one that cost nothing would mean the script measured the wrong thing)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.call_counts", "--calls", "30", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = json.loads(done.stdout)
+    for mode in ("generate", "stream"):
+        layers = counts[mode]
+        assert list(layers) == ["raw aiohttp", "http", "provider", "chain", "registry"]
+        assert all(value > 0 for value in layers.values())
+        # Counts move by a call or two with event-loop timing; each of our layers adds
+        # dozens (the registry lookup only a couple, hence the tolerance there).
+        assert layers["http"] + 10 < layers["provider"] < layers["chain"] - 10
+        assert layers["registry"] >= layers["chain"] - 5
