@@ -34,6 +34,7 @@ import anyio
 import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from . import _json as fast_json
 from ._exceptions import (
     ConfigurationError,
     MajordomoError,
@@ -453,7 +454,7 @@ def _finish(response: aiohttp.ClientResponse) -> None:
 
 def _decode_json(body: bytes, provider: str, model: str) -> Any:
     try:
-        return json.loads(body)
+        return fast_json.loads_bytes(body)
     # JSONDecodeError, UnicodeDecodeError for bad bytes, RecursionError for absurd nesting
     except (ValueError, RecursionError) as exc:
         quoted = body[: _QUOTE_CHARS * 4].decode("utf-8", errors="replace")[:_QUOTE_CHARS]

@@ -21,6 +21,7 @@ import json
 from collections import deque
 from typing import Any, Final, final
 
+from . import _json as fast_json
 from ._exceptions import ResponseFormatError
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "NDJSONDecoder", "SSEDecoder", "ServerSentEvent"]
@@ -510,7 +511,7 @@ class NDJSONDecoder(_LineBuffer):
             if not line or line.isspace():
                 continue
             try:
-                values.append(json.loads(line))  # a CR left by CRLF is JSON whitespace
+                values.append(fast_json.loads(line))  # a CR left by CRLF is JSON whitespace
             except (ValueError, RecursionError) as exc:  # huge numbers, absurd nesting
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
                 raise self._error(

@@ -8,7 +8,6 @@ length, content policy: they need the provider's body shape), then hands the res
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +16,7 @@ from typing import Any, Final
 
 import attrs
 
+from .. import _json as fast_json
 from .._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -160,7 +160,7 @@ def body_summary(status: int, headers: Mapping[str, str], body_text: str) -> str
 def json_or_none(text: str) -> Any:
     """`json.loads(text)`, or None when `text` is not JSON."""
     try:
-        return json.loads(text)
+        return fast_json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
 

@@ -33,6 +33,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
+from .. import _json as fast_json
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
     ConfigurationError,
@@ -566,7 +567,7 @@ class _StreamTranslator:
 
     def _decode(self, event: ServerSentEvent) -> dict[str, Any]:
         try:
-            data = json.loads(event.data)
+            data = fast_json.loads(event.data)
         except (ValueError, RecursionError) as exc:
             raise ResponseFormatError(
                 f"the {event.event!r} event's data is not JSON: {event.data[:200]!r}",

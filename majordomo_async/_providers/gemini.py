@@ -55,6 +55,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
+from .. import _json as fast_json
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
     AuthenticationError,
@@ -649,7 +650,7 @@ class _StreamTranslator:
         if not sse.data.strip():
             return []
         try:
-            chunk = json.loads(sse.data)
+            chunk = fast_json.loads(sse.data)
         except (ValueError, RecursionError) as exc:
             raise ResponseFormatError(
                 f"a stream chunk is not JSON: {sse.data[:200]!r}",
