@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 from typing import Final, Literal, TypeAlias
-from urllib.parse import unquote_to_bytes
 
 import attrs
 
 from ._capabilities import Capabilities
+from ._data_url import DataURLError, size_of_data_url
 from ._download import ImageFetcher
 from ._exceptions import ImageDownloadError, UnsupportedRequestError
 from ._messages import ImagePart, Message, Part, TextPart, ToolCallPart, ToolResultPart
@@ -208,7 +208,11 @@ class RequestFitter:
         url = image.url or ""
         scheme = url[:8].partition(":")[0].lower()
         if scheme == "data":
-            mime_type, size = _data_url_facts(url, image.mime_type)
+            try:
+                mime_type, size = size_of_data_url(url)
+            except DataURLError:
+                return image  # malformed: the provider explains
+            mime_type = mime_type or image.mime_type
             return self._check_inline(image, mime_type, size, refuse, capabilities)
         if scheme not in ("http", "https"):
             return image  # the provider explains which URL schemes it takes
@@ -291,15 +295,3 @@ class _Refusal:
 def _mime(value: str) -> str:
     mime_type = value.partition(";")[0].strip().lower()
     return _MIME_ALIASES.get(mime_type, mime_type)
-
-
-def _data_url_facts(url: str, fallback_mime: str | None) -> tuple[str | None, int]:
-    """The MIME type and decoded size of a `data:` URL, without decoding all of it."""
-    header, _, payload = url[5:].partition(",")
-    fields = header.split(";")
-    mime_type = fields[0].strip() or fallback_mime
-    if any(field.strip().lower() == "base64" for field in fields[1:]):
-        payload = payload.strip()
-        padding = len(payload) - len(payload.rstrip("="))
-        return mime_type, max(len(payload) * 3 // 4 - padding, 0)
-    return mime_type, len(unquote_to_bytes(payload))

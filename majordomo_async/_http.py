@@ -8,8 +8,11 @@ connections and reports network failures the same way.
   never applies: a total limit would cut long streams; the chain owns the call deadline.
 - `map_transport_errors()`: aiohttp, asyncio and OS errors become our `ProviderError`s
   (`raise Ours(...) from exc`). No aiohttp exception type escapes this module.
-- `request_json()`: one request, one JSON reply. `open_stream()` + `iter_body()`: a
-  streamed reply, read chunk by chunk, the connection released in `finally`.
+- `request_json()`: one request, one JSON reply. `open_stream()` + `iter_body()` (a
+  `BodyReader`): a streamed reply, read chunk by chunk.
+
+Time limits are aiohttp's own timers (`ClientTimeout.sock_connect` and `sock_read`),
+which it arms for every request anyway: no cancel scope per request or per chunk.
 
 Closing rule: after a body was read to the end, `release()` returns the connection to
 the pool; on every other path (error status, transport error, cancellation, a consumer

@@ -354,6 +354,18 @@ async def test_inline_url_and_data_url_images(http: HTTPSessionHolder) -> None:
     ]
 
 
+async def test_percent_encoded_data_url_becomes_a_base64_source(http: HTTPSessionHolder) -> None:
+    """A data: URL that carries its bytes percent-encoded is sent as base64 (RFC 2397)."""
+    url = "data:IMAGE/PNG,%89PNG%0D%0A"
+    body = await generate_body(http, Request([Message.user(ImagePart.from_url(url))]))
+    [block] = body["messages"][0]["content"]
+    assert block["source"] == {
+        "type": "base64",
+        "media_type": "image/png",
+        "data": base64.b64encode(b"\x89PNG\r\n").decode(),
+    }
+
+
 async def test_json_schema_goes_to_output_config(http: HTTPSessionHolder) -> None:
     """A JSON schema is sent as output_config.format (structured outputs)."""
     schema = {
@@ -373,7 +385,8 @@ async def test_json_schema_goes_to_output_config(http: HTTPSessionHolder) -> Non
         (Request("Hi", temperature=1.5), "temperature"),
         (Request([Message.user(ImagePart.from_bytes(b"BM..", "image/bmp"))]), "image/bmp"),
         (Request([Message.user(ImagePart.from_url("ftp://example.test/a.png"))]), "ftp://"),
-        (Request([Message.user(ImagePart.from_url("data:image/png,notbase64"))]), "base64"),
+        (Request([Message.user(ImagePart.from_url("data:image/png;base64,@@@"))]), "base64"),
+        (Request([Message.user(ImagePart.from_url("data:image/png"))]), "no ','"),
         (
             Request([Message.assistant(ToolCallPart(ToolCall("toolu_9", "get_tide", "[1, 2]")))]),
             "toolu_9",

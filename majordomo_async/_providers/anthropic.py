@@ -24,8 +24,6 @@ Mapping from our types:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import functools
 import json
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
 from .. import _json as fast_json
+from .._data_url import DataURLError, is_data_url, parse_data_url
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
     ConfigurationError,
@@ -282,9 +281,12 @@ def _image_source(image: ImagePart, unsupported: _Unsupported) -> dict[str, str]
     if image.data is not None:
         return _base64_source(image.mime_type or "", image.base64(), unsupported)
     url = image.url or ""
-    if url.startswith("data:"):
-        mime_type, data = _split_data_url(url, unsupported)
-        return _base64_source(mime_type, data, unsupported)
+    if is_data_url(url):
+        try:
+            mime_type, data = parse_data_url(url)
+        except DataURLError as exc:
+            raise unsupported(f"the image data: URL {exc}") from None
+        return _base64_source(mime_type or image.mime_type or "", data, unsupported)
     if url.startswith(("https://", "http://")):
         return {"type": "url", "url": url}
     raise unsupported(f"Anthropic takes images inline or by http(s) URL, not {url[:40]!r}")
@@ -296,19 +298,6 @@ def _base64_source(mime_type: str, data: str, unsupported: _Unsupported) -> dict
             f"Anthropic accepts {', '.join(sorted(_IMAGE_MIME_TYPES))} images, not {mime_type!r}"
         )
     return {"type": "base64", "media_type": mime_type, "data": data}
-
-
-def _split_data_url(url: str, unsupported: _Unsupported) -> tuple[str, str]:
-    """`data:image/png;base64,AAAA` -> ("image/png", "AAAA")."""
-    header, comma, data = url[len("data:") :].partition(",")
-    mime_type, _, encoding = header.partition(";")
-    if not comma or encoding != "base64":
-        raise unsupported("a data: URL image must be base64 (data:image/png;base64,...)")
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise unsupported("the data: URL image is not valid base64") from None
-    return mime_type, data
 
 
 # --------------------------------------------------------------------------- response

@@ -46,16 +46,15 @@ and are not part of `candidatesTokenCount`: the three add up to `totalTokenCount
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import mimetypes
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, urlsplit
 
 from .. import _json as fast_json
+from .._data_url import DataURLError, parse_data_url
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
     AuthenticationError,
@@ -367,20 +366,14 @@ def _image(image: ImagePart, provider: str, model: str) -> dict[str, Any]:
 
 def _decode_data_url(url: str, fallback_mime: str | None) -> tuple[str, str]:
     """`(MIME type, base64 data)` of a `data:` URL (RFC 2397), decoded locally."""
-    header, comma, payload = url[len("data:") :].partition(",")
-    if not comma:
-        raise ConfigurationError("malformed data: URL in an ImagePart (no ',' before the data)")
-    fields = header.split(";")
-    mime_type = fields[0].strip() or fallback_mime
+    try:
+        mime_type, data = parse_data_url(url)
+    except DataURLError as exc:
+        raise ConfigurationError(f"the image data: URL {exc}") from None
+    mime_type = mime_type or fallback_mime
     if not mime_type:
         raise ConfigurationError("the data: URL of an ImagePart names no MIME type")
-    raw = unquote_to_bytes(payload)
-    if any(field.strip().lower() == "base64" for field in fields[1:]):
-        try:
-            raw = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            raise ConfigurationError("the data: URL of an ImagePart has invalid base64") from None
-    return mime_type, base64.b64encode(raw).decode("ascii")
+    return mime_type, data
 
 
 # --------------------------------------------------------------------------- replies

@@ -45,17 +45,16 @@ ollama+http://...   ollama+https://...
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import re
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 
+from .._data_url import DataURLError, is_data_url, parse_data_url
 from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
 from .._exceptions import (
     AuthenticationError,
@@ -330,29 +329,15 @@ def _image_data(part: ImagePart, target: _Target) -> str:
     if part.data is not None:
         return part.base64()
     url = part.url or ""
-    if url[:5].lower() == "data:":
-        return _data_url_base64(url, target)
+    if is_data_url(url):
+        try:
+            return parse_data_url(url).base64
+        except DataURLError as exc:
+            raise target.unsupported(f"the image data: URL {exc}") from None
     raise target.unsupported(
         "Ollama takes images only as inline data, not by URL: pass the bytes "
         "(ImagePart.from_bytes) or a data: URL"
     )
-
-
-def _data_url_base64(url: str, target: _Target) -> str:
-    header, comma, payload = url[5:].partition(",")
-    if not comma:
-        raise target.unsupported("the image data: URL has no ',' before its data")
-    if header.lower().endswith(";base64"):
-        data = unquote_to_bytes(payload)
-        try:
-            base64.b64decode(data, validate=True)
-        except binascii.Error:
-            raise target.unsupported(
-                "the image data: URL says base64 but its data is not base64"
-            ) from None
-        return data.decode("ascii")
-    # A percent-encoded data: URL carries the bytes themselves.
-    return base64.b64encode(unquote_to_bytes(payload)).decode("ascii")
 
 
 def _tool_call_entry(call: ToolCall, target: _Target) -> dict[str, Any]:
