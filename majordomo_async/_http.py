@@ -383,9 +383,11 @@ async def _start(
     provider: str,
     model: str,
     timeouts: Timeouts,
+    error_mapper: ErrorMapper,
 ) -> aiohttp.ClientResponse:
-    """Send the request; return the response once its headers arrived.
+    """Send the request; return the response once success headers arrived.
 
+    An error status raises the mapped error, its body read and the response closed.
     The caller maps transport errors (`map_transport_errors` around this and the body).
     The first-event limit is aiohttp's socket read timer (see `_client_timeout`); a
     timeout there closes the connection inside aiohttp.
@@ -399,7 +401,7 @@ async def _start(
         # Redirects are not followed: aiohttp strips only Authorization and Cookie on a
         # cross-origin redirect, and our providers also send keys as x-api-key or
         # x-goog-api-key. A 3xx reaches the error mapper instead.
-        return await session.request(
+        response = await session.request(
             method,
             url,
             headers=send_headers,
@@ -416,6 +418,13 @@ async def _start(
             provider=provider,
             model=model,
         ) from exc
+    if response.status >= 300:  # checked here: a success awaits nothing more
+        try:
+            await _raise_error_status(response, error_mapper, timeouts)
+        except BaseException:
+            response.close()
+            raise
+    return response
 
 
 async def _read_error_body(response: aiohttp.ClientResponse) -> str:
@@ -435,12 +444,11 @@ async def _read_error_body(response: aiohttp.ClientResponse) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-async def _raise_for_status(
+async def _raise_error_status(
     response: aiohttp.ClientResponse, error_mapper: ErrorMapper, timeouts: Timeouts
 ) -> None:
-    """Raise the mapped error for a reply that is not a success; close it first."""
-    if response.status < 300:
-        return
+    """Raise the mapped error for a reply that is not a success; give the connection
+    back first (to the pool when its body was read to the end)."""
     _enter_idle_phase(response, timeouts)
     body_text = await _read_error_body(response)
     _finish(response)
@@ -513,9 +521,9 @@ async def request_json(
             provider=provider,
             model=model,
             timeouts=timeouts,
+            error_mapper=error_mapper,
         )
         try:
-            await _raise_for_status(response, error_mapper, timeouts)
             _enter_idle_phase(response, timeouts)
             body = await response.read()
         except BaseException:
@@ -547,7 +555,7 @@ async def open_stream(
     read (at most `MAX_ERROR_BODY` bytes) and the response closed before raising.
     """
     with map_transport_errors(provider, model, timeouts=timeouts):
-        response = await _start(
+        return await _start(
             session,
             method,
             url,
@@ -556,13 +564,8 @@ async def open_stream(
             provider=provider,
             model=model,
             timeouts=timeouts,
+            error_mapper=error_mapper,
         )
-        try:
-            await _raise_for_status(response, error_mapper, timeouts)
-        except BaseException:
-            response.close()
-            raise
-    return response
 
 
 AFTER_END_GRACE: Final = 0.1
@@ -691,11 +694,6 @@ def iter_body(
 ) -> BodyReader:
     """A `BodyReader` over a response `open_stream()` returned."""
     return BodyReader(response, provider=provider, model=model, timeouts=timeouts)
-
-
-async def drain_after_end(body: BodyReader) -> None:
-    """`body.drain()`: what follows a stream's terminal event, for `AFTER_END_GRACE`."""
-    await body.drain()
 
 
 def request_id_from(headers: Mapping[str, str], names: Sequence[str]) -> str | None:

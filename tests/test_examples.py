@@ -29,6 +29,7 @@ from aiohttp import web
 
 from examples import aiohttp_app, fastapi_app
 
+from .helpers.servers import serve_app
 from .helpers.uvicorn_server import uvicorn_server
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
@@ -81,20 +82,9 @@ async def _serve_fastapi() -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def _serve_aiohttp(*, handler_cancellation: bool) -> AsyncIterator[str]:
-    runner = web.AppRunner(
-        aiohttp_app.create_app(),
-        handler_cancellation=handler_cancellation,
-        access_log=None,
-        shutdown_timeout=1,
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    app = aiohttp_app.create_app()
+    async with serve_app(app, handler_cancellation=handler_cancellation, shutdown_timeout=1) as url:
+        yield url
 
 
 # --------------------------------------------------------------------------- an SSE reader

@@ -491,7 +491,7 @@ async def test_a_pending_verdict_is_awaited_even_when_closing_is_cancelled() -> 
     reported = anyio.Event()
 
     async def report() -> None:
-        await anyio.sleep(0.01)
+        await anyio.lowlevel.checkpoint()  # would raise here if the close were not shielded
         reported.set()
 
     stream._verdict = lambda error, finished: report()

@@ -45,7 +45,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import Timeouts, drain_after_end, request_id_from
+from .._http import Timeouts, request_id_from
 from .._messages import (
     ImagePart,
     Message,
@@ -693,7 +693,7 @@ class AnthropicModel(HTTPModel["AnthropicProvider"]):
                 if translator.done:
                     # Complete: give the rest of the body a moment (to reuse the
                     # connection), never the idle timeout.
-                    await drain_after_end(chunks)
+                    await chunks.drain()
                     return
         for sse in decoder.close():
             for event in translator.feed(sse):

@@ -70,7 +70,6 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import drain_after_end
 from .._messages import (
     ImagePart,
     Message,
@@ -777,7 +776,7 @@ class GeminiModel(HTTPModel["GeminiProvider"]):
                         for event in translator.event(sse):
                             yield event
                     if translator.finished:
-                        await drain_after_end(body)  # never the idle timeout
+                        await body.drain()  # never the idle timeout
                         return
             except (ProviderConnectionError, StreamTruncatedError):
                 # The terminal chunk already arrived: a reset, a stall or a missing

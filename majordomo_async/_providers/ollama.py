@@ -72,7 +72,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import Timeouts, drain_after_end, request_id_from
+from .._http import Timeouts, request_id_from
 from .._messages import ImagePart, Message, TextPart, Tool, ToolCall, ToolCallPart, ToolResultPart
 from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
@@ -714,7 +714,7 @@ class OllamaModel(HTTPModel["OllamaProvider"]):
                     if translator.done:
                         # Complete: give the rest of the body a moment (to reuse the
                         # connection), never the idle timeout.
-                        await drain_after_end(chunks)
+                        await chunks.drain()
                         return
             except ProviderError:
                 if not translator.done:

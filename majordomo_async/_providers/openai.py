@@ -55,7 +55,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import MAX_ERROR_BODY, Timeouts, drain_after_end, request_id_from
+from .._http import MAX_ERROR_BODY, Timeouts, request_id_from
 from .._messages import (
     ImagePart,
     Message,
@@ -862,7 +862,7 @@ class OpenAIModel(HTTPModel["OpenAIProvider"]):
                     if translator.done:
                         break
                 if translator.done:
-                    await drain_after_end(chunks)
+                    await chunks.drain()
                     return
                 for sse in decoder.close():
                     for event in translator.feed(sse):

@@ -42,6 +42,7 @@ __all__ = [
     "raw_server",
     "respond",
     "serve",
+    "serve_app",
     "sleep_forever",
     "unaccepting_server",
 ]
@@ -58,7 +59,17 @@ async def serve(routes: Mapping[str, Handler]) -> AsyncIterator[str]:
     app = web.Application()
     for path, handler in routes.items():
         app.router.add_route("*", path, handler)
-    runner = web.AppRunner(app, shutdown_timeout=_SHUTDOWN_TIMEOUT, access_log=None)
+    async with serve_app(app, shutdown_timeout=_SHUTDOWN_TIMEOUT) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 (a free port); yield the base URL.
+
+    `runner_options` go to `web.AppRunner` (`shutdown_timeout`, `handler_cancellation`).
+    """
+    runner = web.AppRunner(app, access_log=None, **runner_options)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
