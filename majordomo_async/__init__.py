@@ -42,6 +42,7 @@ from ._exceptions import ErrorClass as ErrorClass
 from ._exceptions import ImageDownloadError as ImageDownloadError
 from ._exceptions import MajordomoError as MajordomoError
 from ._exceptions import ModelNotFoundError as ModelNotFoundError
+from ._exceptions import ModelProtocolError as ModelProtocolError
 from ._exceptions import OverloadedError as OverloadedError
 from ._exceptions import ProviderConnectionError as ProviderConnectionError
 from ._exceptions import ProviderError as ProviderError
@@ -63,6 +64,7 @@ from ._exceptions import UnknownProviderError as UnknownProviderError
 from ._exceptions import UnsupportedRequestError as UnsupportedRequestError
 from ._exceptions import classify as classify
 from ._health import Admission as Admission
+from ._health import Bench as Bench
 from ._health import HealthConfig as HealthConfig
 from ._health import HealthStore as HealthStore
 from ._health import HealthTracker as HealthTracker
@@ -112,6 +114,7 @@ __all__ = (
     "AsyncModel",
     "AuthenticationError",
     "BadRequestError",
+    "Bench",
     "CallInfo",
     "Capabilities",
     "Chain",
@@ -140,6 +143,7 @@ __all__ = (
     "Message",
     "ModelLister",
     "ModelNotFoundError",
+    "ModelProtocolError",
     "MonotonicClock",
     "OpenTelemetryHooks",
     "Option",

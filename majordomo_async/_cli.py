@@ -3,6 +3,7 @@
 ```
 majordomo ask SPEC PROMPT [--stream] [--json] [--system TEXT] [--temperature F]
                           [--max-tokens N] [--timeout SECONDS] [--image PATH|URL]...
+                          [--advance-on NAME[,NAME...]]... [--advance-on-permanent]
 majordomo resolve SPEC
 majordomo models PROVIDER
 majordomo health [SPEC]...
@@ -24,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._chain import ChainConfig
 from ._download import sniff_image_type
 from ._events import TextDelta
 from ._exceptions import (
@@ -53,13 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (already shown)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        if args.command == "ask":
-            return asyncio.run(_ask(args, _request(args)))
-        if args.command == "models":
-            return asyncio.run(_models(args.provider))
-        if args.command == "health":
-            return asyncio.run(_health(args.specs))
-        return asyncio.run(_resolve(args.spec))
+        return _run(args)
     except ChainExhaustedError as exc:
         _report(exc.failures)
         attempts = _plural(sum(not failure.skipped for failure in exc.failures), "attempt")
@@ -91,6 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; `main` turns its errors into messages and exit codes."""
+    if args.command == "ask":
+        return asyncio.run(_ask(args, _request(args)))
+    if args.command == "models":
+        return asyncio.run(_models(args.provider))
+    if args.command == "health":
+        return asyncio.run(_health(args.specs))
+    return asyncio.run(_resolve(args.spec))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -118,6 +125,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH|URL",
         help="attach an image file or http(s)/data: URL (repeatable)",
     )
+    ask.add_argument(
+        "--advance-on",
+        action="append",
+        default=[],
+        type=_error_classes,
+        metavar="NAME[,NAME...]",
+        help="permanent provider errors that advance to the next target instead of "
+        "failing the call, by class name, e.g. AuthenticationError,ContentPolicyError "
+        "(repeatable)",
+    )
+    ask.add_argument(
+        "--advance-on-permanent",
+        action="store_true",
+        help="advance to the next target on every permanent error",
+    )
 
     resolve = commands.add_parser(
         "resolve",
@@ -140,6 +162,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.add_argument("specs", metavar="SPEC", nargs="*")
     return parser
+
+
+def _error_classes(text: str) -> tuple[type[ProviderError], ...]:
+    """An `--advance-on` value: provider error classes exported by `majordomo_async`."""
+    known = _provider_error_classes()
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected error class names, e.g. AuthenticationError")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"not a provider error class: {', '.join(unknown)} "
+            f"(valid names: {', '.join(sorted(known))})"
+        )
+    return tuple(known[name] for name in names)
+
+
+def _provider_error_classes() -> dict[str, type[ProviderError]]:
+    """`ProviderError` and its subclasses that the package exports, by name."""
+    import majordomo_async  # the public names; deferred: this module is part of it
+
+    found: dict[str, type[ProviderError]] = {}
+    for name in majordomo_async.__all__:
+        value = getattr(majordomo_async, name, None)
+        if isinstance(value, type) and issubclass(value, ProviderError):
+            found[name] = value
+    return found
+
+
+def _chain_config(args: argparse.Namespace) -> ChainConfig | None:
+    """The failover policy the `ask` options ask for, or None for the default."""
+    options: dict[str, Any] = {}
+    if args.advance_on_permanent:
+        options["advance_on_permanent"] = True
+    # Repeated options and names: each class once, in the order given.
+    advance_on = tuple(dict.fromkeys(error for group in args.advance_on for error in group))
+    if advance_on:
+        options["advance_on"] = advance_on
+    return ChainConfig(**options) if options else None
 
 
 def _request(args: argparse.Namespace) -> Request:
@@ -178,7 +239,7 @@ def _image(value: str) -> ImagePart:
 async def _ask(args: argparse.Namespace, request: Request) -> int:
     """`majordomo ask`: print the answer (or the JSON response) and who gave it."""
     verbose = not args.json
-    async with Registry() as registry:
+    async with Registry(chain=_chain_config(args)) as registry:
         model = registry.parse(args.spec)
         if args.stream:
             stream = await model.stream(request)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -95,7 +96,12 @@ class ManualClock:
     ) -> None:
         self._now = start
         self._epoch = epoch
-        self._scopes: list[tuple[float, anyio.CancelScope]] = []
+        # Scopes that can still fire, with their deadlines. Weak: a scope that was exited
+        # (and dropped) by its owner goes by itself; `advance()` drops cancelled ones. A
+        # long test creating a scope per call must not accumulate them.
+        self._scopes: weakref.WeakKeyDictionary[anyio.CancelScope, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self.sleeps: list[float] = []
         """Every `sleep()` duration asked for, in order (for assertions)."""
 
@@ -112,10 +118,10 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("a clock cannot go backwards")
         self._now += seconds
-        due = [scope for deadline, scope in self._scopes if deadline <= self._now]
-        self._scopes = [(d, s) for d, s in self._scopes if d > self._now]
-        for scope in due:
-            scope.cancel()
+        for scope, deadline in list(self._scopes.items()):
+            if deadline <= self._now or scope.cancel_called:
+                del self._scopes[scope]
+                scope.cancel()  # idempotent for one already cancelled
 
     async def sleep(self, seconds: float) -> None:
         """Record the sleep, jump the clock forward by it, then yield to the loop once."""
@@ -129,7 +135,7 @@ class ManualClock:
         if deadline <= self._now:
             scope.cancel()
         elif not math.isinf(deadline):
-            self._scopes.append((deadline, scope))
+            self._scopes[scope] = deadline
         return scope
 
     def __repr__(self) -> str:

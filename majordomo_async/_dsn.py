@@ -22,6 +22,9 @@ __all__ = ["DSN", "canonical_name", "env_var_for", "redact_dsn"]
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
 _REDACTED = "***"
 _QUERY_SAFE = "+*:/,."
+# C0 controls, DEL and C1 controls: never valid in an HTTP header or a host name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {"\x00": "NUL", "\t": "TAB", "\n": "LF", "\r": "CR", "\x7f": "DEL"}
 
 
 def canonical_name(name: str) -> str:
@@ -107,8 +110,11 @@ class DSN:
                 f"the {scheme} DSN has an '@' after its host: if that is a credential, "
                 "percent-encode the '/', '?' and '#' in it (%2F, %3F, %23)"
             )
-        host, port = _split_host_port(authority, scheme)
-        if credential is None and _looks_like_a_key(host):
+        raw_host, port = _split_host_port(authority, scheme)
+        host = unquote(raw_host)
+        _refuse_control_characters(credential, "credential", scheme)
+        _refuse_control_characters(host, "host", scheme)
+        if credential is None and _looks_like_a_key(raw_host):
             # `openai://sk-...` without the '@': the key would be taken for a host and
             # end up in URLs and messages. Refuse it, without echoing it.
             raise DSNError(
@@ -122,7 +128,7 @@ class DSN:
         return cls(
             scheme=scheme,
             credential=credential,
-            host=unquote(host),
+            host=host,
             port=port,
             path=clean_path,
             query=MappingProxyType(query),
@@ -148,6 +154,24 @@ class DSN:
             for k, v in self.query.items()
         )
         return f"{self.scheme}://{credential}{host}{port}{self.path}{'?' + query if query else ''}"
+
+
+def _refuse_control_characters(text: str | None, part: str, scheme: str) -> None:
+    """Raise `DSNError` if `text` (the decoded credential or host) has a control character.
+
+    A CR, LF or NUL would otherwise reach an HTTP header or a URL and fail there with a
+    bare `ValueError`; a stray newline at the end of a pasted key is the usual cause. The
+    message names the character, never the text.
+    """
+    found = _CONTROL.search(text) if text else None
+    if found is None:
+        return
+    char = found.group()
+    name = _CONTROL_NAMES.get(char, f"U+{ord(char):04X}")
+    raise DSNError(
+        f"the {part} of the {scheme} DSN contains a control character ({name}; the {part} "
+        "is not shown): remove it (a newline pasted with a key?)"
+    )
 
 
 def _looks_like_a_key(host: str) -> bool:

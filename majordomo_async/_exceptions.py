@@ -25,6 +25,7 @@ MajordomoError
 │       ├── OverloadedError                529, 503
 │       └── ServerError                    other 5xx
 ├── TargetSkippedError                     a chain target was not tried (benched, deadline)
+├── ModelProtocolError (TypeError)         a model broke the AsyncModel protocol (names the target)
 ├── StreamError (RuntimeError)             misuse of a Stream
 │   ├── StreamConsumedError
 │   ├── StreamClosedError
@@ -57,6 +58,7 @@ __all__ = [
     "ErrorClass",
     "MajordomoError",
     "ModelNotFoundError",
+    "ModelProtocolError",
     "OverloadedError",
     "ProviderConnectionError",
     "ProviderError",
@@ -401,6 +403,11 @@ class ChainExhaustedError(MajordomoError, ExceptionGroup[Exception]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.failures,))
+
+
+class ModelProtocolError(MajordomoError, TypeError):
+    """A model broke the `AsyncModel` protocol (its `generate` returned something other
+    than a `Response`, say): a bug in that model, raised at once, naming the chain target."""
 
 
 # --------------------------------------------------------------------------- stream misuse

@@ -123,11 +123,13 @@ class RequestFitter:
             f"over the model's {window}-token context window)"
         )
 
-    def fit_now(self, key: str, capabilities: Capabilities, *, streaming: bool) -> Request | None:
-        """`fit()` answered without awaiting, or None when images must be fitted.
+    async def fit(self, key: str, capabilities: Capabilities, *, streaming: bool) -> Request:
+        """The request as target `key` should get it (answered without suspending unless
+        an image must be fitted: the usual request is returned as it is).
 
         Raises:
             UnsupportedRequestError: the target cannot take the request.
+            ImageDownloadError: an image URL the target needs inline could not be fetched.
         """
         request = self._request
         if self._images is None:
@@ -141,16 +143,7 @@ class RequestFitter:
             raise self._missing_feature(key, capabilities, streaming=streaming)
         if not self._images:
             return request
-        return self._fitted.get(capabilities)
-
-    async def fit(self, key: str, capabilities: Capabilities, *, streaming: bool) -> Request:
-        """The request as target `key` should get it.
-
-        Raises:
-            UnsupportedRequestError: the target cannot take the request.
-            ImageDownloadError: an image URL the target needs inline could not be fetched.
-        """
-        fitted = self.fit_now(key, capabilities, streaming=streaming)
+        fitted = self._fitted.get(capabilities)
         if fitted is None:
             fitted = await self._fit_images(_Refusal(key), capabilities)
             self._fitted[capabilities] = fitted

@@ -5,17 +5,30 @@ States of one key ("provider/model-id"):
 - healthy: no recorded failures. Admitted from one dict lookup (the hot path).
 - failing: fewer consecutive transient failures than the threshold. Still admitted.
 - benched: the threshold was reached; refused until the cooldown ends.
-- half-open: the cooldown ended. Exactly one caller is admitted as the probe; every
-  other caller is refused until the probe succeeds (healthy again) or fails
-  (benched again, with the next, longer cooldown). A probe that ends without a
-  verdict (cancelled, or an error that says nothing about health) gives the slot back.
+- half-open: the cooldown ended. Exactly one caller is admitted as the probe and holds a
+  probe token; every other caller is refused until the probe succeeds (healthy again),
+  fails (benched again, with the next, longer cooldown), is given back, or outlives its
+  lease (`HealthConfig.probe_lease`; a stream being read renews it).
+
+Probes are owned. Only the token's holder ends a probe: a late result of a call admitted
+before the bench still counts (a success resets the target, a failure counts toward the
+threshold) but cannot give back or fail someone else's probe.
 
 The state lives in a `HealthStore`; `InMemoryHealthStore` is the default. A shared store
 (Redis, for fleets of replicas) implements the same few atomic operations.
+
+Locking. Every operation of `InMemoryHealthStore` reads and writes its state without
+awaiting, so it runs whole before any other task sees the state: atomic on the event
+loop, with no lock (a lock would only add a trip through the loop to every report).
+Operations that span an `await` hold an `anyio.Lock(fast_acquire=True)`: the Redis
+store's switch to its in-process fallback and its reconnection (see `RedisHealthStore`),
+and the tracker's hand-over of an abandoned probe to a shared store (`abandon_probe`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol, final
@@ -24,9 +37,11 @@ import attrs
 
 from ._clock import Clock, MonotonicClock
 from ._exceptions import ConfigurationError
+from ._hooks import logger
 
 __all__ = [
     "Admission",
+    "Bench",
     "HealthConfig",
     "HealthStore",
     "HealthTracker",
@@ -61,6 +76,9 @@ class HealthConfig:
     """Seconds: the cooldown stops growing here."""
     max_retry_after: float = attrs.field(default=600.0, validator=_positive)
     """Seconds: a provider's retry-after hint longer than this is clamped to it."""
+    probe_lease: float = attrs.field(default=60.0, validator=_positive)
+    """Seconds a half-open probe is held at most without news (a stream being read
+    renews it): a prober that never reports blocks the next probe this long, no longer."""
 
     def __attrs_post_init__(self) -> None:
         if self.failure_threshold < 1:
@@ -84,15 +102,26 @@ class Admission:
     """The gate's answer for one attempt."""
 
     admitted: bool
-    probe: bool = False
-    """True when this caller is the single half-open probe: it must report a verdict
-    (`report_success`/`report_failure`) or give the slot back (`release_probe`)."""
+    probe: str | None = None
+    """The probe token when this caller is the single half-open probe: its holder must
+    report a verdict (`report_success`/`report_failure` with `probe=`) or give it back
+    (`release_probe`). None for an ordinary admission or a refusal."""
     until: float | None = None
-    """When refused: the clock time the cooldown ends (None: another caller is probing)."""
+    """When refused: the store time the cooldown ends (None: another caller is probing)."""
+
+
+@attrs.frozen
+class Bench:
+    """A failure's answer when the target is benched."""
+
+    until: float
+    """The store time the cooldown ends."""
+    new: bool
+    """True when this failure benched the target; False when it was benched already (a
+    late failure of a call admitted before the bench), so the bench is not announced twice."""
 
 
 ADMITTED = Admission(True)
-_PROBE = Admission(True, probe=True)
 _PROBE_IN_FLIGHT = Admission(False)
 
 
@@ -114,23 +143,31 @@ class HealthStore(Protocol):
     """Where health state lives. Each method is one atomic operation on one key.
 
     Implementations decide their own time source (the in-memory store uses the
-    tracker's clock; a shared store should use one clock for the whole fleet).
+    tracker's clock; a shared store should use one clock for the whole fleet). The rules
+    every store follows are `InMemoryHealthStore`'s.
     """
 
     async def admit(self, key: str) -> Admission:
-        """Admit or refuse an attempt; may hand out the half-open probe slot."""
+        """Admit or refuse an attempt; may hand out the half-open probe token."""
         ...
 
-    async def record_failure(self, key: str, retry_after: float | None) -> float | None:
-        """Count a transient failure. Returns the cooldown's end when the key is benched."""
+    async def record_failure(
+        self, key: str, retry_after: float | None, probe: str | None
+    ) -> Bench | None:
+        """Count a transient failure (`probe`: the token, if the caller holds one).
+        Returns the bench when the key is benched (newly or already), else None."""
         ...
 
-    async def record_success(self, key: str) -> None:
+    async def record_success(self, key: str, probe: str | None) -> None:
         """Forget every failure of `key`."""
         ...
 
-    async def release_probe(self, key: str) -> None:
-        """Give back a probe slot without a verdict."""
+    async def release_probe(self, key: str, probe: str) -> None:
+        """Give back the probe `probe` without a verdict (no-op unless it is the holder)."""
+        ...
+
+    async def renew_probe(self, key: str, probe: str) -> bool:
+        """Extend the lease of `probe`; False when it is no longer the holder."""
         ...
 
     async def snapshot(self) -> Mapping[str, tuple[int, int, float | None, bool]]:
@@ -142,14 +179,25 @@ class HealthStore(Protocol):
         ...
 
 
+_tokens = itertools.count(1)
+
+
+def new_probe_token(owner: str = "local") -> str:
+    """A probe token unique within the process (a shared store prefixes its own id)."""
+    return f"{owner}:{next(_tokens)}"
+
+
 class _KeyState:
-    __slots__ = ("benchings", "failures", "probing", "refusal", "until")
+    __slots__ = ("benchings", "failures", "lease", "probe", "refusal", "until")
 
     def __init__(self) -> None:
         self.failures = 0
         self.benchings = 0
         self.until: float | None = None
-        self.probing = False
+        self.probe: str | None = None
+        """The half-open probe's token, while one is out."""
+        self.lease = 0.0
+        """When the probe's lease runs out."""
         self.refusal: Admission | None = None
         """The `Admission` refusing attempts until `until`, kept: a benched key is
         refused on every call that meets it."""
@@ -160,10 +208,9 @@ class InMemoryHealthStore:
     """Process-local health state, for the tasks of one event loop.
 
     Every operation reads and writes the state without awaiting, so each runs whole
-    before any other task can see the state: atomic on the event loop, with no lock
-    (an `anyio.Lock` would add a trip through the event loop to every failure
-    report). Healthy keys have no entry, so admitting them and reporting their success
-    costs one dict lookup.
+    before any other task can see the state: atomic on the event loop, with no lock.
+    Healthy keys have no entry, so admitting them and reporting their success costs one
+    dict lookup.
     """
 
     def __init__(self, config: HealthConfig, clock: Clock) -> None:
@@ -175,81 +222,112 @@ class InMemoryHealthStore:
         """The tracker's clock."""
         return self._clock.now()
 
-    def admit_now(self, key: str) -> Admission | None:
-        """`admit(key)` for a healthy, failing or benched key, without a coroutine; None
-        for a half-open one (only `admit` hands out the probe slot)."""
+    async def admit(self, key: str) -> Admission:
+        """See `HealthStore.admit`."""
+        return self._admit(key)
+
+    async def record_failure(
+        self, key: str, retry_after: float | None, probe: str | None = None
+    ) -> Bench | None:
+        """See `HealthStore.record_failure`."""
+        return self._record_failure(key, retry_after, probe)
+
+    async def record_success(self, key: str, probe: str | None = None) -> None:
+        """See `HealthStore.record_success`. Any success resets the key, probe included."""
+        self._states.pop(key, None)
+
+    async def release_probe(self, key: str, probe: str) -> None:
+        """See `HealthStore.release_probe`."""
+        self._release(key, probe)
+
+    async def renew_probe(self, key: str, probe: str) -> bool:
+        """See `HealthStore.renew_probe`."""
+        state = self._states.get(key)
+        now = self._clock.now()
+        if state is None or state.probe != probe or now >= state.lease:
+            return False
+        state.lease = now + self._config.probe_lease
+        return True
+
+    async def snapshot(self) -> Mapping[str, tuple[int, int, float | None, bool]]:
+        """See `HealthStore.snapshot`."""
+        now = self._clock.now()
+        return {
+            key: (state.failures, state.benchings, state.until, self._probing(state, now))
+            for key, state in self._states.items()
+        }
+
+    # The operations themselves, synchronous (so atomic on the loop). Only this module
+    # calls them: the tracker skips the coroutine for its own in-process store.
+
+    def _admit(self, key: str) -> Admission:
         state = self._states.get(key)
         if state is None or state.until is None:
             return ADMITTED
         until = state.until
-        if self._clock.now() < until:
+        now = self._clock.now()
+        if now < until:
             refusal = state.refusal
             if refusal is None or refusal.until != until:
                 refusal = state.refusal = Admission(False, until=until)
             return refusal
-        return None
-
-    def is_clear(self, key: str) -> bool:
-        """Whether `key` has no recorded state (a success would change nothing)."""
-        return key not in self._states
-
-    async def admit(self, key: str) -> Admission:
-        """See `HealthStore.admit`."""
-        admission = self.admit_now(key)
-        if admission is not None:
-            return admission
-        state = self._states[key]  # half-open: `admit_now` saw the entry
-        if state.probing:
+        if self._probing(state, now):
             return _PROBE_IN_FLIGHT
-        state.probing = True
-        return _PROBE
+        # Half-open, and no live probe (none yet, or its holder went silent past the lease).
+        token = state.probe = new_probe_token()
+        state.lease = now + self._config.probe_lease
+        return Admission(True, probe=token)
 
-    async def record_failure(self, key: str, retry_after: float | None) -> float | None:
-        """See `HealthStore.record_failure`."""
+    def _record_failure(
+        self, key: str, retry_after: float | None, probe: str | None
+    ) -> Bench | None:
         config = self._config
         hint = min(retry_after, config.max_retry_after) if retry_after else 0.0
         now = self._clock.now()
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = _KeyState()
+        state.failures += 1
         if state.until is not None and now < state.until:
             # Benched already: a late failure of a call admitted before the bench.
             # It may extend the cooldown with its hint, never escalate it.
-            state.failures += 1
             state.until = max(state.until, now + hint)
-            return state.until
-        state.failures += 1
-        if not (state.probing or state.failures >= config.failure_threshold):
+            return Bench(state.until, new=False)
+        holder = self._probing(state, now)
+        if holder and probe != state.probe:
+            # Someone else's probe is out: this late failure counts, but only the
+            # probe's own verdict ends it.
+            return None
+        if not (holder or state.failures >= config.failure_threshold):
             return None
         state.benchings += 1
-        state.probing = False
+        state.probe = None
         state.until = now + max(config.cooldown(state.benchings), hint)
-        return state.until
+        return Bench(state.until, new=True)
 
-    async def record_success(self, key: str) -> None:
-        """See `HealthStore.record_success`."""
-        self._states.pop(key, None)
-
-    async def release_probe(self, key: str) -> None:
-        """See `HealthStore.release_probe`."""
+    def _release(self, key: str, probe: str) -> None:
         state = self._states.get(key)
-        if state is not None:
-            state.probing = False
+        if state is not None and state.probe == probe:
+            state.probe = None
 
-    async def snapshot(self) -> Mapping[str, tuple[int, int, float | None, bool]]:
-        """See `HealthStore.snapshot`."""
-        return {
-            key: (state.failures, state.benchings, state.until, state.probing)
-            for key, state in self._states.items()
-        }
+    @staticmethod
+    def _probing(state: _KeyState, now: float) -> bool:
+        return state.probe is not None and now < state.lease
 
 
 @final
 class HealthTracker:
     """Tracks which targets are benched. Shared by every chain of a `Registry`.
 
+    Every method is a coroutine, so that the store behind it may be shared (Redis).
+    With the default in-process store none of them suspends: each runs whole on the
+    event loop and needs no lock. The one operation that may span an `await` on a shared
+    store without a caller to await it, giving back the probe of a stream that was
+    garbage-collected unclosed (`abandon_probe`), runs as a background task; the shared
+    store guards its own fallback and reconnection with an `anyio.Lock`.
+
     Args:
-        config: thresholds and cooldowns.
+        config: thresholds, cooldowns and the probe lease.
         clock: time source; inject a `ManualClock` to step through cooldowns in tests.
         store: where the state lives; defaults to an `InMemoryHealthStore`.
     """
@@ -269,28 +347,77 @@ class HealthTracker:
         self._same_timeline = (
             isinstance(self.store, InMemoryHealthStore) and self.store._clock is self.clock
         )
-        # The in-process store, when it is ours: its sync fast paths skip an await.
+        # The in-process store, when it is ours: its operations are called without the
+        # coroutine wrapper (the hot path of every call admits and reports here).
         self._local = self.store if isinstance(self.store, InMemoryHealthStore) else None
+        self._handovers: set[asyncio.Task[None]] = set()
 
     async def admit(self, key: str) -> Admission:
-        """Gate one attempt on `key` (the chain's entry point; may grant the probe)."""
+        """Gate one attempt on `key`; may hand out the probe token (see `Admission`)."""
+        local = self._local
+        if local is not None:
+            return local._admit(key)
         return await self.store.admit(key)
 
-    def admit_now(self, key: str) -> Admission | None:
-        """`admit(key)` answered without awaiting, or None when only `admit` can say.
+    def is_clear(self, key: str, probe: str | None = None) -> bool:
+        """True when `report_success(key, probe=probe)` would change nothing: no probe
+        to end, and `key` is known to have no recorded state (False when only a shared
+        store could tell)."""
+        local = self._local
+        return probe is None and local is not None and key not in local._states
 
-        The in-process store answers every key but a half-open one this way: the
-        healthy path of a call then costs no coroutine and no lock. Shared stores
-        always need `admit`.
+    async def report_failure(
+        self, key: str, *, retry_after: float | None = None, probe: str | None = None
+    ) -> Bench | None:
+        """Count a transient failure of `key`; the bench when `key` is (now) benched.
+
+        `retry_after` (seconds, from the provider) can lengthen a cooldown, never shorten
+        it. `probe`: the caller's probe token, if it holds one.
         """
         local = self._local
-        return local.admit_now(key) if local is not None else None
+        if local is not None:
+            return local._record_failure(key, retry_after, probe)
+        return await self.store.record_failure(key, retry_after, probe)
 
-    def is_clear(self, key: str) -> bool:
-        """True when `key` is known to have no recorded state, so `report_success(key)`
-        would change nothing (False when only the store could tell)."""
+    async def report_success(self, key: str, *, probe: str | None = None) -> None:
+        """`key` answered: forget its failures and cooldowns."""
         local = self._local
-        return local is not None and local.is_clear(key)
+        if local is not None:
+            local._states.pop(key, None)
+            return
+        await self.store.record_success(key, probe)
+
+    async def release_probe(self, key: str, probe: str) -> None:
+        """Give back the probe `probe` without a verdict (the probe was cancelled, say)."""
+        await self.store.release_probe(key, probe)
+
+    async def renew_probe(self, key: str, probe: str) -> bool:
+        """Extend the lease of `probe` (a stream being read); False if it is not held."""
+        return await self.store.renew_probe(key, probe)
+
+    def abandon_probe(self, key: str, probe: str) -> None:
+        """Give back `probe` from code that cannot await (a garbage-collected stream).
+
+        The in-process store releases it at once. A shared store's release runs as a
+        task on the running loop; with no loop running, the probe's lease expires it.
+        """
+        local = self._local
+        if local is not None:
+            local._release(key, probe)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._hand_over(key, probe))
+        self._handovers.add(task)
+        task.add_done_callback(self._handovers.discard)
+
+    async def _hand_over(self, key: str, probe: str) -> None:
+        try:
+            await self.store.release_probe(key, probe)
+        except Exception:  # the lease expires it anyway
+            logger.debug("giving back the probe of %s failed", key, exc_info=True)
 
     async def available(self, key: str) -> bool:
         """Whether an attempt on `key` would be admitted now. Takes no probe slot."""
@@ -307,21 +434,6 @@ class HealthTracker:
         if entry is None or entry[2] is None or self.store.now() >= entry[2]:
             return None
         return self.wall(entry[2])
-
-    async def report_failure(self, key: str, *, retry_after: float | None = None) -> bool:
-        """Count a transient failure of `key`. Returns True when `key` is (now) benched.
-
-        `retry_after` (seconds, from the provider) can lengthen a cooldown, never shorten it.
-        """
-        return await self.store.record_failure(key, retry_after) is not None
-
-    async def report_success(self, key: str) -> None:
-        """`key` answered: forget its failures and cooldowns."""
-        await self.store.record_success(key)
-
-    async def release_probe(self, key: str) -> None:
-        """Give back a probe slot without a verdict (the probe was cancelled, say)."""
-        await self.store.release_probe(key)
 
     async def snapshot(self) -> dict[str, TargetHealth]:
         """Every target with recorded state (healthy targets are absent)."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final, final
 
 import attrs
 
-from ._exceptions import ChainExhaustedError, ErrorClass, ProviderError
+from ._exceptions import ChainExhaustedError
 from ._request import Request
 from ._response import Usage
 
@@ -96,80 +96,18 @@ class Hooks:
 class HookSet:
     """Registered hooks, called in order; a failing hook is logged and skipped."""
 
-    __slots__ = ("_hooks",)
+    __slots__ = ("hooks",)
 
     def __init__(self, hooks: Iterable[Hooks]) -> None:
-        self._hooks = tuple(hooks)
+        self.hooks = tuple(hooks)
+        """The hooks, in call order (a plain attribute: the chain reads it per call)."""
 
     def __bool__(self) -> bool:
-        return bool(self._hooks)
-
-    @property
-    def hooks(self) -> tuple[Hooks, ...]:
-        """The hooks, in call order."""
-        return self._hooks
+        return bool(self.hooks)
 
     def emit(self, method: str, *args: Any, **kwargs: Any) -> None:
-        for hook in self._hooks:
+        for hook in self.hooks:
             try:
                 getattr(hook, method)(*args, **kwargs)
             except Exception:
                 logger.exception("majordomo hook %s.%s failed", type(hook).__name__, method)
-
-
-def log_failed_attempt(
-    key: str, attempt: int, error: Exception, error_class: ErrorClass, elapsed: float
-) -> None:
-    """One INFO record per failed attempt (no cost when INFO is off)."""
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    logger.info(
-        "%s attempt %d failed after %.3f s (%s): %s: %s",
-        key,
-        attempt,
-        elapsed,
-        error_class.value,
-        type(error).__name__,
-        error,
-        extra=_fields(key, attempt, error, error_class, elapsed),
-    )
-
-
-def log_benched(key: str, until: datetime | None, error: Exception) -> None:
-    """One WARNING record when a target is benched."""
-    if not logger.isEnabledFor(logging.WARNING):
-        return
-    # No end time: the cooldown was over before it could be read (a very short one).
-    when = f"until {until.strftime('%H:%M:%S.%f')[:-3]}" if until else "briefly"
-    logger.warning(
-        "%s benched %s after %s",
-        key,
-        when,
-        type(error).__name__,
-        extra={**_fields(key, None, error, None, None), "majordomo_until": until},
-    )
-
-
-def log_recovered(key: str) -> None:
-    """One INFO record when a benched target answers its probe."""
-    if logger.isEnabledFor(logging.INFO):
-        logger.info("%s recovered", key, extra={"majordomo_target": key})
-
-
-def _fields(
-    key: str,
-    attempt: int | None,
-    error: Exception,
-    error_class: ErrorClass | None,
-    elapsed: float | None,
-) -> Mapping[str, Any]:
-    provider_error = error if isinstance(error, ProviderError) else None
-    return {
-        "majordomo_target": key,
-        "majordomo_attempt": attempt,
-        "majordomo_error": type(error).__name__,
-        "majordomo_error_class": error_class.value if error_class else None,
-        "majordomo_status": provider_error.status if provider_error else None,
-        "majordomo_retry_after": provider_error.retry_after if provider_error else None,
-        "majordomo_elapsed": elapsed,
-    }

@@ -3,7 +3,8 @@
 Data model, under a configurable prefix (default "majordomo:health:"):
 
 - `{prefix}t:{target}`: a hash per target with state: `f` consecutive failures, `b`
-  benchings, `u` end of the cooldown, `p` end of the probe lease, `o` its holder.
+  benchings, `u` end of the cooldown, `p` end of the half-open probe's lease, `o` the
+  probe's token (`{store id}:{n}`: unique across the fleet; only its holder ends the probe).
 - `{prefix}index`: a sorted set of the targets with state, scored by when their hash
   expires, so a replica can read the whole state in one round trip.
 - `{prefix}gen`: a generation number bumped by every change, so an idle refresh costs
@@ -17,18 +18,20 @@ The hot path does not wait for Redis: each replica keeps a local view of the fle
 state, refreshed in the background every `refresh_interval`, and updated at once by the
 answers to its own scripts. A healthy (or only failing) target is admitted from the view
 with no await at all, and a benched one is refused from it; only taking the half-open
-probe slot (a lease with an expiry, so a crashed prober does not block probes forever),
-recording failures, and resetting a target that has state go to Redis.
+probe (a token with a lease, so a crashed prober does not block probes forever), renewing
+or giving it back, recording failures, and resetting a target that has state go to Redis.
 
 If Redis is unreachable or slow, every operation gives up after `timeout` and the store
 switches to an `InMemoryHealthStore` seeded with the last view, logs one warning, and
 reconnects in the background with exponential backoff; what it learned meanwhile is
-written back (where Redis has nothing newer) when Redis answers again.
+written back (where Redis has nothing newer) when Redis answers again. The write-back
+holds a lock that changes to the fallback wait for, so none is lost (`RedisHealthStore`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 import uuid
@@ -39,9 +42,10 @@ from typing import TYPE_CHECKING, Any, Final, final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
+import attrs
 
 from ._exceptions import ConfigurationError
-from ._health import Admission, HealthConfig, InMemoryHealthStore, _KeyState
+from ._health import Admission, Bench, HealthConfig, InMemoryHealthStore, _KeyState
 from ._hooks import logger
 
 if TYPE_CHECKING:
@@ -51,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisHealthStore", "store_from_url"]
 
 _ADMITTED: Final = Admission(True)
-_PROBE: Final = Admission(True, probe=True)
 _PROBE_IN_FLIGHT: Final = Admission(False)
 
 # Options a store URL may carry in its query (the rest goes to redis-py).
@@ -78,7 +81,8 @@ end
 """
 
 # Scripts on one target. KEYS: state hash, index, generation. ARGV[1]: target,
-# ARGV[2]: key_ttl in seconds; the rest is per script.
+# ARGV[2]: key_ttl in seconds; the rest is per script. Every answer is
+# {tag, generation, now, f, b, u, p, o}.
 _TARGET = (
     _TIME
     + """
@@ -102,13 +106,15 @@ local function keep(until_)
   end
 end
 local function reply(tag, gen)
-  local s = redis.call('HMGET', KEYS[1], 'f', 'b', 'u', 'p')
-  return {tag, gen or generation(), fmt(now), s[1] or '', s[2] or '', s[3] or '', s[4] or ''}
+  local s = redis.call('HMGET', KEYS[1], 'f', 'b', 'u', 'p', 'o')
+  return {tag, gen or generation(), fmt(now),
+          s[1] or '', s[2] or '', s[3] or '', s[4] or '', s[5] or ''}
 end
 """
 )
 
-# ARGV[3]: probe lease in seconds, ARGV[4]: this store's id.
+# ARGV[3]: probe lease in seconds, ARGV[4]: the token the probe gets if this caller takes it.
+# The same rules as InMemoryHealthStore._admit.
 _ADMIT = (
     _TARGET
     + """
@@ -124,24 +130,34 @@ return reply('probe', bump())
 """
 )
 
-# ARGV[3]: retry-after hint (clamped), ARGV[4..7]: threshold, base cooldown, factor, cap.
-# The same rules as InMemoryHealthStore.record_failure, and the same arithmetic as
+# ARGV[3]: retry-after hint (clamped), ARGV[4..7]: threshold, base cooldown, factor, cap,
+# ARGV[8]: the caller's probe token ('' for none).
+# The same rules as InMemoryHealthStore._record_failure, and the same arithmetic as
 # HealthConfig.cooldown (pow, then the cap), so both stores compute identical deadlines.
+# Tags: 'benched' (this failure benched the target), 'extended' (benched already),
+# 'counted' (not benched).
 _FAIL = (
     _TARGET
     + """
-local s = redis.call('HMGET', KEYS[1], 'f', 'b', 'u', 'p')
+local s = redis.call('HMGET', KEYS[1], 'f', 'b', 'u', 'p', 'o')
 local f = (tonumber(s[1]) or 0) + 1
 local b = tonumber(s[2]) or 0
 local u = tonumber(s[3])
 local p = tonumber(s[4])
 local hint = tonumber(ARGV[3])
-local tag = 'benched'
+local live = p ~= nil and now < p
+local tag
 if u and now < u then
   -- Benched already: a late failure may extend the cooldown, never escalate it.
+  tag = 'extended'
   u = math.max(u, now + hint)
   redis.call('HSET', KEYS[1], 'f', f, 'u', fmt(u))
-elseif (p and now < p) or f >= tonumber(ARGV[4]) then
+elseif live and s[5] ~= ARGV[8] then
+  -- Someone else's probe is out: this failure counts, but only the probe ends it.
+  tag = 'counted'
+  redis.call('HSET', KEYS[1], 'f', f)
+elseif live or f >= tonumber(ARGV[4]) then
+  tag = 'benched'
   b = b + 1
   local factor, cap = tonumber(ARGV[6]), tonumber(ARGV[7])
   local cooldown = cap
@@ -160,6 +176,7 @@ return reply(tag, bump())
 """
 )
 
+# Any success resets the target, its probe included.
 _SUCCESS = (
     _TARGET
     + """
@@ -170,7 +187,7 @@ return reply('ok', gen)
 """
 )
 
-# ARGV[3]: this store's id: only the lease's holder gives it back.
+# ARGV[3]: the caller's probe token: only the probe's holder gives it back.
 _RELEASE = (
     _TARGET
     + """
@@ -184,8 +201,23 @@ return reply('ok', gen)
 """
 )
 
+# ARGV[3]: probe lease in seconds, ARGV[4]: the caller's probe token. Only the holder of a
+# live lease extends it ('renewed'); anyone else learns it has lost the probe ('lost').
+_RENEW = (
+    _TARGET
+    + """
+local s = redis.call('HMGET', KEYS[1], 'p', 'o')
+local p = tonumber(s[1])
+if s[2] ~= ARGV[4] or not p or now >= p then return reply('lost') end
+redis.call('HSET', KEYS[1], 'p', fmt(now + tonumber(ARGV[3])))
+keep(nil)
+return reply('renewed', bump())
+"""
+)
+
 # Write back what a replica learned while Redis was away, unless Redis knows better.
-# ARGV[3..5]: failures, benchings, seconds left of the cooldown ('' if not benched).
+# ARGV[3..5]: failures, benchings, seconds left of the cooldown ('' if not benched);
+# ARGV[6..7]: seconds left of a live probe's lease ('' if none), and its token.
 _SEED = (
     _TARGET
     + """
@@ -195,6 +227,8 @@ local u = nil
 if left then u = now + left end
 redis.call('HSET', KEYS[1], 'f', ARGV[3], 'b', ARGV[4])
 if u then redis.call('HSET', KEYS[1], 'u', fmt(u)) end
+local lease = tonumber(ARGV[6])
+if lease then redis.call('HSET', KEYS[1], 'p', fmt(now + lease), 'o', ARGV[7]) end
 keep(u)
 return reply('seeded', bump())
 """
@@ -210,13 +244,10 @@ local out = {fmt(now), gen}
 if gen == ARGV[1] then return out end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
 for _, target in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local s = redis.call('HMGET', ARGV[2] .. target, 'f', 'b', 'u', 'p')
+  local s = redis.call('HMGET', ARGV[2] .. target, 'f', 'b', 'u', 'p', 'o')
   if s[1] then
     table.insert(out, target)
-    table.insert(out, s[1])
-    table.insert(out, s[2] or '')
-    table.insert(out, s[3] or '')
-    table.insert(out, s[4] or '')
+    for i = 1, 5 do table.insert(out, s[i] or '') end
   end
 end
 return out
@@ -228,6 +259,7 @@ _SCRIPTS: Final = {
     "fail": _FAIL,
     "success": _SUCCESS,
     "release": _RELEASE,
+    "renew": _RENEW,
     "seed": _SEED,
     "refresh": _REFRESH,
 }
@@ -278,24 +310,40 @@ class _ServerClock:
 class _Seen:
     """One target as this replica last saw it in Redis, and the generation it saw it at."""
 
-    __slots__ = ("benchings", "failures", "gen", "healthy", "lease", "until")
+    __slots__ = ("benchings", "failures", "gen", "healthy", "lease", "probe", "until")
 
     def __init__(
-        self, failures: int, benchings: int, until: float | None, lease: float | None, gen: int
+        self,
+        failures: int,
+        benchings: int,
+        until: float | None,
+        lease: float | None,
+        probe: str | None,
+        gen: int,
     ) -> None:
         self.failures = failures
         self.benchings = benchings
         self.until = until
         self.lease = lease
+        """End of the half-open probe's lease (None: no probe out)."""
+        self.probe = probe
+        """The probe's token (its holder may be another replica)."""
         self.gen = gen
         # No state: a target reset by a success (kept so an older refresh cannot revive it).
         self.healthy = failures == 0 and until is None and lease is None
 
     @classmethod
     def parse(cls, fields: Sequence[str], gen: int) -> _Seen:
-        """From the four fields f, b, u, p of a script's answer."""
-        failures, benchings, until, lease = fields
-        return cls(int(failures or 0), int(benchings or 0), _float(until), _float(lease), gen)
+        """From the five fields f, b, u, p, o of a script's answer."""
+        failures, benchings, until, lease, probe = fields
+        return cls(
+            int(failures or 0),
+            int(benchings or 0),
+            _float(until),
+            _float(lease),
+            probe or None,
+            gen,
+        )
 
 
 def _float(text: str) -> float | None:
@@ -361,23 +409,45 @@ class RedisHealthStore:
     """Health state shared by every replica of a service through Redis.
 
     A drop-in `HealthStore` with the semantics of `InMemoryHealthStore` (threshold,
-    exponential capped cooldowns, `retry_after` that lengthens them, one half-open probe at
-    a time, now fleet-wide), with every update an atomic Lua script and every deadline on
-    the Redis server's clock.
+    exponential capped cooldowns, `retry_after` that lengthens them, one owned half-open
+    probe at a time with a lease, now fleet-wide), with every update an atomic Lua script
+    and every deadline on the Redis server's clock. Probe tokens are `{store id}:{n}`, so
+    a token names one probe across the whole fleet: only its holder reports, renews or
+    gives back the probe, wherever it runs.
 
     Staleness bound: admitting and resetting a healthy target costs no round trip: the
     answer comes from a local view of the fleet's state that a background task refreshes
     every `refresh_interval`. What another replica changed is therefore seen within
     `refresh_interval + timeout` (0.75 s by default); what this replica changed is seen
-    at once. Taking the probe slot always asks Redis, so there is exactly one probe per
-    expired cooldown across the fleet, whatever the view says.
+    at once. Taking the probe always asks Redis, so there is exactly one probe per
+    expired cooldown (or expired lease) across the fleet, whatever the view says.
 
     The first `admit` of a new store waits for the view's first read (one round trip,
     at most `timeout`), so a replica started during an outage knows what the fleet knows.
 
     If Redis does not answer within `timeout`, the store carries on in process (seeded
-    from its last view), logs one warning, and reconnects in the background; calls never
-    fail or stall because of Redis.
+    from its last view, probes and their leases included), logs one warning, and
+    reconnects in the background; calls never fail or stall because of Redis.
+
+    Locking. Reading and updating the local view or the in-process fallback never awaits
+    in between, so each such step is atomic on the event loop and takes no lock: the hot
+    path (admitting or refusing from the view, or from the fallback while Redis is away)
+    is lock-free and await-free. Changes in Redis are atomic Lua scripts. What spans an
+    `await` holds one `anyio.Lock(fast_acquire=True)` (uncontended, it does not even
+    yield to the event loop):
+
+    - The reconnection's write-back. It copies the fallback into Redis key by key,
+      refreshes the view, and only then drops the fallback; holding the lock across those
+      awaits, it drops exactly the state it wrote back.
+    - Every change recorded in the fallback: a failure, a success, a probe taken, renewed
+      or given back, by a call made while Redis is away or by one whose Redis call has
+      just failed (the switch to the fallback itself is made synchronously, in the failed
+      call's `except`). During a write-back such a change waits for it and then goes to
+      Redis if Redis is back, instead of landing in a fallback about to be dropped: a
+      bench recorded during a reconnection is never lost.
+
+    A degraded `admit` takes the lock only to hand out the probe during a write-back, and
+    a success for a target the fallback has no state for (nothing to change) takes none.
 
     Use it from one event loop, and close it with `aclose()` (or `async with`). A
     `Registry` built with `MAJORDOMO_HEALTH_STORE=redis://...` in its environment creates
@@ -402,8 +472,9 @@ class RedisHealthStore:
         timeout: seconds any one Redis operation may take before the in-process fallback
             answers instead.
         refresh_interval: seconds between background refreshes of the local view.
-        probe_lease: seconds a probe slot is held at most: a prober that crashes
-            without a verdict blocks the next probe for this long, no longer.
+        probe_lease: seconds a probe is held at most without news (`renew_probe` extends
+            it): a prober that crashes without a verdict blocks the next probe for this
+            long, no longer. Defaults to `config.probe_lease`.
         reconnect_delay: seconds before the first reconnection attempt; it doubles up to
             `max_reconnect_delay` while Redis stays away.
         max_connections: the connection pool's size (a URL only).
@@ -443,7 +514,7 @@ class RedisHealthStore:
         self._key_ttl: float = option("key_ttl", key_ttl, 3600.0)
         self._timeout: float = option("timeout", timeout, 0.25)
         self._refresh_interval: float = option("refresh_interval", refresh_interval, 0.5)
-        self._lease: float = option("probe_lease", probe_lease, 60.0)
+        self._lease: float = option("probe_lease", probe_lease, self._config.probe_lease)
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max(max_reconnect_delay, reconnect_delay)
         self._max_connections = max_connections
@@ -456,6 +527,7 @@ class RedisHealthStore:
             ) from None
 
         self._owner = uuid.uuid4().hex
+        self._tokens = itertools.count(1)
         self._clock = _ServerClock()
         self._index = f"{self._prefix}index"
         self._generation = f"{self._prefix}gen"
@@ -465,6 +537,10 @@ class RedisHealthStore:
         self._view_gen = ""
         """The generation of the last full refresh ('' before the first)."""
         self._fallback: InMemoryHealthStore | None = None
+        self._lock = anyio.Lock(fast_acquire=True)
+        """Held by the write-back of the fallback and by every change to the fallback (see
+        the class docstring). Made here even outside an event loop: anyio then binds it to
+        the running loop on first use."""
         self._poller: asyncio.Task[None] | None = None
         self._loaded: anyio.Event | None = None
         """Set once the background task has read the state for the first time."""
@@ -502,6 +578,11 @@ class RedisHealthStore:
         return self._refresh_interval
 
     @property
+    def probe_lease(self) -> float:
+        """Seconds a half-open probe is held at most without news."""
+        return self._lease
+
+    @property
     def staleness_bound(self) -> float:
         """Seconds within which this replica sees another replica's change."""
         return self._refresh_interval + self._timeout
@@ -521,7 +602,18 @@ class RedisHealthStore:
             await self._first_view()
         fallback = self._fallback
         if fallback is not None:
-            return await fallback.admit(key)
+            if not self._lock.locked():
+                return self._admit_locally(fallback, key)  # whole: no await
+            # A write-back is in progress: it must find the fallback as it left it, so a
+            # probe is taken only once it is over (from Redis, if Redis is back).
+            state = fallback._states.get(key)
+            held = (state.probe, state.lease) if state is not None else None
+            admission = fallback._admit(key)
+            if admission.probe is None:
+                return admission
+            assert state is not None and held is not None
+            state.probe, state.lease = held
+            return await self._take_probe(key)
         seen = self._view.get(key)
         if seen is None or seen.until is None:
             return _ADMITTED
@@ -529,63 +621,106 @@ class RedisHealthStore:
         if now < seen.until:
             self._decided_at = now
             return Admission(False, until=seen.until)
-        if seen.lease is not None and now < seen.lease:
+        if _probing(seen, now):
             self._decided_at = now
             return _PROBE_IN_FLIGHT
-        reply = await self._run("admit", key, self._lease, self._owner)
-        if reply is None:
-            return await self._degraded_store().admit(key)
-        tag = reply[0]
-        if tag == "probe":
-            return _PROBE
-        if tag == "busy":
-            return _PROBE_IN_FLIGHT
-        if tag == "refused":
-            return Admission(False, until=_float(reply[5]))
-        return _ADMITTED
+        return await self._take_probe(key)
 
-    async def record_failure(self, key: str, retry_after: float | None) -> float | None:
+    async def _take_probe(self, key: str) -> Admission:
+        """`admit` of a half-open target: the one caller to take the probe gets a token."""
+        while True:
+            if self._fallback is None:
+                token = self._new_token()
+                reply = await self._run("admit", key, self._lease, token)
+                if reply is not None:
+                    tag = reply[0]
+                    if tag == "probe":
+                        return Admission(True, probe=token)
+                    if tag == "busy":
+                        return _PROBE_IN_FLIGHT
+                    if tag == "refused":
+                        return Admission(False, until=_float(reply[5]))
+                    return _ADMITTED
+            async with self._lock:
+                fallback = self._fallback
+                if fallback is not None:
+                    return self._admit_locally(fallback, key)
+            # Redis answered again while this waited for the write-back: ask it.
+
+    async def record_failure(
+        self, key: str, retry_after: float | None, probe: str | None = None
+    ) -> Bench | None:
         """See `HealthStore.record_failure`. Always counted in Redis, for the whole fleet."""
         if not self._ready:
             await self._first_view()
-        fallback = self._fallback
-        if fallback is not None:
-            return await fallback.record_failure(key, retry_after)
         config = self._config
         hint = min(retry_after, config.max_retry_after) if retry_after else 0.0
-        reply = await self._run(
-            "fail",
-            key,
-            repr(hint),
-            config.failure_threshold,
-            repr(config.base_cooldown),
-            repr(config.cooldown_factor),
-            repr(config.max_cooldown),
-        )
-        if reply is None:
-            return await self._degraded_store().record_failure(key, retry_after)
-        return _float(reply[5]) if reply[0] == "benched" else None
+        while True:
+            if self._fallback is None:
+                reply = await self._run(
+                    "fail",
+                    key,
+                    repr(hint),
+                    config.failure_threshold,
+                    repr(config.base_cooldown),
+                    repr(config.cooldown_factor),
+                    repr(config.max_cooldown),
+                    probe or "",
+                )
+                if reply is not None:
+                    tag = reply[0]
+                    if tag == "counted":
+                        return None
+                    return Bench(float(reply[5]), new=tag == "benched")
+            async with self._lock:
+                fallback = self._fallback
+                if fallback is not None:
+                    return fallback._record_failure(key, retry_after, probe)
+            # Redis answered again while this waited for the write-back: count it there.
 
-    async def record_success(self, key: str) -> None:
-        """See `HealthStore.record_success`. Free for a target with no state in the view."""
-        fallback = self._fallback
-        if fallback is not None:
-            await fallback.record_success(key)
-            return
-        seen = self._view.get(key)
-        if seen is None or seen.healthy:
-            return
-        if await self._run("success", key) is None:
-            await self._degraded_store().record_success(key)
+    async def record_success(self, key: str, probe: str | None = None) -> None:
+        """See `HealthStore.record_success`. Free for a target with no state in the view.
 
-    async def release_probe(self, key: str) -> None:
-        """See `HealthStore.release_probe`. Only the lease's holder can give it back."""
-        fallback = self._fallback
-        if fallback is not None:
-            await fallback.release_probe(key)
-            return
-        if await self._run("release", key, self._owner) is None:
-            await self._degraded_store().release_probe(key)
+        Any success resets the target, its probe included (whoever holds it).
+        """
+        while True:
+            fallback = self._fallback
+            if fallback is None:
+                seen = self._view.get(key)
+                if seen is None or seen.healthy:
+                    return
+                if await self._run("success", key) is not None:
+                    return
+            elif key not in fallback._states:
+                return  # nothing to forget
+            async with self._lock:
+                fallback = self._fallback
+                if fallback is not None:
+                    fallback._states.pop(key, None)
+                    return
+
+    async def release_probe(self, key: str, probe: str) -> None:
+        """See `HealthStore.release_probe`. Only the probe's holder can give it back."""
+        while True:
+            if self._fallback is None and await self._run("release", key, probe) is not None:
+                return
+            async with self._lock:
+                fallback = self._fallback
+                if fallback is not None:
+                    fallback._release(key, probe)
+                    return
+
+    async def renew_probe(self, key: str, probe: str) -> bool:
+        """See `HealthStore.renew_probe`. Extends the lease by `probe_lease` from now."""
+        while True:
+            if self._fallback is None:
+                reply = await self._run("renew", key, self._lease, probe)
+                if reply is not None:
+                    return reply[0] == "renewed"
+            async with self._lock:
+                fallback = self._fallback
+                if fallback is not None:
+                    return await fallback.renew_probe(key, probe)  # never suspends
 
     async def snapshot(self) -> Mapping[str, tuple[int, int, float | None, bool]]:
         """See `HealthStore.snapshot`. Reads the whole state from Redis (one round trip)."""
@@ -723,16 +858,16 @@ class RedisHealthStore:
     # ----------------------------------------------------------------- the local view
 
     def _see(self, key: str, reply: list[str]) -> None:
-        """Fold one script's answer (tag, gen, now, f, b, u, p) into the view."""
+        """Fold one script's answer (tag, gen, now, f, b, u, p, o) into the view."""
         gen = int(reply[1])
         self._decided_at = float(reply[2])
         current = self._view.get(key)
         # An answer can arrive after a refresh that already saw a later state.
         if current is None or current.gen <= gen:
-            self._view[key] = _Seen.parse(reply[3:7], gen)
+            self._view[key] = _Seen.parse(reply[3:8], gen)
 
     def _see_all(self, reply: list[str]) -> None:
-        """Fold a refresh's answer (now, gen, then target, f, b, u, p per target) in.
+        """Fold a refresh's answer (now, gen, then target, f, b, u, p, o per target) in.
 
         A script's answer that arrives after a refresh may be newer than it (a higher
         generation): such entries are kept. Generation 0 means the state is gone (expired
@@ -748,8 +883,8 @@ class RedisHealthStore:
                 del view[key]
             return
         fresh = {
-            reply[index]: _Seen.parse(reply[index + 1 : index + 5], gen)
-            for index in range(2, len(reply), 5)
+            reply[index]: _Seen.parse(reply[index + 1 : index + 6], gen)
+            for index in range(2, len(reply), 6)
         }
         fresh.update({key: seen for key, seen in view.items() if seen.gen > gen})
         self._view = fresh
@@ -757,21 +892,36 @@ class RedisHealthStore:
 
     # ----------------------------------------------------------------- fallback
 
+    def _new_token(self) -> str:
+        """A probe token no other store of the fleet hands out."""
+        return f"{self._owner}:{next(self._tokens)}"
+
+    def _admit_locally(self, fallback: InMemoryHealthStore, key: str) -> Admission:
+        """`admit` on the fallback, whole (no await), with a probe token of this store's."""
+        admission = fallback._admit(key)
+        if admission.probe is None:
+            return admission
+        # Named like the tokens Redis hands out, so it stays unique when written back.
+        token = fallback._states[key].probe = self._new_token()
+        return Admission(True, probe=token)
+
     def _degraded_store(self) -> InMemoryHealthStore:
         """The in-process store, created from the last view when Redis goes away."""
         fallback = self._fallback
         if fallback is None:
-            fallback = self._fallback = InMemoryHealthStore(self._config, self._clock)
-            # Seeded with what the fleet knew, so benched targets stay benched.
+            config = attrs.evolve(self._config, probe_lease=self._lease)
+            fallback = self._fallback = InMemoryHealthStore(config, self._clock)
+            # Seeded with what the fleet knew, so benched targets stay benched and a probe
+            # out stays out (its holder can still report it) until its lease ends.
             for key, seen in self._view.items():
                 if seen.healthy:
                     continue
                 state = fallback._states[key] = _KeyState()
-                state.failures, state.benchings, state.until = (
-                    seen.failures,
-                    seen.benchings,
-                    seen.until,
-                )
+                state.failures = seen.failures
+                state.benchings = seen.benchings
+                state.until = seen.until
+                if seen.probe is not None and seen.lease is not None:
+                    state.probe, state.lease = seen.probe, seen.lease
         return fallback
 
     def _degrade(self, error: BaseException) -> None:
@@ -787,36 +937,49 @@ class RedisHealthStore:
         )
 
     async def _reconnect(self) -> bool:
-        """Try Redis again; on success write back what was learned and leave the fallback."""
+        """Try Redis again; on success write back what was learned and leave the fallback.
+
+        The write-back holds the lock (see the class docstring): a change to the fallback
+        made meanwhile waits for it, then goes to Redis, so it is not dropped with the
+        fallback.
+        """
         fallback = self._fallback
         if fallback is None:
             return True
-        now = self._clock.now()
-        learned = [
-            (
-                key,
-                state.failures,
-                state.benchings,
-                "" if state.until is None else repr(max(state.until - now, 0.0)),
-            )
-            for key, state in fallback._states.items()
-        ]
         try:
             if self._client is not None and self._owns_client:
                 # Connections from before the outage may be dead without knowing it yet:
                 # start afresh rather than fail again on each of them.
                 await self._client.connection_pool.disconnect()
-            await self._call_refresh("")  # is it back?
-            for key, failures, benchings, left in learned:
-                keys = [f"{self._prefix}t:{key}", self._index, self._generation]
-                args = (key, repr(self._key_ttl), failures, benchings, left)
-                await self._call("seed", keys, args)
-            reply = await self._call_refresh("")
+            await self._call_refresh("")  # is it back? (changes to the fallback go on)
         except self._errors:
             return False
-        self._fallback = None
-        self._view = {}
-        self._see_all(reply)
+        async with self._lock:
+            # Still the same fallback: only this method (run by the poller alone) drops it.
+            try:
+                # And it does not change while the lock is held.
+                for key, state in list(fallback._states.items()):
+                    now = self._clock.now()
+                    left = "" if state.until is None else repr(max(state.until - now, 0.0))
+                    probing = state.probe is not None and now < state.lease
+                    lease = repr(state.lease - now) if probing else ""
+                    keys = [f"{self._prefix}t:{key}", self._index, self._generation]
+                    args = (
+                        key,
+                        repr(self._key_ttl),
+                        state.failures,
+                        state.benchings,
+                        left,
+                        lease,
+                        state.probe or "",
+                    )
+                    await self._call("seed", keys, args)
+                reply = await self._call_refresh("")
+            except self._errors:
+                return False
+            self._fallback = None
+            self._view = {}
+            self._see_all(reply)
         logger.info(
             "health store: Redis at %s answers again; health state is shared again",
             self._where,

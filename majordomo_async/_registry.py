@@ -17,11 +17,17 @@ from ._clock import Clock, MonotonicClock
 from ._context import EnvLookup, HTTPSessionHolder, ProviderContext, SchemeFactory
 from ._download import session_fetcher
 from ._dsn import DSN, canonical_name, env_var_for
-from ._exceptions import ConfigurationError, DSNError, MajordomoError, UnknownProviderError
+from ._exceptions import (
+    ConfigurationError,
+    DSNError,
+    MajordomoError,
+    SpecError,
+    UnknownProviderError,
+)
 from ._health import HealthConfig, HealthStore, HealthTracker
 from ._hooks import Hooks, HookSet
 from ._providers import builtin_provider, builtin_provider_names, builtin_schemes
-from ._spec import parse_spec
+from ._spec import parse_spec, spec_type_message
 
 if TYPE_CHECKING:
     import aiohttp
@@ -47,7 +53,10 @@ class Registry:
     """Providers, aliases and DSN schemes, one health tracker, and `parse()`.
 
     Create one per process (in a service's lifespan), not one per request: it owns the
-    HTTP connection pool and the health state every chain shares.
+    HTTP connection pool and the health state every chain shares. It belongs to the event
+    loop that first uses it (aiohttp sessions cannot move between loops): a call from
+    another `asyncio.run()` or a thread's own loop raises `ConfigurationError`, so create
+    it inside the loop that uses it. The HTTP providers need asyncio (not trio).
 
     Example:
         ```python
@@ -66,7 +75,8 @@ class Registry:
         load_env: scan the environment for `LLM_<NAME>` at construction (lazy
             resolution during `parse()` happens either way).
         session: an `aiohttp.ClientSession` to use instead of creating one. It is
-            borrowed: `aclose()` leaves it open.
+            borrowed: `aclose()` leaves it open. It must belong to the event loop that
+            uses the registry.
         health_store: where health state lives (default: in this process, or the Redis
             store that `MAJORDOMO_HEALTH_STORE=redis://...` names when `env` is a mapping,
             which this registry then closes in `aclose()`; see `RedisHealthStore`).
@@ -110,7 +120,8 @@ class Registry:
         self._aliases: dict[str, str] = {}
         self._schemes: dict[str, SchemeFactory] = builtin_schemes()
         self._env_errors: dict[str, ConfigurationError] = {}
-        self._chains: dict[str, Chain] = {}
+        # Keyed by the spec, or by (spec, config) for a chain parsed with its own config.
+        self._chains: dict[str | tuple[str, ChainConfig], Chain] = {}
         self._fetch_image = session_fetcher(self._http)
         self._hooks = HookSet(hooks)
         self._capability_overrides: list[tuple[str, CapabilityOverride]] = []
@@ -189,10 +200,14 @@ class Registry:
 
         A malformed entry does not raise here: its error is kept and raised when, and
         only when, that provider name is used. Returns those errors by provider name.
+        A blank entry (`LLM_OPENAI=`, or only whitespace) is ignored, as when `parse()`
+        looks a name up: it defines nothing, so a built-in provider of that name stays.
         """
         errors: dict[str, ConfigurationError] = {}
         for variable, value in env.items():
             if not variable.startswith(_ENV_PREFIX) or len(variable) == len(_ENV_PREFIX):
+                continue
+            if _blank(value):
                 continue
             name = canonical_name(variable[len(_ENV_PREFIX) :])
             try:
@@ -241,7 +256,7 @@ class Registry:
             raise type(error)(str(error)) from error
         variable = env_var_for(key)
         value = self._env_lookup(variable)
-        if value:
+        if value is not None and not _blank(value):
             provider = self._from_dsn(key, value, variable)
         elif key in builtin_provider_names():
             provider = builtin_provider(key, self._context)
@@ -251,30 +266,38 @@ class Registry:
             # Another caller may have resolved the same name meanwhile: keep the first.
             return self._providers.setdefault(key, provider)
 
-    def parse(self, spec: str) -> Chain:
+    def parse(self, spec: str, *, config: ChainConfig | None = None) -> Chain:
         """Turn a spec into a failover `Chain` (see the spec grammar in the README).
 
+        Cheap and cached: calling it per request is fine.
+
+        Args:
+            spec: a string such as "openai/gpt-4o,anthropic/claude-sonnet-4-5", or an alias.
+            config: the retry, deadline and failover policy of this chain, instead of the
+                registry's `chain_config`, so that a service can give one endpoint
+                different retries or deadlines. Chains are cached per (spec, config) pair.
+
         Raises:
-            SpecError: the spec is malformed or names an unknown alias.
+            SpecError: the spec is not a string, is malformed or names an unknown alias.
             AliasCycleError: aliases expand in a cycle.
             UnknownProviderError: a provider name is not registered nor in the environment.
+            ConfigurationError: `config` is not a `ChainConfig`.
         """
-        chain = self._chains.get(spec)
+        key: str | tuple[str, ChainConfig] = spec if config is None else (spec, config)
+        try:
+            chain = self._chains.get(key)
+        except TypeError:  # unhashable: a list for a spec, or not a config
+            _check_parse_arguments(spec, config)
+            # A ChainConfig that cannot be hashed (an unhashable `classify`): not cached.
+            return self._new_chain(spec, config)
         if chain is not None:
             return chain
-        pairs = parse_spec(spec, self._aliases)
-        targets = [self._target(provider, model_id) for provider, model_id in pairs]
-        chain = Chain(
-            targets,
-            self._tracker,
-            self._chain_config,
-            fetch_image=self._fetch_image,
-            hooks=self._hooks,
-        )
+        _check_parse_arguments(spec, config)
+        chain = self._new_chain(spec, config)
         with self._lock:
             if len(self._chains) >= _CHAIN_CACHE_LIMIT:
                 self._chains.clear()
-            return self._chains.setdefault(spec, chain)
+            return self._chains.setdefault(key, chain)
 
     async def list_models(self, provider: str) -> list[str]:
         """The model ids `provider` serves, if it can list them."""
@@ -320,6 +343,18 @@ class Registry:
         except ConfigurationError as exc:
             raise ConfigurationError(f"{_HEALTH_STORE_VARIABLE}: {exc}") from None
 
+    def _new_chain(self, spec: str, config: ChainConfig | None) -> Chain:
+        """A chain for `spec` with `config` (default: the registry's), not cached."""
+        pairs = parse_spec(spec, self._aliases)
+        targets = [self._target(provider, model_id) for provider, model_id in pairs]
+        return Chain(
+            targets,
+            self._tracker,
+            self._chain_config if config is None else config,
+            fetch_image=self._fetch_image,
+            hooks=self._hooks,
+        )
+
     def _target(self, provider: str, model_id: str) -> Target:
         key = f"{provider}/{model_id}"
         model = self.provider(provider).model(model_id)
@@ -354,3 +389,19 @@ class Registry:
             raise ConfigurationError(
                 f"{variable}: the {dsn.scheme!r} factory failed: {type(exc).__name__}"
             ) from exc
+
+
+def _blank(value: object) -> bool:
+    """An empty or whitespace-only variable (`LLM_OPENAI=`): it defines nothing, like an
+    unset one. (Anything else, even a non-string, goes to the DSN parser and its error.)"""
+    return isinstance(value, str) and not value.strip()
+
+
+def _check_parse_arguments(spec: object, config: object) -> None:
+    """Refuse what `parse()` cannot take, with the error a user can act on."""
+    if not isinstance(spec, str):
+        raise SpecError(spec_type_message(spec))
+    if config is not None and not isinstance(config, ChainConfig):
+        raise ConfigurationError(
+            f"parse(config=...) takes a ChainConfig (or None), not {type(config).__name__}"
+        )

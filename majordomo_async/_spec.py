@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from ._dsn import canonical_name
 from ._exceptions import AliasCycleError, SpecError
 
-__all__ = ["parse_spec"]
+__all__ = ["parse_spec", "spec_type_message"]
 
 
 def parse_spec(spec: str, aliases: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -33,10 +33,18 @@ def parse_spec(spec: str, aliases: Mapping[str, str]) -> list[tuple[str, str]]:
         AliasCycleError: an alias expands to itself; the error names the cycle.
     """
     if not isinstance(spec, str):
-        raise SpecError(f"a model spec must be a string, not {type(spec).__name__}")
+        raise SpecError(spec_type_message(spec))
     targets: dict[tuple[str, str], None] = {}
     _expand(spec, aliases, (), targets, spec, set())
     return list(targets)
+
+
+def spec_type_message(spec: object) -> str:
+    """What `SpecError` says about a spec that is not a string (a list of targets?)."""
+    return (
+        f'a model spec is a string such as "openai/gpt-4o,anthropic/claude-sonnet-4-5" '
+        f"(targets joined by commas, or an alias name), not {type(spec).__name__}"
+    )
 
 
 _MAX_ALIAS_DEPTH = 64

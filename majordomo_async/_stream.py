@@ -15,10 +15,11 @@ never a silent success.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import final
+from typing import Protocol, final
 
 import anyio
 
@@ -41,7 +42,7 @@ from ._exceptions import (
 from ._messages import ToolCall
 from ._response import FinishReason, Response, Usage
 
-__all__ = ["Stream"]
+__all__ = ["Stream", "StreamOwner"]
 
 
 class _ToolCallBuilder:
@@ -89,14 +90,14 @@ class Stream:
         "_iterated",
         "_model",
         "_on_close",
-        "_on_end",
         "_on_error",
+        "_owner",
+        "_renew",
         "_request_id",
         "_source",
         "_text",
         "_tool_calls",
         "_usage",
-        "_verdict",
     )
 
     def __init__(
@@ -124,12 +125,10 @@ class Stream:
         self._failed_attempts: tuple[TargetFailure, ...] = ()
         self._error: BaseException | None = None
         """What ended the stream early, if anything did."""
-        self._on_end: Callable[[Stream], None] | None = None
-        """The chain's observer, told once when the stream closes."""
-        self._verdict: Callable[[Exception | None, bool], Awaitable[None] | None] | None = None
-        """The chain's health report, given once at close: (the error, if one ended the
-        stream, and whether the provider's terminal event arrived). Returns what remains
-        to be awaited, or None when the report needed no await."""
+        self._owner: StreamOwner | None = None
+        """The chain call this stream answers (see `_bind`), told once how it ended."""
+        self._renew: Callable[[], Awaitable[object] | None] | None = None
+        """Called per event while the stream holds a half-open probe (its lease)."""
 
     # ----------------------------------------------------------------- public surface
 
@@ -209,6 +208,11 @@ class Stream:
         except BaseException as exc:
             await self._failed(exc)
             raise
+        if self._renew is not None:
+            # This stream is a recovery probe: reading it is news of the target.
+            pending = self._renew()
+            if pending is not None:
+                await pending
         return self._fold(event)
 
     async def aclose(self) -> None:
@@ -221,17 +225,18 @@ class Stream:
         aclose = (
             None if getattr(source, "ag_frame", True) is None else getattr(source, "aclose", None)
         )
-        verdict, self._verdict = self._verdict, None
+        owner, self._owner = self._owner, None
+        self._renew = None
         try:
             pending = None
-            if verdict is not None:
+            if owner is not None:
                 error = self._error if isinstance(self._error, Exception) else None
-                pending = verdict(error, self._finished)
+                pending = owner.closed(self._model, self._usage, error, self._finished)
             if aclose is not None or pending is not None:
                 # Shielded: closing must finish even when the caller is being cancelled,
                 # or the connection would be left to the garbage collector (and the
-                # chain's health report, a probe slot included, would be lost). Only
-                # entered when something must be awaited: a cancel scope costs several
+                # chain's health report, a probe included, would be lost). Only entered
+                # when something must be awaited: a cancel scope costs several
                 # microseconds, and a stream read to its end usually needs none.
                 with anyio.CancelScope(shield=True):
                     try:
@@ -241,12 +246,8 @@ class Stream:
                         if pending is not None:
                             await pending
         finally:
-            try:
-                if self._on_close is not None:
-                    self._on_close()
-            finally:
-                if self._on_end is not None:
-                    self._on_end(self)
+            if self._on_close is not None:
+                self._on_close()
 
     async def __aenter__(self) -> Stream:
         return self
@@ -262,6 +263,55 @@ class Stream:
     def __repr__(self) -> str:
         state = "finished" if self._finished else "closed" if self._closed else "open"
         return f"<Stream {self._model} {state}>"
+
+    def __del__(self) -> None:
+        # Collected unclosed: the consumer dropped it without `aclose()` (a service whose
+        # client left, a `break` outside `async with`). Say so, as aiohttp does for an
+        # unclosed response, and give everything back that can be given without awaiting.
+        if self._closed:
+            return
+        try:
+            warnings.warn(
+                f"unclosed stream of {self._model}: close it with `async with` or "
+                "`await stream.aclose()`",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+        finally:
+            self._abandon()
+
+    # ----------------------------------------------------------------- the chain's side
+
+    def _bind(
+        self,
+        model: str,
+        failed_attempts: tuple[TargetFailure, ...],
+        owner: StreamOwner,
+        renew: Callable[[], Awaitable[object] | None] | None = None,
+    ) -> None:
+        """Bind this stream to the chain call it answers: the answering target's key,
+        the attempts that failed before it, the owner told how it ends, and (for a
+        recovery probe) the lease renewal to run as events arrive."""
+        self._model = model
+        self._failed_attempts = failed_attempts
+        self._owner = owner
+        self._renew = renew
+
+    def _abandon(self) -> None:
+        """Close without awaiting: release the connection, and tell the owner the stream
+        was abandoned (no verdict). For `__del__`, and for a relay dropping its stream."""
+        self._closed = True
+        owner, self._owner = self._owner, None
+        self._renew = None
+        try:
+            if self._on_close is not None:
+                self._on_close()
+        except Exception:  # the loop may be gone already; the connection goes with it
+            pass
+        finally:
+            if owner is not None:
+                owner.abandoned(self._model, self._usage)
 
     # ----------------------------------------------------------------- internals
 
@@ -363,3 +413,19 @@ class Stream:
 
 
 _COMMITTING = frozenset({TextDelta, ToolCallDelta, StreamEnd})
+
+
+class StreamOwner(Protocol):
+    """What a chain binds to a stream it answers with (`Stream._bind`)."""
+
+    def closed(
+        self, model: str, usage: Usage, error: Exception | None, finished: bool
+    ) -> Awaitable[None] | None:
+        """The stream closed: `finished` if the provider's terminal event arrived, else
+        `error` if one ended it (None: the consumer stopped early). Returns what remains
+        to be awaited (shielded), or None."""
+        ...
+
+    def abandoned(self, model: str, usage: Usage) -> None:
+        """The stream was garbage-collected unclosed: no verdict, nothing awaited."""
+        ...

@@ -142,7 +142,8 @@ def test_call_counts_rise_layer_by_layer() -> None:
         layers = counts[mode]
         assert list(layers) == ["raw aiohttp", "http", "provider", "chain", "registry"]
         assert all(value > 0 for value in layers.values())
-        # Counts move by a call or two with event-loop timing; each of our layers adds
-        # dozens (the registry lookup only a couple, hence the tolerance there).
+        # Counts move with event-loop timing (a stream's by a few dozen on a busy machine:
+        # how the body is split into reads); each of our layers adds dozens, the registry
+        # lookup only a couple, hence the relative tolerance there.
         assert layers["http"] + 10 < layers["provider"] < layers["chain"] - 10
-        assert layers["registry"] >= layers["chain"] - 5
+        assert layers["registry"] >= layers["chain"] * 0.95

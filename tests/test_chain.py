@@ -683,32 +683,6 @@ async def test_failed_recovery_probe_exhausts(clock: ManualClock) -> None:
     assert (await tracker.snapshot())["p/only"].benchings == 2
 
 
-async def test_cancelled_while_recording_success_closes_the_stream(clock: ManualClock) -> None:
-    """An established stream is closed if the call is cancelled before it is handed out."""
-    from majordomo_async import InMemoryHealthStore
-
-    class StuckSuccessStore:
-        def __init__(self) -> None:
-            self.inner = InMemoryHealthStore(HealthConfig(), clock)
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(self.inner, name)
-
-        async def record_success(self, key: str) -> None:
-            await anyio.sleep_forever()
-
-    tracker = HealthTracker(clock=clock, store=StuckSuccessStore())  # type: ignore[arg-type]
-    head = ScriptedModel("p/head", ["streamed"])
-    chain = make_chain(head, clock=clock, tracker=tracker)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(chain.stream, "hi")
-        await wait_all_tasks_blocked()
-        tg.cancel_scope.cancel()
-
-    assert head.closed_streams == 1
-
-
 async def test_provider_that_converts_our_cancellation_is_still_a_timeout(
     clock: ManualClock,
 ) -> None:

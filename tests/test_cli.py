@@ -213,6 +213,74 @@ def test_argparse_misuse_exits_2(args: list[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
+# --------------------------------------------------------------------------- failover options
+
+BAD_KEY_HEAD = "fake/head?script=401,fake/backup"
+
+
+def test_advance_on_fails_over_the_named_permanent_errors() -> None:
+    """`--advance-on AuthenticationError`: a head with a bad key advances to the backup.
+
+    Needs `ChainConfig.advance_on`.
+    """
+    refused = majordomo("ask", BAD_KEY_HEAD, "hi")
+    assert refused.returncode == 1  # by default a permanent error fails the call
+
+    result = majordomo(
+        "ask", "--advance-on", "ContentPolicyError,AuthenticationError", BAD_KEY_HEAD, "hi"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi\n"
+    assert result.stderr.startswith("failed: fake/head?script=401: AuthenticationError")
+    assert result.stderr.endswith("answered by fake/backup\n")
+
+
+def test_advance_on_other_classes_still_raises() -> None:
+    """Only the named classes advance: a bad key still fails the call at once.
+
+    Needs `ChainConfig.advance_on`.
+    """
+    result = majordomo("ask", "--advance-on", "ContentPolicyError", BAD_KEY_HEAD, "hi")
+
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr)
+    assert "AuthenticationError" in result.stderr
+
+
+def test_advance_on_permanent_fails_over_any_permanent_error() -> None:
+    """`--advance-on-permanent` advances past a bad request too."""
+    result = majordomo("ask", "--advance-on-permanent", "fake/head?script=400,fake/backup", "hi")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi\n"
+    assert "BadRequestError" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("AuthenticationError,NoSuchError", "not a provider error class: NoSuchError"),
+        ("ConfigurationError", "not a provider error class: ConfigurationError"),
+        ("TypeError", "not a provider error class: TypeError"),
+        (" , ", "expected error class names"),
+    ],
+    ids=["unknown", "not-a-provider-error", "builtin", "empty"],
+)
+def test_advance_on_refuses_what_is_not_a_provider_error(value: str, needle: str) -> None:
+    """A name that is not an exported ProviderError class is a usage error (exit 2) that
+    lists the valid names."""
+    result = majordomo("ask", "--advance-on", value, "fake/x", "hi")
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "usage: majordomo ask" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert needle in result.stderr
+    if "class:" in needle:
+        assert "valid names: AuthenticationError, BadRequestError," in result.stderr
+
+
 def test_prompt_from_stdin() -> None:
     """PROMPT `-` reads the prompt from stdin (its trailing newline dropped)."""
     result = majordomo("ask", "fake/x", "-", stdin="from stdin\n")

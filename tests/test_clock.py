@@ -62,3 +62,23 @@ async def test_manual_clock_cancels_due_scopes_only() -> None:
     assert not clock.deadline_scope(math.inf).cancel_called
     with pytest.raises(ValueError, match="backwards"):
         clock.advance(-1)
+
+
+async def test_manual_clock_forgets_scopes_that_can_no_longer_fire() -> None:
+    """Exited scopes and cancelled ones are not kept: a long test creating a scope per
+    call does not accumulate them."""
+    clock = ManualClock()
+    for _ in range(1000):
+        with clock.deadline_scope(clock.now() + 60):
+            await clock.sleep(0.001)
+    for _ in range(100):
+        scope = clock.deadline_scope(clock.now() + 60)
+        scope.cancel()  # cancelled by its owner, still referenced until the next one
+    kept = clock.deadline_scope(clock.now() + 60)
+
+    clock.advance(0)
+
+    assert list(clock._scopes) == [kept]  # only the one that can still fire
+    clock.advance(60)
+    assert kept.cancel_called
+    assert len(clock._scopes) == 0

@@ -731,3 +731,68 @@ def test_env_var_round_trips_to_the_canonical_name(name: str) -> None:
     variable = env_var_for(name)
     assert variable == variable.upper()
     assert canonical_name(variable.removeprefix("LLM_")) == name
+
+
+# --------------------------------------------------------------------------- control characters
+
+
+def _everything_shown(error: BaseException) -> str:
+    """The str, repr and notes of `error` and of every exception in its cause/context chain."""
+    shown: list[str] = []
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        shown += [str(exc), repr(exc), *getattr(exc, "__notes__", ())]
+        pending += [exc.__cause__, exc.__context__]
+    return "\n".join(shown)
+
+
+@pytest.mark.parametrize(
+    ("text", "part", "name"),
+    [
+        ("openai://sk-secret-key\n@api.openai.com/v1", "credential", "LF"),
+        ("openai://sk-secret-key%0D%0A@api.openai.com/v1", "credential", "CR"),
+        ("anthropic://sk-secret%00key@", "credential", "NUL"),
+        ("openai://sk-secret-key%1B@api.openai.com", "credential", "U+001B"),
+        ("openai://sk-secret-key%C2%85@api.openai.com", "credential", "U+0085"),
+        ("openai://sk-secret-key@api.openai.com%0A/v1", "host", "LF"),
+        ("openai+http://sk-secret-key@local\rhost:8000/v1", "host", "CR"),
+        ("ollama://127.0.0.1%7F:11434", "host", "DEL"),
+    ],
+)
+def test_control_characters_in_credential_or_host_are_refused(
+    text: str, part: str, name: str
+) -> None:
+    """CR, LF, NUL and other control characters would break a header or a URL later with
+    a bare ValueError: refused at parse time, naming the character, never the key."""
+    with pytest.raises(DSNError) as info:
+        DSN.parse(text)
+
+    message = str(info.value)
+    assert f"the {part} of the" in message
+    assert f"({name};" in message
+    assert "secret" not in _everything_shown(info.value)
+
+
+async def test_control_characters_in_an_env_dsn_are_refused_without_the_key() -> None:
+    """Through the Registry's env scan: the error is kept, raised on use, and the whole
+    exception chain is free of the key."""
+    from majordomo_async import Registry
+
+    async with Registry(env={"LLM_PASTED": "openai://sk-secret-key\r\n@api.openai.com/v1"}) as r:
+        with pytest.raises(DSNError, match="LLM_PASTED") as info:
+            r.parse("pasted/gpt-4o")
+
+    assert "control character" in str(info.value)
+    assert "secret" not in _everything_shown(info.value)
+
+
+def test_surrounding_whitespace_is_not_a_control_character_problem() -> None:
+    """A trailing newline (a file read as is) is stripped before parsing, as before."""
+    dsn = DSN.parse("openai://sk-abc@api.openai.com/v1\n")
+
+    assert (dsn.credential, dsn.host) == ("sk-abc", "api.openai.com")

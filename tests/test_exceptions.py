@@ -21,6 +21,7 @@ from majordomo_async import (
     ImageDownloadError,
     MajordomoError,
     ModelNotFoundError,
+    ModelProtocolError,
     OverloadedError,
     ProviderConnectionError,
     ProviderError,
@@ -281,6 +282,7 @@ SIMPLE_ERRORS: list[type[MajordomoError]] = [
     StreamConsumedError,
     StreamClosedError,
     StreamNotFinishedError,
+    ModelProtocolError,
 ]
 
 

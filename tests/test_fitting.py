@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -73,26 +74,31 @@ async def test_text_request_is_passed_through_unchanged() -> None:
     assert await fitter(request).fit("p/m", Capabilities(vision=False), streaming=False) is request
 
 
-def test_fit_now_answers_without_awaiting_unless_images_need_fitting() -> None:
+def finished_at_once(awaitable: Any) -> Any:
+    """The value of a coroutine that must not suspend (it raises if it does)."""
+    try:
+        awaitable.send(None)
+    except StopIteration as done:
+        return done.value
+    awaitable.close()
+    raise AssertionError("the coroutine suspended")
+
+
+def test_fit_answers_without_suspending_unless_images_need_fitting() -> None:
     """The healthy path: no image, or images already fitted for these capabilities."""
     text = Request("hi")
-    assert fitter(text).fit_now("p/m", Capabilities(), streaming=False) is text
+    assert finished_at_once(fitter(text).fit("p/m", Capabilities(), streaming=False)) is text
     with pytest.raises(UnsupportedRequestError, match="stream"):
-        fitter(text).fit_now("p/m", Capabilities(streaming=False), streaming=True)
-    assert (
-        fitter(image_request(ImagePart.from_url(URL))).fit_now(
-            "p/m", Capabilities(image_urls=False), streaming=False
-        )
-        is None
-    )
+        finished_at_once(fitter(text).fit("p/m", Capabilities(streaming=False), streaming=True))
 
 
-async def test_fit_now_reuses_images_fitted_earlier() -> None:
+async def test_fit_reuses_images_fitted_earlier() -> None:
     downloaded = ImagePart.from_bytes(PNG, "image/png")
-    fit = fitter(image_request(ImagePart.from_url(URL)), Fetcher({URL: downloaded}))
+    fetcher = Fetcher({URL: downloaded})
+    fit = fitter(image_request(ImagePart.from_url(URL)), fetcher)
     inline_only = Capabilities(image_urls=False)
     fitted = await fit.fit("a/m", inline_only, streaming=False)
-    assert fit.fit_now("b/m", inline_only, streaming=False) is fitted
+    assert finished_at_once(fit.fit("b/m", inline_only, streaming=False)) is fitted
 
 
 async def test_inline_image_within_limits_is_kept() -> None:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from majordomo_async import (
+    Bench,
     ConfigurationError,
     HealthConfig,
     HealthTracker,
@@ -27,9 +28,10 @@ async def test_threshold_benches_after_consecutive_failures(clock: ManualClock) 
     """Two consecutive transient failures (the default) bench a target."""
     tracker = tracker_on(clock)
 
-    assert await tracker.report_failure("p/m") is False
+    assert await tracker.report_failure("p/m") is None
     assert await tracker.available("p/m")
-    assert await tracker.report_failure("p/m") is True
+    assert await tracker.report_failure("p/m") == Bench(clock.now() + 1.0, new=True)
+    assert await tracker.report_failure("p/m") == Bench(clock.now() + 1.0, new=False)
     assert not await tracker.available("p/m")
     assert await tracker.backed_off_until("p/m") == clock.wall(1.0)
 
@@ -40,7 +42,7 @@ async def test_success_resets_the_count(clock: ManualClock) -> None:
     await tracker.report_failure("p/m")
     await tracker.report_success("p/m")
 
-    assert await tracker.report_failure("p/m") is False
+    assert await tracker.report_failure("p/m") is None
     assert (await tracker.snapshot())["p/m"].consecutive_failures == 1
 
 
@@ -51,7 +53,7 @@ async def test_cooldowns_grow_exponentially_up_to_the_cap(clock: ManualClock) ->
     for _ in range(6):
         admission = await tracker.admit("p/m")
         assert admission.admitted
-        await tracker.report_failure("p/m")
+        await tracker.report_failure("p/m", probe=admission.probe)
         until = await tracker.backed_off_until("p/m")
         assert until is not None
         cooldown = (until - clock.wall(clock.now())).total_seconds()
@@ -69,10 +71,10 @@ async def test_expired_cooldown_admits_exactly_one_probe(clock: ManualClock) -> 
 
     first, second = await tracker.admit("p/m"), await tracker.admit("p/m")
 
-    assert (first.admitted, first.probe) == (True, True)
+    assert first.admitted and first.probe is not None
     assert (second.admitted, second.until) == (False, None)
     assert not await tracker.available("p/m")
-    await tracker.report_success("p/m")
+    await tracker.report_success("p/m", probe=first.probe)
     assert (await tracker.admit("p/m")).admitted
 
 
@@ -81,12 +83,15 @@ async def test_released_probe_lets_the_next_caller_probe(clock: ManualClock) -> 
     tracker = tracker_on(clock, failure_threshold=1)
     await tracker.report_failure("p/m")
     clock.advance(1.0)
-    assert (await tracker.admit("p/m")).probe
+    probe = (await tracker.admit("p/m")).probe
+    assert probe is not None
 
-    await tracker.release_probe("p/m")
+    await tracker.release_probe("p/m", "someone else's")
+    assert (await tracker.snapshot())["p/m"].state == "probing"
+    await tracker.release_probe("p/m", probe)
 
     assert (await tracker.snapshot())["p/m"].state == "half-open"
-    assert (await tracker.admit("p/m")).probe
+    assert (await tracker.admit("p/m")).probe not in (None, probe)
 
 
 async def test_retry_after_extends_never_shortens(clock: ManualClock) -> None:
@@ -180,6 +185,8 @@ operations = st.lists(
         st.tuples(st.just("success"), st.sampled_from(KEYS), st.none()),
         st.tuples(st.just("admit"), st.sampled_from(KEYS), st.none()),
         st.tuples(st.just("release"), st.sampled_from(KEYS), st.none()),
+        st.tuples(st.just("late-fail"), st.sampled_from(KEYS), st.none()),
+        st.tuples(st.just("renew"), st.sampled_from(KEYS), st.none()),
         st.tuples(st.just("advance"), st.none(), st.floats(0, 40)),
     ),
     max_size=60,
@@ -206,6 +213,7 @@ def test_tracker_matches_the_reference_and_keeps_its_bounds(
         store = RecordingStore(InMemoryHealthStore(config, clock))
         tracker = HealthTracker(config, clock=clock, store=store)
         last_cooldown: dict[str, float] = {}
+        held: dict[str, str] = {}  # the probe token each key's prober holds
         for op, key, value in ops:
             if op == "advance":
                 assert value is not None
@@ -215,7 +223,9 @@ def test_tracker_matches_the_reference_and_keeps_its_bounds(
             if op == "fail":
                 before = (await tracker.snapshot()).get(key)
                 benchings_before = before.benchings if before else 0
-                benched = await tracker.report_failure(key, retry_after=value)
+                benched = await tracker.report_failure(
+                    key, retry_after=value, probe=held.pop(key, None)
+                )
                 after = (await tracker.snapshot())[key]
                 if benched and after.benchings > benchings_before:
                     until = (await store.snapshot())[key][2]
@@ -230,39 +240,30 @@ def test_tracker_matches_the_reference_and_keeps_its_bounds(
                         assert plain >= last_cooldown.get(key, 0.0) - 1e-9  # never shrinks
                     last_cooldown[key] = plain
             elif op == "success":
-                await tracker.report_success(key)
+                await tracker.report_success(key, probe=held.pop(key, None))
                 last_cooldown.pop(key, None)
             elif op == "admit":
-                await tracker.admit(key)
+                probe = (await tracker.admit(key)).probe
+                if probe is not None:
+                    held[key] = probe
+            elif op == "late-fail":  # a call admitted before the bench: no token
+                await tracker.report_failure(key)
+            elif op == "renew":
+                await tracker.renew_probe(key, held.get(key, "nobody"))
             else:
-                await tracker.release_probe(key)
+                await tracker.release_probe(key, held.pop(key, "nobody"))
         reference = replay(store.log, config)
         assert dict(await store.snapshot()) == reference.snapshot()
 
     asyncio.run(run())
 
 
-async def test_admit_now_agrees_with_admit_and_defers_the_probe(clock: ManualClock) -> None:
-    """The sync fast path answers healthy, failing and benched keys as `admit` would;
-    the half-open transition (taking the probe slot) is left to `admit`."""
+async def test_is_clear_says_when_a_success_would_change_nothing(clock: ManualClock) -> None:
     tracker = tracker_on(clock, failure_threshold=2)
-    assert tracker.admit_now("p/m") == await tracker.admit("p/m")
     assert tracker.is_clear("p/m")
-
     await tracker.report_failure("p/m")  # failing, still admitted
     assert not tracker.is_clear("p/m")
-    assert tracker.admit_now("p/m") == await tracker.admit("p/m")
-    assert tracker.admit_now("p/m").admitted  # type: ignore[union-attr]
-
-    await tracker.report_failure("p/m")  # benched
-    benched = tracker.admit_now("p/m")
-    assert benched is not None and not benched.admitted
-    assert benched == await tracker.admit("p/m")
-
-    clock.advance(1.0)  # half-open: only `admit` may hand out the probe
-    assert tracker.admit_now("p/m") is None
-    assert (await tracker.admit("p/m")).probe
-
+    assert (await tracker.admit("p/m")).admitted
     await tracker.report_success("p/m")
     assert tracker.is_clear("p/m")
 
@@ -271,8 +272,9 @@ async def test_shared_stores_always_take_the_async_path(clock: ManualClock) -> N
     """A store other than the in-process one is never answered from a local shortcut."""
     shared = RecordingStore(InMemoryHealthStore(HealthConfig(), clock))
     tracker = HealthTracker(HealthConfig(), clock=clock, store=shared)
-    assert tracker.admit_now("p/m") is None
     assert not tracker.is_clear("p/m")
+    await tracker.admit("p/m")
+    assert [op for op, *_ in shared.log] == ["admit"]
 
 
 async def test_a_kept_refusal_follows_a_new_cooldown(clock: ManualClock) -> None:
@@ -280,12 +282,47 @@ async def test_a_kept_refusal_follows_a_new_cooldown(clock: ManualClock) -> None
     failed probe benches it again."""
     tracker = tracker_on(clock, failure_threshold=1)
     await tracker.report_failure("p/m")
-    first = tracker.admit_now("p/m")
-    assert first is not None and first.until == clock.now() + 1.0
-    assert tracker.admit_now("p/m") is first  # kept, not rebuilt per call
+    first = await tracker.admit("p/m")
+    assert first.until == clock.now() + 1.0
+    assert await tracker.admit("p/m") is first  # kept, not rebuilt per call
     clock.advance(1.0)
-    assert (await tracker.admit("p/m")).probe
-    await tracker.report_failure("p/m")  # the probe failed: benched for 2 s
-    second = tracker.admit_now("p/m")
-    assert second is not None and not second.admitted
+    probe = (await tracker.admit("p/m")).probe
+    assert probe is not None
+    await tracker.report_failure("p/m", probe=probe)  # the probe failed: benched for 2 s
+    second = await tracker.admit("p/m")
+    assert not second.admitted
     assert second.until == clock.now() + 2.0
+
+
+async def test_a_failure_without_the_token_counts_but_leaves_the_probe(clock: ManualClock) -> None:
+    tracker = tracker_on(clock, failure_threshold=1)
+    await tracker.report_failure("p/m")
+    clock.advance(1.0)
+    probe = (await tracker.admit("p/m")).probe
+    assert await tracker.report_failure("p/m") is None  # a late failure: counted only
+    health = (await tracker.snapshot())["p/m"]
+    assert (health.state, health.consecutive_failures) == ("probing", 2)
+    assert await tracker.renew_probe("p/m", "not the holder") is False
+    assert await tracker.renew_probe("p/m", probe or "") is True
+
+
+async def test_a_renewed_lease_outlives_the_original(clock: ManualClock) -> None:
+    tracker = tracker_on(clock, failure_threshold=1, probe_lease=10)
+    await tracker.report_failure("p/m")
+    clock.advance(1.0)
+    probe = (await tracker.admit("p/m")).probe
+    assert probe is not None
+    clock.advance(9.0)
+    assert await tracker.renew_probe("p/m", probe)
+    clock.advance(9.0)  # 18 s after the probe began: alive thanks to the renewal
+    assert not (await tracker.admit("p/m")).admitted
+    clock.advance(1.0)
+    assert (await tracker.admit("p/m")).probe not in (None, probe)
+    assert await tracker.renew_probe("p/m", probe) is False  # expired: another holds it
+
+
+def test_abandon_probe_without_a_loop_leaves_the_lease_to_expire(clock: ManualClock) -> None:
+    shared = RecordingStore(InMemoryHealthStore(HealthConfig(), clock))
+    tracker = HealthTracker(HealthConfig(), clock=clock, store=shared)
+    tracker.abandon_probe("p/m", "token")  # no running loop: nothing to do, no error
+    assert shared.log == []

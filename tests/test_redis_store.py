@@ -2,9 +2,10 @@
 
 The store must keep the in-process store's rules op for op (checked against the
 reference model), stay atomic when several stores update one target at once, hand out
-one probe per expired cooldown across a fleet (with a lease that expires), keep every key
-under its prefix with a TTL, live on the server's clock, never wait for Redis on the
-healthy path, and carry on in process, with one warning, while Redis is away.
+one probe per expired cooldown across a fleet (an owned token with a lease that expires
+and that its holder renews), keep every key under its prefix with a TTL, live on the
+server's clock, never wait for Redis on the healthy path, carry on in process, with one
+warning, while Redis is away, and lose nothing recorded while it reconnects.
 
 The fleet test runs replicas as separate processes against one local fault server and
 compares attempts on the failing head with shared (Redis) and per-process state.
@@ -43,9 +44,10 @@ from majordomo_async import (
     RedisHealthStore,
     Registry,
 )
+from majordomo_async._health import Bench
 
 from .helpers.redis_server import REPOSITORY, RedisServer, worker_command
-from .helpers.reference import replay
+from .helpers.reference import LogEntry, replay
 from .helpers.servers import serve
 
 if TYPE_CHECKING:
@@ -121,9 +123,20 @@ async def eventually(condition: Callable[[], Awaitable[bool]], within: float) ->
 async def bench(store: RedisHealthStore, key: str) -> float:
     """Record failures until `key` is benched; the cooldown's end."""
     for _ in range(CONFIG.failure_threshold):
-        until = await store.record_failure(key, None)
-    assert until is not None
-    return until
+        benched = await store.record_failure(key, None)
+    assert benched is not None and benched.new
+    return benched.until
+
+
+async def lease_of(redis: Redis, prefix: str, key: str) -> tuple[float | None, str | None]:
+    """(end of the lease, token) of `key`'s probe, as stored in Redis."""
+    lease, token = await redis.hmget(f"{prefix}t:{key}", ["p", "o"])
+    return (float(lease) if lease else None), (str(token) if token else None)
+
+
+async def expire_lease(redis: Redis, prefix: str, key: str) -> None:
+    """End the lease of `key`'s probe now, as if its holder had gone silent long enough."""
+    await redis.hset(f"{prefix}t:{key}", "p", repr(await server_time(redis) - 0.001))
 
 
 def finished_at_once(coroutine: Awaitable[Any]) -> Any:
@@ -141,26 +154,47 @@ class Recorder:
 
     def __init__(self, store: RedisHealthStore) -> None:
         self.store = store
-        self.log: list[tuple[str, str, float, Any, Any]] = []
+        self.log: list[LogEntry] = []
+        self.tokens: dict[str, list[str]] = {}
+        """Every probe token handed out, per target (the newest last)."""
 
-    async def run(self, op: str, key: str, argument: float | None) -> None:
+    def token(self, rng: random.Random, key: str) -> str:
+        """Mostly the newest token of `key`, sometimes a stale one or one never handed out."""
+        handed = self.tokens.get(key, [])
+        stale = rng.choice(handed) if handed else "nobody:0"
+        newest = handed[-1] if handed else stale
+        return rng.choice([newest, newest, stale, "nobody:0"])
+
+    async def run(self, op: str, key: str, hint: float | None, probe: str | None) -> None:
         store = self.store
         result: Any = None
+        argument: Any = probe
         if op == "admit":
             result = await store.admit(key)
+            argument = None
+            if result.probe is not None:
+                self.tokens.setdefault(key, []).append(result.probe)
         elif op == "fail":
-            result = await store.record_failure(key, argument)
+            result = await store.record_failure(key, hint, probe)
+            argument = (hint, probe)
         elif op == "success":
-            await store.record_success(key)
+            await store.record_success(key, probe)
+        elif op == "release":
+            assert probe is not None
+            await store.release_probe(key, probe)
         else:
-            await store.release_probe(key)
+            assert probe is not None
+            result = await store.renew_probe(key, probe)
         self.log.append((op, key, store._decided_at, argument, result))
 
 
 @pytest.mark.parametrize("seed", range(4))
 async def test_store_answers_like_the_reference_model(stores: MakeStore, seed: int) -> None:
     """Random op sequences in real (server) time: every answer and the final state match
-    the reference model replayed at the times the store decided."""
+    the reference model replayed at the times the store decided. Probes are taken, failed
+    (by their holder or not), renewed and given back with current, stale and foreign
+    tokens; their leases (the config's: the store's default) run out now and then. A
+    scripted opening makes sure a probe is taken, renewed and failed by its holder."""
     rng = random.Random(seed)
     config = HealthConfig(
         failure_threshold=rng.randint(1, 3),
@@ -168,22 +202,40 @@ async def test_store_answers_like_the_reference_model(stores: MakeStore, seed: i
         cooldown_factor=2,
         max_cooldown=0.08,
         max_retry_after=0.1,
+        probe_lease=0.05,
     )
     store = stores(config=config)
+    assert store.probe_lease == config.probe_lease
     recorder = Recorder(store)
-    ops = ["admit"] * 4 + ["fail"] * 4 + ["success", "release", "wait", "wait"]
-    for _ in range(70):
+    for _ in range(config.failure_threshold):
+        await recorder.run("fail", "p/a", None, None)
+    benched_until = store._view["p/a"].until
+    assert benched_until is not None
+    await wait_until(store, benched_until)
+    await recorder.run("admit", "p/a", None, None)
+    [first] = recorder.tokens["p/a"]
+    await recorder.run("renew", "p/a", None, first)
+    await recorder.run("fail", "p/a", None, first)
+
+    ops = ["admit"] * 5 + ["fail"] * 4 + ["success", "release"] + ["renew"] * 2 + ["wait"] * 3
+    for _ in range(90):
         op = rng.choice(ops)
         if op == "wait":
             await anyio.sleep(rng.choice([0.0, 0.01, 0.03, 0.09]))
             continue
+        key = rng.choice(["p/a", "p/b"])
         hint = rng.choice([None, None, 0.05, 0.5]) if op == "fail" else None
-        await recorder.run(op, rng.choice(["p/a", "p/b"]), hint)
+        probe: str | None = recorder.token(rng, key)
+        if op in ("fail", "success") and rng.random() < 0.5:
+            probe = None
+        await recorder.run(op, key, hint, probe)
 
     reference = replay(recorder.log, config)
 
-    assert dict(await store.snapshot()) == reference.snapshot()
+    await anyio.sleep(config.probe_lease + 0.01)  # every lease over: `probing` is settled
+    assert dict(await store.snapshot()) == reference.snapshot(store.now())
     assert any(op == "admit" and result.probe for op, *_, result in recorder.log)
+    assert any(op == "fail" and result and result.new for op, *_, result in recorder.log)
 
 
 async def test_healthy_and_benched_answers_never_wait_for_redis(stores: MakeStore) -> None:
@@ -210,7 +262,9 @@ async def test_another_replica_sees_a_bench_within_the_staleness_bound(
     reader = stores(config=config, refresh_interval=0.05, timeout=0.1)
     assert (await reader.admit("p/m")).admitted  # starts its background refresh
 
-    until = await writer.record_failure("p/m", None)
+    benched = await writer.record_failure("p/m", None)
+    assert benched is not None and benched.new
+    until = benched.until
 
     async def refused() -> bool:
         return not (await reader.admit("p/m")).admitted
@@ -224,10 +278,11 @@ async def test_another_replica_sees_a_bench_within_the_staleness_bound(
 async def test_concurrent_failures_from_several_stores_are_all_counted(
     stores: MakeStore,
 ) -> None:
-    """100 concurrent failures from 4 stores: 100 counted, one bench, one deadline."""
+    """100 concurrent failures from 4 stores: 100 counted, one bench (announced once: one
+    new bench, the later failures find it benched already), one deadline."""
     config = HealthConfig(failure_threshold=10, base_cooldown=30, max_cooldown=30)
     fleet = [stores(config=config) for _ in range(4)]
-    results: list[float | None] = []
+    results: list[Bench | None] = []
 
     async def fail(store: RedisHealthStore) -> None:
         results.append(await store.record_failure("p/m", None))
@@ -240,7 +295,30 @@ async def test_concurrent_failures_from_several_stores_are_all_counted(
     failures, benchings, until, probing = (await fleet[0].snapshot())["p/m"]
     assert (failures, benchings, probing) == (100, 1, False)
     assert results.count(None) == 9
-    assert {result for result in results if result is not None} == {until}
+    benches = [result for result in results if result is not None]
+    assert {result.until for result in benches} == {until}
+    assert sorted(result.new for result in benches) == [False] * 90 + [True]
+
+
+async def test_two_failures_past_the_threshold_at_once_bench_once(stores: MakeStore) -> None:
+    """Two replicas fail a target at the same moment, both past the threshold: exactly
+    one of them benched it (`new`); the other finds it benched, with the same deadline."""
+    config = HealthConfig(failure_threshold=1, base_cooldown=30, max_cooldown=30)
+    first, second = stores(config=config), stores(config=config)
+    results: list[Bench | None] = []
+
+    async def fail(store: RedisHealthStore) -> None:
+        results.append(await store.record_failure("p/m", None))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(fail, first)
+        group.start_soon(fail, second)
+
+    assert all(result is not None for result in results)
+    benches = [result for result in results if result is not None]
+    assert sorted(bench.new for bench in benches) == [False, True]
+    assert benches[0].until == benches[1].until
+    assert (await first.snapshot())["p/m"] == (2, 1, benches[0].until, False)
 
 
 async def test_a_reset_by_one_store_is_seen_by_all(stores: MakeStore) -> None:
@@ -260,16 +338,17 @@ async def test_a_reset_by_one_store_is_seen_by_all(stores: MakeStore) -> None:
 
 
 async def test_one_probe_per_expired_cooldown_across_the_fleet(stores: MakeStore) -> None:
-    """Fifty concurrent admissions from five stores after a cooldown: one probe. It fails:
-    benched again, longer; the next expiry again has one probe, which succeeds."""
+    """Fifty concurrent admissions from five stores after a cooldown: one probe. Its holder
+    reports the failure: benched again, longer; the next expiry again has one probe, which
+    succeeds."""
     fleet = [stores() for _ in range(5)]
     until = await bench(fleet[0], "p/m")
 
-    async def admit_all() -> list[Admission]:
-        answers: list[Admission] = []
+    async def admit_all() -> list[tuple[RedisHealthStore, Admission]]:
+        answers: list[tuple[RedisHealthStore, Admission]] = []
 
         async def admit(store: RedisHealthStore) -> None:
-            answers.append(await store.admit("p/m"))
+            answers.append((store, await store.admit("p/m")))
 
         for store in fleet:
             await store.refresh()
@@ -282,42 +361,137 @@ async def test_one_probe_per_expired_cooldown_across_the_fleet(stores: MakeStore
     await wait_until(fleet[0], until)
     first = await admit_all()
     assert not any(store.degraded for store in fleet)
-    assert sum(answer.probe for answer in first) == 1
-    assert [answer for answer in first if not answer.probe] == [Admission(False)] * 49
+    [(holder, probe)] = [(store, answer) for store, answer in first if answer.probe]
+    assert [answer for _, answer in first if not answer.probe] == [Admission(False)] * 49
 
-    second_until = await fleet[3].record_failure("p/m", None)  # the probe failed
-    assert second_until is not None
-    assert second_until - until >= CONFIG.cooldown(2)
-    await wait_until(fleet[0], second_until)
-    second = await admit_all()
-    assert sum(answer.probe for answer in second) == 1
-    await fleet[4].record_success("p/m")
-    assert [answer for answer in await admit_all() if not answer.admitted] == []
+    second = await holder.record_failure("p/m", None, probe.probe)  # the probe failed
+    assert second is not None and second.new
+    assert second.until - until >= CONFIG.cooldown(2)
+    await wait_until(fleet[0], second.until)
+    again = await admit_all()
+    assert sum(answer.probe is not None for _, answer in again) == 1
+    tokens = {answer.probe for _, answer in first + again} - {None}
+    assert len(tokens) == 2  # a fresh token per probe
+    await fleet[4].record_success("p/m")  # any success resets the target, probe included
+    assert [answer for _, answer in await admit_all() if not answer.admitted] == []
 
 
 async def test_a_crashed_probers_lease_expires(
     stores: MakeStore, redis: Redis, prefix: str
 ) -> None:
     """A prober that dies without a verdict blocks the next probe for its lease, no longer;
-    only the lease's holder can give it back early."""
+    only the probe's holder can give it back early."""
     crashed, other, bystander = (stores(probe_lease=0.5) for _ in range(3))
     until = await bench(other, "p/m")
     for store in (crashed, other, bystander):
         await store.refresh()
     await wait_until(other, until)
-    assert (await crashed.admit("p/m")).probe
+    lost = (await crashed.admit("p/m")).probe
+    assert lost is not None
     await crashed.aclose()  # gone, verdict never reported
 
-    await bystander.release_probe("p/m")  # not the holder: nothing happens
+    await bystander.release_probe("p/m", "someone:1")  # not the holder: nothing happens
     await other.refresh()
     assert await other.admit("p/m") == Admission(False)
-    lease_end = float(await redis.hget(f"{prefix}t:p/m", "p") or 0)
+    lease_end, token = await lease_of(redis, prefix, "p/m")
+    assert token == lost and lease_end is not None
     assert 0.5 <= lease_end - until < 2
 
     await wait_until(other, lease_end)
-    assert (await other.admit("p/m")).probe
-    await other.release_probe("p/m")  # the holder gives it back: free at once
+    taken = (await other.admit("p/m")).probe
+    assert taken is not None and taken != lost
+    await other.release_probe("p/m", taken)  # the holder gives it back: free at once
     assert (await bystander.admit("p/m")).probe
+
+
+async def test_only_the_holder_of_a_probe_token_ends_the_probe(
+    stores: MakeStore, redis: Redis, prefix: str
+) -> None:
+    """A token is the probe's identity across the fleet: a foreign or stale token (one
+    whose lease ran out and was handed on) neither releases nor renews the new holder's
+    probe; the holder's own token does, from any store."""
+    first, second = stores(), stores()
+    until = await bench(first, "p/m")
+    await wait_until(first, until)
+    stale = (await first.admit("p/m")).probe
+    assert stale is not None and stale.startswith(first._owner)
+
+    await expire_lease(redis, prefix, "p/m")  # its holder went silent past the lease
+    assert await first.renew_probe("p/m", stale) is False  # the lease is over
+    await second.refresh()
+    fresh = (await second.admit("p/m")).probe
+    assert fresh is not None and fresh != stale and fresh.startswith(second._owner)
+
+    await first.release_probe("p/m", stale)  # too late: not the holder any more
+    await first.release_probe("p/m", "someone:1")
+    assert await first.renew_probe("p/m", stale) is False
+    assert await lease_of(redis, prefix, "p/m") == (second._view["p/m"].lease, fresh)
+    assert await first.admit("p/m") == Admission(False)  # the fresh probe is still out
+    assert (await first.snapshot())["p/m"][3] is True
+
+    await first.release_probe("p/m", fresh)  # the token, not the store, is the holder
+    assert await lease_of(redis, prefix, "p/m") == (None, None)
+    await second.refresh()  # the release came from another store
+    assert (await second.admit("p/m")).probe is not None
+
+
+async def test_a_failure_from_outside_the_probe_counts_but_does_not_end_it(
+    stores: MakeStore, redis: Redis, prefix: str
+) -> None:
+    """While a probe is out, a late failure of a call admitted before the bench (no token,
+    or another) counts toward the target's failures but neither benches the target nor
+    ends the probe; only the holder's failure benches it again, as a new bench."""
+    prober, late = stores(), stores()
+    until = await bench(prober, "p/m")
+    await wait_until(prober, until)
+    probe = (await prober.admit("p/m")).probe
+    assert probe is not None
+
+    assert await late.record_failure("p/m", 5.0) is None
+    assert await late.record_failure("p/m", None, "someone:1") is None
+    failures, benchings, _, probing = (await late.snapshot())["p/m"]
+    assert (failures, benchings, probing) == (4, 1, True)
+    assert (await lease_of(redis, prefix, "p/m"))[1] == probe
+    await late.refresh()
+    assert await late.admit("p/m") == Admission(False)  # still the prober's
+
+    benched = await prober.record_failure("p/m", None, probe)
+    assert benched is not None and benched.new
+    assert benched.until - until >= CONFIG.cooldown(2)
+    assert (await late.snapshot())["p/m"] == (5, 2, benched.until, False)
+    late_failure = await late.record_failure("p/m", None)  # benched already: not new
+    assert late_failure == Bench(benched.until, new=False)
+
+
+async def test_the_holder_renews_its_lease(stores: MakeStore, redis: Redis, prefix: str) -> None:
+    """`renew_probe` extends the holder's lease to now + probe_lease (on the server's
+    clock); it fails for anyone else, and once the lease has run out."""
+    store, other = stores(probe_lease=0.3, key_ttl=0.4), stores(probe_lease=0.3)
+    until = await bench(store, "p/m")
+    await wait_until(store, until)
+    probe = (await store.admit("p/m")).probe
+    assert probe is not None
+    # Nearly over (rather than sleeping until it is).
+    await redis.hset(f"{prefix}t:p/m", "p", repr(await server_time(redis) + 0.05))
+
+    before = await server_time(redis)
+    assert await store.renew_probe("p/m", probe) is True
+    after = await server_time(redis)
+
+    lease_end, token = await lease_of(redis, prefix, "p/m")
+    assert token == probe and lease_end is not None
+    assert before + 0.3 <= lease_end <= after + 0.3
+    assert store._view["p/m"].lease == lease_end  # this replica sees it at once
+    # The key's TTL follows the lease (key_ttl from the renewal on).
+    ttl = await redis.pttl(f"{prefix}t:p/m")
+    assert 400 - (await server_time(redis) - before) * 1000 - 2 <= ttl <= 400
+    await other.refresh()
+    assert await other.admit("p/m") == Admission(False)
+    assert await other.renew_probe("p/m", "someone:1") is False
+    assert (await lease_of(redis, prefix, "p/m"))[0] == lease_end  # untouched
+
+    await expire_lease(redis, prefix, "p/m")
+    assert await store.renew_probe("p/m", probe) is False
 
 
 async def test_every_key_is_prefixed_and_expires(
@@ -400,11 +574,12 @@ async def test_an_unreachable_or_stalled_redis_falls_back_with_one_warning(
         started = time.monotonic()
         assert await store.record_failure("p/m", None) is None
         first = time.monotonic() - started
-        until = await store.record_failure("p/m", None)
-        assert until is not None and store.degraded
-        assert await store.admit("p/m") == Admission(False, until=until)
+        benched = await store.record_failure("p/m", None)
+        assert benched is not None and benched.new and store.degraded
+        assert await store.admit("p/m") == Admission(False, until=benched.until)
         assert await store.admit("p/other") == Admission(True)
-        await store.release_probe("p/m")
+        await store.release_probe("p/m", "someone:1")
+        assert await store.renew_probe("p/m", "someone:1") is False
         await store.record_success("p/m")
         assert dict(await store.snapshot()) == {}
         rest = time.monotonic() - started - first
@@ -500,6 +675,149 @@ async def test_redis_killed_in_the_middle_of_a_load_run(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len([w for w in warnings if w.startswith("health store")]) == 1, warnings
     assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+class Outage:
+    """Stands between a store and Redis: `down` makes every call fail as a refused
+    connection would; `pause_at` holds the next call of that script until `resume`."""
+
+    def __init__(self, store: RedisHealthStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.down = False
+        self.pause_at = ""
+        self.paused = anyio.Event()
+        self.resume = anyio.Event()
+        self.calls: list[str] = []
+        call = store._call
+
+        async def wrapped(script: str, keys: list[str], args: Any) -> list[str]:
+            if self.down:
+                raise ConnectionRefusedError("Redis is away")
+            self.calls.append(script)
+            if script == self.pause_at and not self.resume.is_set():
+                self.paused.set()
+                await self.resume.wait()
+            return await call(script, keys, args)
+
+        monkeypatch.setattr(store, "_call", wrapped)
+
+
+@pytest.mark.parametrize("pause_at", ["refresh", "seed"])
+async def test_a_bench_recorded_while_reconnecting_is_not_lost(
+    stores: MakeStore,
+    redis: Redis,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    pause_at: str,
+) -> None:
+    """Regression: the reconnection copied the fallback's state, awaited Redis, then
+    replaced the fallback, dropping a bench recorded in it meanwhile. The reconnection
+    stops at its first round trip ("is Redis back?") or in its write-back; a failure that
+    benches the target arrives then. It ends in Redis, and in the view, as a new bench.
+    Meanwhile the hot path (a degraded admit) still answers without waiting."""
+    store = stores(config=LONG, refresh_interval=3600, reconnect_delay=3600)
+    assert await store.admit("p/warm") == Admission(True)  # read; the poller now sleeps
+    outage = Outage(store, monkeypatch)
+    outage.down = True
+    assert await store.record_failure("p/m", None) is None  # counted in process
+    assert store.degraded
+    outage.down, outage.pause_at = False, pause_at
+    results: dict[str, Any] = {}
+
+    async def reconnect() -> None:
+        results["reconnected"] = await store._reconnect()
+        results["degraded"] = store.degraded
+
+    async def fail() -> None:
+        results["bench"] = await store.record_failure("p/m", None)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(reconnect)
+        await outage.paused.wait()
+        group.start_soon(fail)
+        await anyio.wait_all_tasks_blocked()  # the failure is recorded, or waits to be
+        assert finished_at_once(store.admit("p/other")) == Admission(True)
+        outage.resume.set()
+
+    assert (results["reconnected"], results["degraded"]) == (True, False)
+    benched = results["bench"]
+    assert benched is not None and benched.new
+    state = await redis.hgetall(f"{prefix}t:p/m")
+    until = float(state["u"])
+    assert (state["f"], state["b"]) == ("2", "1")
+    if pause_at == "seed":
+        assert until == benched.until  # it waited for the write-back, then went to Redis
+    else:  # recorded in process before the write-back, which carries the time left
+        assert abs(until - benched.until) < 1
+    assert await store.admit("p/m") == Admission(False, until=until)
+    assert dict(await store.snapshot()) == {"p/m": (2, 1, until, False)}
+
+
+async def test_the_fallback_carries_probe_tokens_both_ways(
+    stores: MakeStore, redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe out when Redis goes away stays out in the fallback, its holder's token
+    still ends it, and no one else's does; a probe the fallback hands out has a token of
+    this store's, is written back with its lease when Redis returns (empty), and its
+    holder's verdict then lands in Redis."""
+    store = stores(refresh_interval=3600, reconnect_delay=3600, probe_lease=30)
+    until = await bench(store, "p/m")
+    await wait_until(store, until)
+    probe = (await store.admit("p/m")).probe
+    assert probe is not None
+    outage = Outage(store, monkeypatch)
+    outage.down = True
+    await store.refresh()
+    assert store.degraded
+
+    assert await store.admit("p/m") == Admission(False)  # the probe is still out
+    assert await store.renew_probe("p/m", probe) is True
+    assert await store.renew_probe("p/m", "someone:1") is False
+    await store.release_probe("p/m", "someone:1")
+    assert await store.record_failure("p/m", None) is None  # not the holder: counted only
+    benched = await store.record_failure("p/m", None, probe)  # the holder: benched again
+    assert benched is not None and benched.new
+    assert (await store.snapshot())["p/m"] == (4, 2, benched.until, False)
+    await wait_until(store, benched.until)
+    fresh = (await store.admit("p/m")).probe
+    assert fresh is not None and fresh.startswith(f"{store._owner}:") and fresh != probe
+
+    await redis.delete(f"{prefix}t:p/m")  # Redis comes back empty
+    outage.down = False
+    assert await store._reconnect() is True
+
+    lease_end, token = await lease_of(redis, prefix, "p/m")
+    assert token == fresh and lease_end is not None
+    assert 29 < lease_end - await server_time(redis) <= 30
+    failures, benchings, half_open_since, probing = (await store.snapshot())["p/m"]
+    assert (failures, benchings, probing) == (4, 2, True)
+    assert half_open_since is not None and half_open_since <= await server_time(redis)
+    again = await store.record_failure("p/m", None, fresh)
+    assert again is not None and again.new
+    assert (await store.snapshot())["p/m"] == (5, 3, again.until, False)
+
+
+def test_a_store_made_outside_an_event_loop_works_in_one() -> None:
+    """The store's lock is made in __init__, with no event loop running; it binds to the
+    loop that first uses it (the fallback takes it on every change)."""
+    store = RedisHealthStore(closed_port_url(), CONFIG, timeout=0.1, reconnect_delay=5)
+
+    async def use() -> None:
+        async with store:
+            assert await store.record_failure("p/m", None) is None
+            assert store.degraded
+            benched = await store.record_failure("p/m", None)
+            assert benched is not None and benched.new
+
+    asyncio.run(use())
+
+
+def test_the_probe_lease_defaults_to_the_configs() -> None:
+    config = HealthConfig(probe_lease=7.5)
+    url = "redis://127.0.0.1:6379/0"
+    assert RedisHealthStore(url, config).probe_lease == 7.5
+    assert RedisHealthStore(url).probe_lease == HealthConfig().probe_lease
+    assert RedisHealthStore(f"{url}?probe_lease=3", config).probe_lease == 3
+    assert RedisHealthStore(f"{url}?probe_lease=3", config, probe_lease=2).probe_lease == 2
 
 
 # --------------------------------------------------------------------------- wiring

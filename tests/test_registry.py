@@ -18,10 +18,12 @@ from majordomo_async import (
     HealthConfig,
     ManualClock,
     ProviderContext,
+    ProviderError,
     Registry,
     Response,
     SpecError,
     UnknownProviderError,
+    classify,
 )
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
@@ -173,6 +175,82 @@ async def test_chains_share_the_registry_tracker_and_config(clock: ManualClock) 
     assert registry.health.clock is clock
 
 
+@pytest.mark.parametrize("spec", [["openai/gpt-4o"], ("openai/gpt-4o",), None, {"a": 1}])
+async def test_parse_of_a_non_string_says_what_a_spec_is(spec: Any) -> None:
+    """A list (or anything but a str) is a SpecError that shows what a spec looks like."""
+    async with registry_with() as registry:
+        with pytest.raises(SpecError) as info:
+            registry.parse(spec)
+
+    assert 'a string such as "openai/gpt-4o,anthropic/claude-sonnet-4-5"' in str(info.value)
+    assert isinstance(info.value, ConfigurationError)
+
+
+async def test_parse_with_its_own_config_is_cached_per_spec_and_config() -> None:
+    """`parse(spec, config=...)` gives that chain its own policy; equal configs share it."""
+    config = ChainConfig(transient_retries=3)
+    async with registry_with() as registry:
+        default = registry.parse("openai/a")
+        custom = registry.parse("openai/a", config=config)
+
+        assert custom.config is config
+        assert default.config is registry.chain_config
+        assert registry.parse("openai/a") is default
+        assert registry.parse("openai/a", config=ChainConfig(transient_retries=3)) is custom
+        assert registry.parse("openai/a", config=ChainConfig(transient_retries=2)) is not custom
+        assert custom.targets == default.targets == ("openai/a",)
+
+        registry.register_alias("fast", "openai/b")  # configuration changes clear them all
+        assert registry.parse("openai/a", config=config) is not custom
+
+
+async def test_parse_config_changes_the_failover_of_that_chain_only() -> None:
+    """One endpoint can advance on a permanent error while the registry default raises."""
+    spec = "fake/head?script=400,fake/backup"
+    async with Registry(env={}) as registry:
+        with pytest.raises(ProviderError):
+            await registry.parse(spec).generate("hi")
+        lenient = registry.parse(spec, config=ChainConfig(advance_on_permanent=True))
+
+        response = await lenient.generate("hi")
+
+    assert response.model == "fake/backup"
+
+
+async def test_parse_config_must_be_a_chain_config() -> None:
+    """Anything but a ChainConfig (or None) is a clear ConfigurationError."""
+    async with registry_with() as registry:
+        for config in ({"transient_retries": 3}, "retries=3"):
+            with pytest.raises(ConfigurationError, match="takes a ChainConfig"):
+                registry.parse("openai/a", config=config)  # type: ignore[arg-type]
+
+
+async def test_parse_with_an_unhashable_config_works_uncached() -> None:
+    """A config whose classifier cannot be hashed still parses, without caching."""
+
+    class Classifier:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, exc: Exception) -> Any:
+            return classify(exc)
+
+    config = ChainConfig(classify=Classifier())
+    async with registry_with() as registry:
+        chain = registry.parse("openai/a", config=config)
+
+    assert chain.config is config
+    assert chain.targets == ("openai/a",)
+
+
+async def test_chain_cache_stays_bounded_with_configs() -> None:
+    """Specs times configs never grow the cache past its limit."""
+    async with registry_with() as registry:
+        for number in range(1, 1200):
+            registry.parse("openai/a", config=ChainConfig(timeout=float(number)))
+
+        assert len(registry._chains) <= 1024
+
+
 # --------------------------------------------------------------------------- environment
 
 
@@ -217,6 +295,30 @@ async def test_env_errors_never_show_the_credential() -> None:
 
     assert "sk-very-secret-key" not in str(info.value)
     assert "nosuch" in str(info.value)
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+async def test_blank_env_entry_leaves_the_builtin_provider(blank: str) -> None:
+    """`LLM_OPENAI=` defines nothing, in the eager scan as in the lazy lookup: the
+    built-in `openai` provider stays usable and no error is kept."""
+    env = {"LLM_OPENAI": blank, "LLM_EMPTY": blank}
+    async with Registry(env=env) as registry:
+        assert registry.load_env(env) == {}
+        provider = registry.provider("openai")
+        assert registry.parse("openai/gpt-4o").targets == ("openai/gpt-4o",)
+        with pytest.raises(UnknownProviderError, match="LLM_EMPTY"):
+            registry.provider("empty")
+
+    assert provider.name == "openai"
+    assert getattr(provider, "base_url", None) == "https://api.openai.com/v1"
+
+
+async def test_blank_value_from_a_lookup_function_is_unset() -> None:
+    """The lazy path treats a whitespace-only value as unset too."""
+    async with Registry(env=lambda name: "  ") as registry:
+        assert registry.provider("fake").name == "fake"
+        with pytest.raises(UnknownProviderError):
+            registry.provider("nope")
 
 
 async def test_lazy_env_resolution_is_cached() -> None:

@@ -7,7 +7,8 @@ the test, so each test sees exactly which events the "provider" produced and whe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import anyio
 import anyio.lowlevel
@@ -376,6 +377,7 @@ async def test_establish_reads_up_to_the_first_committing_event(committing: Stre
 
     assert source.produced == events[:3]
     assert stream.request_id == "r1"  # preamble bookkeeping already folded in
+    await stream.aclose()
 
 
 async def test_established_events_are_yielded_first_in_order_exactly_once() -> None:
@@ -470,19 +472,35 @@ async def test_on_close_runs_when_the_source_fails_to_close() -> None:
 # --------------------------------------------------------------------------- the close path
 
 
+class Owner:
+    """A chain's side of a stream, as a test double: records what it is told."""
+
+    def __init__(self, pending: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.closes: list[tuple[str, Exception | None, bool]] = []
+        self.abandons: list[str] = []
+        self.pending = pending
+
+    def closed(
+        self, model: str, usage: Usage, error: Exception | None, finished: bool
+    ) -> Awaitable[None] | None:
+        self.closes.append((model, error, finished))
+        return self.pending() if self.pending else None
+
+    def abandoned(self, model: str, usage: Usage) -> None:
+        self.abandons.append(model)
+
+
 async def test_a_verdict_that_needs_no_await_closes_without_one() -> None:
-    """A stream read to its end whose verdict returns None: closed, told, no await."""
+    """A stream read to its end whose owner needs no await: closed, told once."""
     stream, source = make_stream(HELLO)
-    verdicts: list[tuple[Exception | None, bool]] = []
-
-    def verdict(error: Exception | None, finished: bool) -> None:
-        verdicts.append((error, finished))
-
-    stream._verdict = verdict
+    owner = Owner()
+    stream._bind("p/m", (), owner)
     assert await drain(stream) == HELLO
     assert stream.closed
-    assert verdicts == [(None, True)]
+    assert owner.closes == [("p/m", None, True)]
     assert source.finally_runs == 1
+    await stream.aclose()
+    assert len(owner.closes) == 1
 
 
 async def test_a_pending_verdict_is_awaited_even_when_closing_is_cancelled() -> None:
@@ -494,9 +512,36 @@ async def test_a_pending_verdict_is_awaited_even_when_closing_is_cancelled() -> 
         await anyio.lowlevel.checkpoint()  # would raise here if the close were not shielded
         reported.set()
 
-    stream._verdict = lambda error, finished: report()
+    stream._bind("p/m", (), Owner(report))
     with anyio.CancelScope() as scope:
         scope.cancel()
         await stream.aclose()
     assert reported.is_set()
     assert stream.closed
+
+
+async def test_a_stream_collected_unclosed_warns_releases_and_tells_its_owner() -> None:
+    closed: list[str] = []
+    stream = Stream(_never(), model="p/dropped", on_close=lambda: closed.append("http"))
+    owner = Owner()
+    stream._bind("p/dropped", (), owner)
+    with pytest.warns(ResourceWarning, match="unclosed stream of p/dropped"):
+        del stream
+        gc.collect()
+    assert closed == ["http"]
+    assert owner.abandons == ["p/dropped"]
+    assert owner.closes == []
+
+
+async def test_a_closed_or_finished_stream_collects_silently() -> None:
+    stream, _ = make_stream(HELLO)
+    await drain(stream)
+    other, _ = make_stream(HELLO)
+    await other.aclose()
+    del stream, other
+    gc.collect()  # warnings are errors here
+
+
+async def _never() -> AsyncIterator[StreamEvent]:
+    await anyio.sleep_forever()
+    yield StreamEnd()  # pragma: no cover

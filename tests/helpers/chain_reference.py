@@ -154,8 +154,8 @@ class ReferenceChain:
                 self._release(key, holds_probe)
                 return
             hint = retry_after(label)
-            benched = self.health.fail(key, self.now, hint) is not None
-            holds_probe = False
+            benched = self.health.fail(key, self.now, hint, holds_probe or None) is not None
+            holds_probe = None
             if benched or attempt > self.config.retries or label == "timeout":
                 return
             wait = self.config.backoff(attempt, hint)
@@ -163,9 +163,9 @@ class ReferenceChain:
                 return
             self._sleep(wait, prediction)
 
-    def _release(self, key: str, holds_probe: bool) -> None:
+    def _release(self, key: str, holds_probe: str | None) -> None:
         if holds_probe:
-            self.health.release(key)
+            self.health.release(key, holds_probe)
 
     def _sleep(self, seconds: float, prediction: Prediction) -> None:
         prediction.sleeps.append(seconds)

@@ -1,0 +1,250 @@
+"""What an attempt is (a generate, or establishing a stream), a stream's verdict when it
+ends, and the mid-stream restart relay. Each asks the policy (`judge`) what an error means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from .._events import StreamEvent, StreamRestart
+from .._exceptions import ModelProtocolError, StreamClosedError, TargetFailure
+from .._protocols import AsyncModel
+from .._request import Request
+from .._response import Response, Usage
+from .._stream import Stream
+from ._policy import Step, judge
+
+if TYPE_CHECKING:
+    from ._loop import _Call
+
+__all__ = ["ESTABLISH", "GENERATE", "Mode", "RelayOwner", "StreamVerdict", "restart_relay"]
+
+T = TypeVar("T")
+
+
+class Mode(Generic[T]):
+    """What an attempt is: how to run it, and how to stamp its result."""
+
+    streaming = False
+
+    def run(self, model: AsyncModel, request: Request, key: str) -> Awaitable[T]:
+        """The attempt on `model`, to be awaited."""
+        raise NotImplementedError
+
+    def seal(self, call: _Call, result: object, key: str, attempt: int, probe: str | None) -> T:
+        """`result` checked, stamped with the answering target and the call's failures."""
+        raise NotImplementedError
+
+
+class _Generate(Mode[Response]):
+    def run(self, model: AsyncModel, request: Request, key: str) -> Awaitable[Response]:
+        # The model's own coroutine, awaited by the caller: no frame of ours in between.
+        return model.generate(request)
+
+    def seal(
+        self, call: _Call, result: object, key: str, attempt: int, probe: str | None
+    ) -> Response:
+        if type(result) is not Response and not isinstance(result, Response):
+            raise _broken(key, "generate", result, "a Response")
+        failures = call.failures
+        if failures or result.model != key:
+            return result._restamped(key, tuple(failures))
+        return result
+
+
+class _Establish(Mode[Stream]):
+    streaming = True
+
+    def run(self, model: AsyncModel, request: Request, key: str) -> Awaitable[Stream]:
+        return self._establish(model, request, key)
+
+    @staticmethod
+    async def _establish(model: AsyncModel, request: Request, key: str) -> Stream:
+        stream = await model.stream(request)
+        if type(stream) is not Stream:
+            # A model's own object: it may well have no `aclose`, so nothing is closed.
+            raise _broken(key, "stream", stream, "a Stream")
+        try:
+            await stream._establish()
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+    def seal(
+        self, call: _Call, result: object, key: str, attempt: int, probe: str | None
+    ) -> Stream:
+        verdict = StreamVerdict(call, key, attempt, probe, ends_call=not call.relayed)
+        renew = verdict.renew if probe is not None else None
+        result._bind(key, tuple(call.failures), verdict, renew)  # type: ignore[attr-defined]
+        return result  # type: ignore[return-value]
+
+
+GENERATE = _Generate()
+ESTABLISH = _Establish()
+
+
+def _broken(key: str, method: str, got: object, expected: str) -> ModelProtocolError:
+    return ModelProtocolError(
+        f"chain target {key}: {method}() returned {type(got).__name__}, not {expected}; "
+        "a model must implement the AsyncModel protocol"
+    )
+
+
+class StreamVerdict:
+    """The chain's side of an established stream: its health verdict when it ends
+    (rules 3 and 4, by `judge`), the probe it holds, and the end of the call."""
+
+    __slots__ = ("attempt", "call", "ends_call", "key", "probe", "renew_at", "started")
+
+    def __init__(
+        self, call: _Call, key: str, attempt: int, probe: str | None, *, ends_call: bool
+    ) -> None:
+        self.call = call
+        self.key = key
+        self.attempt = attempt
+        self.probe = probe
+        self.ends_call = ends_call
+        self.started = call.clock.now() if probe is not None or call.watching else 0.0
+        self.renew_at = self.started + call.tracker.config.probe_lease / 3
+
+    def closed(
+        self, model: str, usage: Usage, error: Exception | None, finished: bool
+    ) -> Awaitable[None] | None:
+        """See `StreamOwner.closed`. Answered without a coroutine when nothing changes
+        (a healthy target's stream that finished: the usual case)."""
+        call = self.call
+        if finished and call.tracker.is_clear(self.key, self.probe):
+            if self.ends_call and call.watching:
+                call.end(model, usage, None)
+            return None
+        return self._settle(model, usage, error, finished)
+
+    async def _settle(
+        self, model: str, usage: Usage, error: Exception | None, finished: bool
+    ) -> None:
+        call, key, probe = self.call, self.key, self.probe
+        try:
+            if finished:  # rule 3
+                await call.report_success(key, probe)
+            elif error is not None and (failure := judge(error, call.config)).step is Step.COUNT:
+                # rule 4: broken after content by a transient error
+                elapsed = call.clock.now() - self.started
+                call.observer.attempt_failed(
+                    None, key, self.attempt, error, failure.error_class, elapsed
+                )
+                await call.report_failure(key, failure, probe)
+            elif probe is not None:
+                # stopped early, cancelled, or an error that says nothing of health
+                await call.tracker.release_probe(key, probe)
+        finally:
+            if self.ends_call and call.watching:
+                call.end(model, usage, error if not finished else None)
+
+    def abandoned(self, model: str, usage: Usage) -> None:
+        """See `StreamOwner.abandoned`: the probe goes back, nothing is counted."""
+        call = self.call
+        if self.probe is not None:
+            call.tracker.abandon_probe(self.key, self.probe)
+        if self.ends_call and call.watching:
+            call.end(model, usage, _abandoned(model))
+
+    def renew(self) -> Awaitable[bool] | None:
+        """Renew the probe's lease while the stream is read (a third of a lease apart)."""
+        now = self.call.clock.now()
+        if now < self.renew_at or self.probe is None:
+            return None
+        self.renew_at = now + self.call.tracker.config.probe_lease / 3
+        return self.call.tracker.renew_probe(self.key, self.probe)
+
+
+def _abandoned(model: str) -> StreamClosedError:
+    return StreamClosedError(f"the stream of {model} was garbage-collected without being closed")
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+async def restart_relay(call: _Call) -> Stream:
+    """A stream that starts over on the next target when its target fails mid-stream."""
+    stream: Stream
+    stream, index = await call.run()
+    relay = _Relay(call, stream, index)
+    outer = Stream(relay, model=stream.model, request_id=stream.request_id)
+    outer._bind(stream.model, stream.failed_attempts, RelayOwner(call, relay))
+    return outer
+
+
+class _Relay:
+    """The events of a chain's stream, then, after a mid-stream failure, a `StreamRestart`
+    and the events of the next target that establishes a stream (per the chain rules).
+
+    A class rather than an async generator: closing it must close the current stream
+    even when iteration never started.
+    """
+
+    __slots__ = ("_call", "_index", "_stream")
+
+    def __init__(self, call: _Call, stream: Stream, index: int) -> None:
+        self._call = call
+        self._stream = stream
+        self._index = index
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            raise
+        except Exception as exc:
+            # The stream closed itself on the way out of its failed read (and gave its
+            # verdict there).
+            return await self._restart(exc)
+
+    async def _restart(self, exc: Exception) -> StreamRestart:
+        call = self._call
+        key = call.chain._targets[self._index].key
+        if judge(exc, call.config).step is Step.RAISE or self._index + 1 >= len(
+            call.chain._targets
+        ):
+            raise exc  # rule 6, or no target left to restart on
+        attempt = 1 + sum(failure.key == key and not failure.skipped for failure in call.failures)
+        call.failures.append(TargetFailure(key, exc, attempt))
+        self._stream, self._index = await call.run(start=self._index + 1)
+        call.observer.restarted(key, exc, self._stream.model)
+        return StreamRestart(self._stream.model, key, exc, tuple(call.failures))
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def abandon(self) -> None:
+        """The outer stream was dropped: drop the current one too (it does not warn twice)."""
+        self._stream._abandon()
+
+
+class RelayOwner:
+    """The call's side of a restartable stream: only the end of the call (each target's
+    stream inside gives its own verdict)."""
+
+    __slots__ = ("call", "relay")
+
+    def __init__(self, call: _Call, relay: _Relay) -> None:
+        self.call = call
+        self.relay = relay
+
+    def closed(
+        self, model: str, usage: Usage, error: Exception | None, finished: bool
+    ) -> Awaitable[None] | None:
+        """See `StreamOwner.closed`."""
+        if self.call.watching:
+            self.call.end(model, usage, None if finished else error)
+        return None
+
+    def abandoned(self, model: str, usage: Usage) -> None:
+        """See `StreamOwner.abandoned`."""
+        self.relay.abandon()
+        if self.call.watching:
+            self.call.end(model, usage, _abandoned(model))
