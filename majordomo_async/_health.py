@@ -19,10 +19,14 @@ The state lives in a `HealthStore`; `InMemoryHealthStore` is the default. A shar
 
 Locking. Every operation of `InMemoryHealthStore` reads and writes its state without
 awaiting, so it runs whole before any other task sees the state: atomic on the event
-loop, with no lock (a lock would only add a trip through the loop to every report).
-Operations that span an `await` hold an `anyio.Lock(fast_acquire=True)`: the Redis
-store's switch to its in-process fallback and its reconnection (see `RedisHealthStore`),
-and the tracker's hand-over of an abandoned probe to a shared store (`abandon_probe`).
+loop, with no lock (a lock would only add a trip through the loop to every report). The
+hand-over of a probe from the chain's attempt to the stream it established is a plain
+assignment (`Stream._bind`), atomic for the same reason. Mutations that span an `await`
+hold an `anyio.Lock(fast_acquire=True)` (an uncontended acquire does not yield): the
+Redis store's writes to its in-process fallback and its reconnection with the write-back
+of what the fallback learned (see `RedisHealthStore`). A probe given back from a
+garbage-collected stream (`HealthTracker.abandon_probe`) is released at once in process,
+or by a task calling the shared store's `release_probe`, which takes that lock itself.
 """
 
 from __future__ import annotations

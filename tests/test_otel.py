@@ -117,3 +117,27 @@ async def test_stream_call_span_ends_with_the_stream_and_its_usage(
     assert call.attributes is not None
     assert call.attributes["gen_ai.usage.output_tokens"] == 6
     assert call.attributes["majordomo.streaming"] is True
+
+
+async def test_a_dropped_stream_ends_its_call_span(
+    clock: ManualClock, hooks: OpenTelemetryHooks, exporter: InMemorySpanExporter
+) -> None:
+    """A stream garbage-collected unclosed still ends the call's span, as an error."""
+    import gc
+
+    model = ScriptedModel("p/m", [[StreamStart("p/m"), TextDelta("x"), StreamEnd()]])
+    chain = Chain(
+        [Target(model.key, model)],
+        HealthTracker(HealthConfig(), clock=clock),
+        ChainConfig(),
+        hooks=[hooks],
+    )
+    stream = await chain.stream("hi")
+    assert by_name(exporter.get_finished_spans()) == [("chat m", SpanKind.CLIENT)]
+    with pytest.warns(ResourceWarning, match="p/m"):
+        del stream
+        gc.collect()
+    call = exporter.get_finished_spans()[-1]
+    assert call.kind is SpanKind.INTERNAL
+    assert call.attributes is not None
+    assert call.attributes["error.type"] == "StreamClosedError"
