@@ -56,11 +56,8 @@ class _Generate(Mode[Response]):
 class _Establish(Mode[Stream]):
     streaming = True
 
-    def run(self, model: AsyncModel, request: Request, key: str) -> Awaitable[Stream]:
-        return self._establish(model, request, key)
-
-    @staticmethod
-    async def _establish(model: AsyncModel, request: Request, key: str) -> Stream:
+    async def run(self, model: AsyncModel, request: Request, key: str) -> Stream:
+        """Open the stream and read up to its first content event (establishing it)."""
         stream = await model.stream(request)
         if type(stream) is not Stream:
             # A model's own object: it may well have no `aclose`, so nothing is closed.
