@@ -385,9 +385,11 @@ async def test_debug_logging_tells_of_a_mid_stream_restart(
     chain = make_chain(
         head, ScriptedModel("p/b"), clock=clock, config=ChainConfig(mid_stream="restart")
     )
-    caplog.set_level(logging.DEBUG, logger="majordomo_async")
+    caplog.set_level(logging.INFO, logger="majordomo_async")  # the story's INFO part
+    clock.advance(100.0)  # the failure's elapsed time counts from its attempt, not from 0
     response = await (await chain.stream("hi")).collect()
     assert response.model == "p/b"
+    assert "p/head attempt 1 failed after 0.000 s (transient)" in caplog.text
     assert "p/head failed mid-stream (OverloadedError); the answer restarts on p/b" in caplog.text
 
 

@@ -231,7 +231,7 @@ class _Call:
                         caps = target.capabilities
                         request = await self.fitter.fit(key, caps, streaming=mode.streaming)
                         result = await mode.run(target.model, request, key)
-                    sealed = mode.seal(self, result, key, number, probe)
+                    sealed = mode.seal(self, result, key, number, probe, started)
                 except Exception as exc:
                     failure = self.failed(key, number, exc, started)
                     if failure.step is not Step.COUNT:  # rule 6 raises; rules 5, 6, 7 advance

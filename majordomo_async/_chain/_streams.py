@@ -32,8 +32,11 @@ class Mode(Generic[T]):
         """The attempt on `model`, to be awaited."""
         raise NotImplementedError
 
-    def seal(self, call: _Call, result: object, key: str, attempt: int, probe: str | None) -> T:
-        """`result` checked, stamped with the answering target and the call's failures."""
+    def seal(
+        self, call: _Call, result: object, key: str, attempt: int, probe: str | None, started: float
+    ) -> T:
+        """`result` checked, stamped with the answering target and the call's failures
+        (`started`: the clock time the attempt began)."""
         raise NotImplementedError
 
 
@@ -43,7 +46,7 @@ class _Generate(Mode[Response]):
         return model.generate(request)
 
     def seal(
-        self, call: _Call, result: object, key: str, attempt: int, probe: str | None
+        self, call: _Call, result: object, key: str, attempt: int, probe: str | None, started: float
     ) -> Response:
         if type(result) is not Response and not isinstance(result, Response):
             raise _broken(key, "generate", result, "a Response")
@@ -70,9 +73,9 @@ class _Establish(Mode[Stream]):
         return stream
 
     def seal(
-        self, call: _Call, result: object, key: str, attempt: int, probe: str | None
+        self, call: _Call, result: object, key: str, attempt: int, probe: str | None, started: float
     ) -> Stream:
-        verdict = StreamVerdict(call, key, attempt, probe, ends_call=not call.relayed)
+        verdict = StreamVerdict(call, key, attempt, probe, started, ends_call=not call.relayed)
         renew = verdict.renew if probe is not None else None
         result._bind(key, tuple(call.failures), verdict, renew)  # type: ignore[attr-defined]
         return result  # type: ignore[return-value]
@@ -96,14 +99,22 @@ class StreamVerdict:
     __slots__ = ("attempt", "call", "ends_call", "key", "probe", "renew_at", "started")
 
     def __init__(
-        self, call: _Call, key: str, attempt: int, probe: str | None, *, ends_call: bool
+        self,
+        call: _Call,
+        key: str,
+        attempt: int,
+        probe: str | None,
+        started: float,
+        *,
+        ends_call: bool,
     ) -> None:
         self.call = call
         self.key = key
         self.attempt = attempt
         self.probe = probe
         self.ends_call = ends_call
-        self.started = call.clock.now() if probe is not None or call.watching else 0.0
+        self.started = started
+        """When the attempt that opened the stream began (for the failure's elapsed time)."""
         self.renew_at = self.started + call.tracker.config.probe_lease / 3
 
     def closed(
