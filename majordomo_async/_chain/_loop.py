@@ -110,20 +110,18 @@ class Chain:
 async def chain_do(chain: Chain, request: Request, mode: Mode[T]) -> T:
     """Run the head-to-tail failover algorithm (`_policy`'s rules) for one call."""
     call = _Call(chain, request, mode)
-    if not call.watching:
-        if call.relayed:
-            return await restart_relay(call)  # type: ignore[return-value]
-        result, _ = await call.run()
-        return result  # type: ignore[no-any-return]
-    call.begin()
+    watching = call.watching
+    if watching:
+        call.begin()
     try:
         if call.relayed:
             return await restart_relay(call)  # type: ignore[return-value]
         result, _ = await call.run()
     except BaseException as exc:
-        call.end(None, None, exc)
+        if watching:
+            call.end(None, None, exc)
         raise
-    if isinstance(result, Response):
+    if watching and not mode.streaming:
         call.end(result.model, result.usage, None)
     # A stream's call ends when the stream does (`StreamVerdict`).
     return result  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ from majordomo_async import (
     ChainConfig,
     HealthConfig,
     HealthTracker,
+    Hooks,
     ManualClock,
     Option,
     Request,
@@ -105,6 +106,10 @@ class ScriptedModel:
     async def _events(self, events: list[Any]) -> AsyncIterator[StreamEvent]:
         try:
             for event in events:
+                if isinstance(event, Sleep):  # a pause between events, on the clock
+                    assert self.clock is not None, "Sleep events need a clock"
+                    await self.clock.sleep(event.seconds)
+                    continue
                 if event == HANG:
                     await anyio.sleep_forever()
                 if isinstance(event, BaseException):
@@ -120,6 +125,7 @@ def make_chain(
     health: HealthConfig | None = None,
     config: ChainConfig | None = None,
     tracker: HealthTracker | None = None,
+    hooks: Sequence[Hooks] = (),
 ) -> Chain:
     """A chain over `models` with a tracker on `clock`."""
     tracker = tracker or HealthTracker(health or HealthConfig(), clock=clock)
@@ -127,6 +133,7 @@ def make_chain(
         [Target(model.key, model) for model in models],
         tracker,
         config or ChainConfig(),
+        hooks=hooks,
     )
 
 
