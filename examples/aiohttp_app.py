@@ -57,8 +57,9 @@ SPEC_VARIABLE = "MAJORDOMO_SPEC"
 DEFAULT_SPEC = "fake/head?script=503,fake/backup?chunk_delay=0.05"
 """A spec that needs no key and fails over: the head always answers 503."""
 
-CALL_TIMEOUT = 60.0
-"""Seconds for one call, failover included: a request never waits on providers forever."""
+CALL_TIMEOUT = 120.0
+"""Seconds for one call, failover and the whole stream included: a request never waits
+on providers forever."""
 
 REGISTRY = web.AppKey("registry", Registry)
 """The process's one `Registry`, set by `registry_context`."""
@@ -84,9 +85,10 @@ async def registry_context(app: web.Application) -> AsyncIterator[None]:
     The registry holds the HTTP connection pool and the health state that every call
     shares; one per request would reconnect every time and forget every failure.
     """
-    # "restart": a target that fails after it sent tokens is replaced by the next one,
-    # announced to the client by a `restart` event, so the stream still completes.
-    config = ChainConfig(mid_stream="restart", timeout=CALL_TIMEOUT)
+    # The preset for streaming to people: a target that fails after it sent tokens is
+    # replaced by the next one (announced to the client by a `restart` event, so the
+    # stream still completes), and a silent or stalled target costs seconds, not minutes.
+    config = ChainConfig.interactive(timeout=CALL_TIMEOUT)
     async with Registry(chain=config) as registry:
         app[REGISTRY] = registry
         app[SPEC] = os.environ.get(SPEC_VARIABLE, DEFAULT_SPEC)

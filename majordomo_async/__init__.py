@@ -72,6 +72,10 @@ from ._health import InMemoryHealthStore as InMemoryHealthStore
 from ._health import TargetHealth as TargetHealth
 from ._hooks import CallInfo as CallInfo
 from ._hooks import Hooks as Hooks
+from ._http import HOSTED_TIMEOUTS as HOSTED_TIMEOUTS
+from ._http import ON_DEMAND_TIMEOUTS as ON_DEMAND_TIMEOUTS
+from ._http import SELF_HOSTED_TIMEOUTS as SELF_HOSTED_TIMEOUTS
+from ._http import Timeouts as Timeouts
 from ._messages import ImagePart as ImagePart
 from ._messages import Message as Message
 from ._messages import Part as Part
@@ -91,6 +95,7 @@ from ._request import JSONSchema as JSONSchema
 from ._request import Option as Option
 from ._request import Request as Request
 from ._request import as_request as as_request
+from ._request import first_token_timeout as first_token_timeout
 from ._request import json_mode as json_mode
 from ._request import json_schema as json_schema
 from ._request import max_tokens as max_tokens
@@ -128,6 +133,7 @@ __all__ = (
     "DSNError",
     "ErrorClass",
     "FinishReason",
+    "HOSTED_TIMEOUTS",
     "HTTPSessionHolder",
     "HealthConfig",
     "HealthStore",
@@ -145,6 +151,7 @@ __all__ = (
     "ModelNotFoundError",
     "ModelProtocolError",
     "MonotonicClock",
+    "ON_DEMAND_TIMEOUTS",
     "OpenTelemetryHooks",
     "Option",
     "OverloadedError",
@@ -162,6 +169,7 @@ __all__ = (
     "Request",
     "Response",
     "ResponseFormatError",
+    "SELF_HOSTED_TIMEOUTS",
     "SchemeFactory",
     "ServerError",
     "SpecError",
@@ -181,6 +189,7 @@ __all__ = (
     "TargetSkippedError",
     "TextDelta",
     "TextPart",
+    "Timeouts",
     "Tool",
     "ToolCall",
     "ToolCallDelta",
@@ -193,6 +202,7 @@ __all__ = (
     "__version__",
     "as_request",
     "classify",
+    "first_token_timeout",
     "json_mode",
     "json_schema",
     "max_tokens",

@@ -62,6 +62,10 @@ class Capabilities:
     """Largest inline image, in bytes (None: no known limit)."""
     context_window: int | None = None
     """Tokens of context, when known: a request estimated to be larger skips the target."""
+    reasoning: bool = False
+    """Reasons before its first token by default (o-series, GPT-5, DeepSeek-R1, Gemini
+    2.5 and later, QwQ, Qwen3, Magistral, Grok 4): a stream's first-token limit is then
+    the longer `Timeouts.reasoning_first_token` (or `ChainConfig.reasoning_first_token_timeout`)."""
 
 
 # --------------------------------------------------------------------------- families
@@ -100,11 +104,13 @@ _FAMILIES: Final[Mapping[str, Capabilities]] = MappingProxyType(
 # --------------------------------------------------------------------------- models
 
 _TEXT_ONLY: Final = {"vision": False}
+_REASONS: Final = {"reasoning": True}
 _REASONING_PREVIEW: Final = {
     "vision": False,
     "tools": False,
     "json_mode": False,
     "system_prompt": False,
+    "reasoning": True,
 }
 
 
@@ -117,7 +123,8 @@ def _ctx(tokens: int, **changes: Any) -> dict[str, Any]:
 _MODELS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
     {
         # OpenAI
-        "gpt-5": _ctx(400_000),
+        "gpt-5": _ctx(400_000, **_REASONS),
+        "gpt-5-chat": _ctx(128_000),
         "gpt-4.1": _ctx(1_047_576),
         "gpt-4.5": _ctx(128_000),
         "gpt-4o": _ctx(128_000),
@@ -128,12 +135,12 @@ _MODELS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         "gpt-4-0125": _ctx(128_000, **_TEXT_ONLY),
         "gpt-4": _ctx(8_192, **_TEXT_ONLY),
         "gpt-3.5-turbo": _ctx(16_385, **_TEXT_ONLY),
-        "o1": _ctx(200_000),
+        "o1": _ctx(200_000, **_REASONS),
         "o1-mini": _ctx(128_000, **_REASONING_PREVIEW),
         "o1-preview": _ctx(128_000, **_REASONING_PREVIEW),
-        "o3": _ctx(200_000),
-        "o3-mini": _ctx(200_000, **_TEXT_ONLY),
-        "o4-mini": _ctx(200_000),
+        "o3": _ctx(200_000, **_REASONS),
+        "o3-mini": _ctx(200_000, **_TEXT_ONLY, **_REASONS),
+        "o4-mini": _ctx(200_000, **_REASONS),
         # Anthropic: every Claude 3 and later model reads images and has 200k tokens.
         "claude-": _ctx(200_000),
         "claude-2": _ctx(100_000, vision=False, tools=False),
@@ -145,10 +152,21 @@ _MODELS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         "gemini-1.5-flash": _ctx(1_048_576),
         "gemini-1.5-pro": _ctx(2_097_152),
         "gemini-2": _ctx(1_048_576),
-        "gemini-3": _ctx(1_048_576),
+        # 2.5 Pro and Flash think by default; Flash-Lite does not.
+        "gemini-2.5": _ctx(1_048_576, **_REASONS),
+        "gemini-2.5-flash-lite": _ctx(1_048_576),
+        "gemini-3": _ctx(1_048_576, **_REASONS),
         # DeepSeek
         "deepseek-chat": _ctx(128_000, **_TEXT_ONLY),
-        "deepseek-reasoner": _ctx(128_000, **_TEXT_ONLY),
+        "deepseek-reasoner": _ctx(128_000, **_TEXT_ONLY, **_REASONS),
+        # Open reasoning models as served by ollama, vllm, groq, together, ...
+        "deepseek-r1": _ctx(131_072, **_TEXT_ONLY, **_REASONS),
+        "qwq": {**_TEXT_ONLY, **_REASONS},
+        "qwen3": _REASONS,
+        "magistral": {**_TEXT_ONLY, **_REASONS},
+        "phi4-reasoning": {**_TEXT_ONLY, **_REASONS},
+        "grok-4": _REASONS,
+        "grok-3-mini": _REASONS,
         # Meta Llama as served by Groq, Together, Fireworks (ids like "llama-3.3-70b-...")
         "llama-3.1": _ctx(131_072, **_TEXT_ONLY),
         "llama-3.3": _ctx(131_072, **_TEXT_ONLY),

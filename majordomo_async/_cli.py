@@ -25,6 +25,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from ._chain import ChainConfig
 from ._download import sniff_image_type
 from ._events import TextDelta
@@ -38,7 +40,15 @@ from ._exceptions import (
 from ._health import TargetHealth
 from ._messages import ImagePart, Message
 from ._registry import Registry
-from ._request import Option, Request, max_tokens, system, temperature, timeout
+from ._request import (
+    Option,
+    Request,
+    first_token_timeout,
+    max_tokens,
+    system,
+    temperature,
+    timeout,
+)
 from ._response import Response
 from ._version import __version__
 
@@ -117,7 +127,24 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--system", metavar="TEXT", help="the system prompt")
     ask.add_argument("--temperature", type=float, metavar="F", help="sampling temperature, 0-2")
     ask.add_argument("--max-tokens", type=int, metavar="N", help="upper bound on output tokens")
-    ask.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline for the call")
+    ask.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="deadline for the whole call, failover and reading the stream included",
+    )
+    ask.add_argument(
+        "--first-token-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds each attempt may take to its first content before the chain moves on",
+    )
+    ask.add_argument(
+        "--interactive",
+        action="store_true",
+        help="use the preset for answers people watch arrive (ChainConfig.interactive(): "
+        "restart mid-stream, first token 10 s, 20 s between events, a 300 s deadline)",
+    )
     ask.add_argument(
         "--image",
         action="append",
@@ -194,6 +221,8 @@ def _provider_error_classes() -> dict[str, type[ProviderError]]:
 def _chain_config(args: argparse.Namespace) -> ChainConfig | None:
     """The failover policy the `ask` options ask for, or None for the default."""
     options: dict[str, Any] = {}
+    if args.interactive:
+        options.update(attrs.asdict(ChainConfig.interactive(), recurse=False))
     if args.advance_on_permanent:
         options["advance_on_permanent"] = True
     # Repeated options and names: each class once, in the order given.
@@ -217,6 +246,8 @@ def _request(args: argparse.Namespace) -> Request:
         options.append(max_tokens(args.max_tokens))
     if args.timeout is not None:
         options.append(timeout(args.timeout))
+    if args.first_token_timeout is not None:
+        options.append(first_token_timeout(args.first_token_timeout))
     images = [_image(value) for value in args.image]
     return Request([Message.user(prompt, *images)]).apply(*options)
 

@@ -9,7 +9,7 @@ MajordomoError
 │   └── UnknownProviderError               .name, .env_var ("LLM_MY_PROV")
 ├── ProviderError                          .provider .model .status .code .retry_after .request_id
 │   ├── ProviderConnectionError (ConnectionError)   refused, reset, DNS
-│   │   └── ProviderTimeoutError (TimeoutError)     connect / first event / idle / deadline
+│   │   └── ProviderTimeoutError (TimeoutError)     .limit: connect, headers, first_token, ...
 │   ├── StreamTruncatedError               body ended before the provider's terminal signal
 │   ├── ResponseFormatError                a reply we cannot parse
 │   ├── UnsupportedRequestError            the target's capabilities cannot take the request
@@ -211,7 +211,25 @@ class ProviderConnectionError(ProviderError, ConnectionError):
 
 
 class ProviderTimeoutError(ProviderConnectionError, TimeoutError):
-    """No answer in time: connect, first event, idle stream, or the call's deadline."""
+    """No answer in time. `limit` names the limit that ran out:
+
+    - "connect": TCP connect and TLS handshake;
+    - "headers": a stream's response headers;
+    - "generate": a generate's reply (its headers come with the whole answer);
+    - "first_token": a stream's first content event after its headers;
+    - "idle": a silent gap in a stream (or a reply body) after its first bytes;
+    - "attempt": the chain's `attempt_timeout`;
+    - "deadline": the call's own deadline (`Request.timeout` / `ChainConfig.timeout`):
+      the caller's budget ran out, which says nothing of the target's health;
+    - None: a timeout the transport could not attribute.
+    """
+
+    def __init__(self, message: str, *, limit: str | None = None, **fields: Any) -> None:
+        self.limit = limit
+        super().__init__(message, **fields)
+
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "limit": self.limit}
 
 
 class StreamTruncatedError(ProviderError):

@@ -4,8 +4,9 @@ Providers build URLs, headers and bodies and decode replies; everything between 
 socket and those bytes lives here, so that every provider times out, closes its
 connections and reports network failures the same way.
 
-- `Timeouts`: connect, first event and idle limits. aiohttp's default 300 s total limit
-  never applies: a total limit would cut long streams; the chain owns the call deadline.
+- `Timeouts`: connect, headers, generate, first-body and idle limits (the first-token
+  limit on events is the chain's). aiohttp's default 300 s total limit never applies: a
+  total limit would cut long streams; the chain owns the call deadline.
 - `map_transport_errors()`: aiohttp, asyncio and OS errors become our `ProviderError`s
   (`raise Ours(...) from exc`). No aiohttp exception type escapes this module.
 - `request_json()`: one request, one JSON reply. `open_stream()` + `iter_body()` (a
@@ -49,7 +50,10 @@ from ._exceptions import (
 )
 
 __all__ = [
+    "HOSTED_TIMEOUTS",
     "MAX_ERROR_BODY",
+    "ON_DEMAND_TIMEOUTS",
+    "SELF_HOSTED_TIMEOUTS",
     "BodyReader",
     "ErrorMapper",
     "Timeouts",
@@ -93,71 +97,115 @@ def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: 
 
 @attrs.frozen
 class Timeouts:
-    """Per-request time limits, in seconds; None disables one.
+    """One provider's time limits, in seconds; None disables one.
 
-    There is deliberately no total limit: a long stream that keeps talking is healthy.
-    The chain's call deadline bounds a whole call.
+    The model in one sentence: an attempt must connect within `connect` and get its
+    response headers within `headers` (a generate: its whole reply within `generate`);
+    a stream must deliver its first content within `first_token` of the request (a
+    model that reasons first: `reasoning_first_token`) and then never fall silent for
+    longer than `idle`; the chain's call deadline bounds all of it, retries, waits and
+    the whole reading of a stream included. The README has the table of defaults per
+    provider family and the reason for each (`HOSTED_TIMEOUTS`, `SELF_HOSTED_TIMEOUTS`,
+    `ON_DEMAND_TIMEOUTS`).
+
+    There is deliberately no total limit per request: a long stream that keeps talking
+    is healthy, and the call's deadline (the chain's) bounds a whole call.
 
     Example:
-        >>> Timeouts(first_event=300.0)  # a reasoning model that thinks before answering
-        Timeouts(connect=10.0, first_event=300.0, idle=120.0)
+        >>> Timeouts(first_token=120.0)  # long prompts on a slow machine
+        Timeouts(connect=10.0, headers=15.0, generate=600.0, first_token=120.0, \
+reasoning_first_token=300.0, idle=30.0)
     """
 
     connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)
     """TCP connect plus TLS handshake."""
-    first_event: float | None = attrs.field(default=120.0, validator=_positive_or_none)
-    """Longest silence before the answer starts: from sending the request to the
-    response headers and, for a stream, from the headers to its first body bytes (the
-    model's time to first token). Measured at the socket, like `idle`. Waiting for a
-    free pooled connection does not count: it says nothing about the provider (the
-    chain's attempt timeout and deadline bound it)."""
-    idle: float | None = attrs.field(default=120.0, validator=_positive_or_none)
-    """Longest silence between body chunks of a stream (after its first bytes), and
-    while reading a reply body (measured at the socket, so keep-alive bytes such as SSE
-    comments count as life)."""
-    _aiohttp: aiohttp.ClientTimeout = attrs.field(init=False, eq=False, repr=False)
+    headers: float | None = attrs.field(default=15.0, validator=_positive_or_none)
+    """From sending a stream request to its response headers. Servers that serve a
+    loaded model send them at once, before the model runs: a target that sends none in
+    this time has failed. Waiting for a free pooled connection does not count: it says
+    nothing about the provider."""
+    generate: float | None = attrs.field(default=600.0, validator=_positive_or_none)
+    """From sending a generate (non-streamed) request to its response headers, which come
+    only when the whole answer is ready: the longest answer a model may take."""
+    first_token: float | None = attrs.field(default=30.0, validator=_positive_or_none)
+    """From sending a stream request to its first content event (text, a tool call, or
+    the end), for a model that does not reason before answering. The chain enforces it,
+    because only it sees events (`ChainConfig.first_token_timeout` overrides it);
+    keep-alive comments and role-only chunks are not content."""
+    reasoning_first_token: float | None = attrs.field(default=300.0, validator=_positive_or_none)
+    """`first_token` for a model that reasons before its first token (the capability
+    table's `reasoning`). Also the transport's own limit from a stream's headers to its
+    first body bytes, for a stream read without a chain."""
+    idle: float | None = attrs.field(default=30.0, validator=_positive_or_none)
+    """Longest silence between body bytes of a stream after its first, and while reading
+    a reply body (measured at the socket, so keep-alive bytes such as SSE comments count
+    as life)."""
+    _stream: aiohttp.ClientTimeout = attrs.field(init=False, eq=False, repr=False)
+    _generate: aiohttp.ClientTimeout = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        # Built once: every request passes it to aiohttp.
-        object.__setattr__(self, "_aiohttp", _client_timeout(self))
+        # Built once: every request passes one of them to aiohttp.
+        object.__setattr__(self, "_stream", _client_timeout(self.connect, self.headers))
+        object.__setattr__(self, "_generate", _client_timeout(self.connect, self.generate))
+
+    def first_token_for(self, reasoning: bool) -> float | None:
+        """The first-token limit for a model that reasons first, or not."""
+        return self.reasoning_first_token if reasoning else self.first_token
+
+    @property
+    def first_body(self) -> float | None:
+        """The socket limit from a stream's headers to its first body bytes: the longer
+        first-token limit (the chain's event-level limit fires first)."""
+        first, reasoning = self.first_token, self.reasoning_first_token
+        if first is None or reasoning is None:
+            return None
+        return max(first, reasoning)
 
 
-def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    """aiohttp's per-request timeout: the first-event limit on the socket, then `idle`.
+def _client_timeout(connect: float | None, until_headers: float | None) -> aiohttp.ClientTimeout:
+    """aiohttp's per-request timeout: the limit until the headers on the socket.
 
     aiohttp's `sock_read` timer starts once the request is written and is re-armed by
-    every byte that arrives. Until the first body bytes it runs at `first_event` (so a
-    model may think longer than `idle`), then `_enter_idle_phase()` sets it to `idle`.
-    aiohttp's own timers cost nothing extra per request, unlike a cancel scope around
-    the request (that was measured at several microseconds a call).
+    every byte that arrives; after the headers, `_enter_phase()` moves it to the next
+    limit (the first body bytes of a stream, or `idle` for a reply body). aiohttp's own
+    timers cost nothing extra per request, unlike a cancel scope around the request
+    (that was measured at several microseconds a call).
 
     Waiting for a free pooled connection is not limited here (`connect=None`): it says
-    nothing about the provider. The chain's attempt timeout and deadline bound it.
+    nothing about the provider. The chain's deadline bounds it.
     """
-    first, idle = timeouts.first_event, timeouts.idle
     return aiohttp.ClientTimeout(
-        total=None,
-        connect=None,
-        sock_connect=timeouts.connect,
-        sock_read=idle if first is None else first,
+        total=None, connect=None, sock_connect=connect, sock_read=until_headers
     )
 
 
-def _enter_idle_phase(response: aiohttp.ClientResponse, timeouts: Timeouts) -> None:
-    """From now on, silence on the socket is limited by `timeouts.idle`.
+def _enter_phase(response: aiohttp.ClientResponse, limit: float | None) -> None:
+    """From now on, silence on the socket is limited by `limit` (None: unlimited).
 
-    The timer armed by the bytes just received is re-armed at `idle` too, so the very
-    next gap is already measured against `idle` (shorter or longer than `first_event`).
-    Nothing to do, and no timer touched, when the two limits are equal (the default).
+    The timer armed by the bytes just received is re-armed at `limit`, so the very next
+    gap is measured against it. Nothing to do when it is the limit in force already.
     """
-    first, idle = timeouts.first_event, timeouts.idle
-    if first is None or idle == first:
-        return  # `_client_timeout` already used `idle`
     connection = response.connection
     protocol = connection.protocol if connection is not None else None
-    if protocol is not None:
-        protocol.read_timeout = idle
-        protocol.start_timeout()  # re-arm from now at `idle` (None: no timer)
+    if protocol is not None and protocol.read_timeout != limit:
+        protocol.read_timeout = limit
+        protocol.start_timeout()  # re-arm from now (None: no timer)
+
+
+HOSTED_TIMEOUTS: Final = Timeouts()
+"""Hosted APIs (OpenAI, Anthropic, Gemini, every OpenAI-compatible preset, generic
+`openai+http(s)://` endpoints): stream headers at once; first token within 30 s unless
+the model reasons first; a 30 s gap in a stream means it broke."""
+SELF_HOSTED_TIMEOUTS: Final = Timeouts(
+    first_token=120.0, reasoning_first_token=600.0, idle=60.0, generate=900.0
+)
+"""Servers that serve an already-loaded model on your own hardware (vllm, llamacpp):
+headers at once, but processing a long prompt on a modest GPU or a CPU takes minutes."""
+ON_DEMAND_TIMEOUTS: Final = Timeouts(
+    headers=300.0, generate=900.0, first_token=600.0, reasoning_first_token=900.0, idle=60.0
+)
+"""Servers that load a model on demand (ollama, lmstudio): the headers wait for the load
+(minutes for a large model from disk), and the hardware is yours."""
 
 
 def _seconds(value: float | None) -> str:
@@ -234,11 +282,14 @@ def _translate(
         return ProviderTimeoutError(
             f"connect timeout: no connection within {_seconds(connect)} "
             "(TCP connect + TLS handshake)",
+            limit="connect",
             **ctx,
         )
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return ProviderTimeoutError(
-            f"read timeout: the server sent nothing for {_seconds(idle)} (idle timeout)", **ctx
+            f"idle timeout: the server sent nothing for {_seconds(idle)}",
+            limit="idle",
+            **ctx,
         )
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return ProviderTimeoutError(f"read timeout: {_scrub(str(exc)) or 'no data'}", **ctx)
@@ -384,13 +435,15 @@ async def _start(
     model: str,
     timeouts: Timeouts,
     error_mapper: ErrorMapper,
+    streaming: bool,
 ) -> aiohttp.ClientResponse:
     """Send the request; return the response once success headers arrived.
 
     An error status raises the mapped error, its body read and the response closed.
     The caller maps transport errors (`map_transport_errors` around this and the body).
-    The first-event limit is aiohttp's socket read timer (see `_client_timeout`); a
-    timeout there closes the connection inside aiohttp.
+    The limit until the headers (`headers` for a stream, `generate` otherwise) is
+    aiohttp's socket read timer (see `_client_timeout`); a timeout there closes the
+    connection inside aiohttp.
     """
     data: bytes | None = None
     send_headers: Mapping[str, str] = headers
@@ -406,18 +459,11 @@ async def _start(
             url,
             headers=send_headers,
             data=data,
-            timeout=timeouts._aiohttp,
+            timeout=timeouts._stream if streaming else timeouts._generate,
             allow_redirects=False,
         )
     except aiohttp.SocketTimeoutError as exc:
-        if timeouts.first_event is None:
-            raise  # the idle limit: mapped as a read timeout
-        raise ProviderTimeoutError(
-            f"first event timeout: no response headers within "
-            f"{_seconds(timeouts.first_event)} of sending the request",
-            provider=provider,
-            model=model,
-        ) from exc
+        raise _headers_timeout(timeouts, streaming, provider, model) from exc
     if response.status >= 300:  # checked here: a success awaits nothing more
         try:
             await _raise_error_status(response, error_mapper, timeouts)
@@ -425,6 +471,26 @@ async def _start(
             response.close()
             raise
     return response
+
+
+def _headers_timeout(
+    timeouts: Timeouts, streaming: bool, provider: str, model: str
+) -> ProviderTimeoutError:
+    if streaming:
+        return ProviderTimeoutError(
+            f"headers timeout: no response headers within {_seconds(timeouts.headers)} "
+            "of sending the stream request (a server with a loaded model sends them at once)",
+            limit="headers",
+            provider=provider,
+            model=model,
+        )
+    return ProviderTimeoutError(
+        f"generate timeout: no reply within {_seconds(timeouts.generate)} of sending the "
+        "request (a reply's headers come with the whole answer; stream for long answers)",
+        limit="generate",
+        provider=provider,
+        model=model,
+    )
 
 
 async def _read_error_body(response: aiohttp.ClientResponse) -> str:
@@ -449,7 +515,7 @@ async def _raise_error_status(
 ) -> None:
     """Raise the mapped error for a reply that is not a success; give the connection
     back first (to the pool when its body was read to the end)."""
-    _enter_idle_phase(response, timeouts)
+    _enter_phase(response, timeouts.idle)
     body_text = await _read_error_body(response)
     _finish(response)
     raise error_mapper(response.status, response.headers, body_text)
@@ -501,7 +567,7 @@ async def request_json(
             None sends no body.
         provider: the provider's registry name, for errors.
         model: the model id, for errors.
-        timeouts: connect / first event (until the headers) / idle (while reading).
+        timeouts: connect / generate (until the headers) / idle (while reading the body).
         error_mapper: builds the error for a status >= 300 (redirects are not followed).
 
     Returns:
@@ -522,9 +588,10 @@ async def request_json(
             model=model,
             timeouts=timeouts,
             error_mapper=error_mapper,
+            streaming=False,
         )
         try:
-            _enter_idle_phase(response, timeouts)
+            _enter_phase(response, timeouts.idle)
             body = await response.read()
         except BaseException:
             response.close()  # error or cancellation mid-body: drop the connection
@@ -548,14 +615,14 @@ async def open_stream(
     """Send a streaming request; return the open response once success headers arrived.
 
     The caller owns the response: read it with `iter_body()`, which closes it, or close
-    it with `response.close()`. The first body bytes must follow the headers within the
-    first-event limit.
+    it with `response.close()`. The first body bytes must follow the headers within
+    `timeouts.first_body` (the chain's first-token limit, which sees events, is tighter).
 
     Args and raises are those of `request_json()`; the error body of a failed status is
     read (at most `MAX_ERROR_BODY` bytes) and the response closed before raising.
     """
     with map_transport_errors(provider, model, timeouts=timeouts):
-        return await _start(
+        response = await _start(
             session,
             method,
             url,
@@ -565,7 +632,10 @@ async def open_stream(
             model=model,
             timeouts=timeouts,
             error_mapper=error_mapper,
+            streaming=True,
         )
+    _enter_phase(response, timeouts.first_body)
+    return response
 
 
 AFTER_END_GRACE: Final = 0.1
@@ -582,7 +652,7 @@ class BodyReader:
     """The raw body chunks of a streamed response, as they arrive (`iter_body()`).
 
     Read with `async for` or `await read()`. Wait limits: the first chunk must follow
-    the headers within the first-event limit, every later one must come within
+    the headers within `timeouts.first_body`, every later one must come within
     `timeouts.idle` of the bytes before it (aiohttp's socket read timer, re-armed by
     every byte: nothing per chunk on our side). A stalled stream raises
     `ProviderTimeoutError`; it never hangs.
@@ -643,20 +713,17 @@ class BodyReader:
             self._response.release()
         elif self._first:
             self._first = False
-            _enter_idle_phase(self._response, self._timeouts)
+            _enter_phase(self._response, self._timeouts.idle)
         return chunk
 
     def _translate(self, exc: Exception) -> ProviderError | None:
         """Our error for a failed read, or None when `exc` is not a transport failure."""
         timeouts = self._timeouts
-        if (
-            self._first
-            and isinstance(exc, aiohttp.SocketTimeoutError)
-            and timeouts.first_event is not None
-        ):
+        if self._first and isinstance(exc, aiohttp.SocketTimeoutError):
             return ProviderTimeoutError(
-                f"first event timeout: no response body within "
-                f"{_seconds(timeouts.first_event)} of the headers",
+                f"first token timeout: no response body within "
+                f"{_seconds(timeouts.first_body)} of the headers",
+                limit="first_token",
                 provider=self._provider,
                 model=self._model,
             )

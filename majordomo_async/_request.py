@@ -18,6 +18,7 @@ __all__ = [
     "ResponseFormat",
     "ToolChoice",
     "as_request",
+    "first_token_timeout",
     "json_mode",
     "json_schema",
     "max_tokens",
@@ -105,7 +106,12 @@ class Request:
     stop: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     response_format: ResponseFormat | None = None
     timeout: float | None = attrs.field(default=None, validator=_check_positive)
-    """Seconds for the whole call: every retry, wait and fallback spends from it."""
+    """Seconds for the whole call: every retry, wait and fallback spends from it, and so
+    does reading a stream to its end (None: the chain's `ChainConfig.timeout`)."""
+    first_token_timeout: float | None = attrs.field(default=None, validator=_check_positive)
+    """Seconds from sending the request to the first content event, per attempt; a
+    target that misses it is left for the next (None: the chain's, see
+    `ChainConfig.first_token_timeout`; `math.inf`: no limit)."""
     metadata: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     """Free-form tags for hooks and logs; never sent to providers."""
 
@@ -184,8 +190,13 @@ def json_schema(
 
 
 def timeout(seconds: float) -> Option:
-    """The whole call's deadline, in seconds."""
+    """The whole call's deadline, in seconds (a stream's whole reading included)."""
     return lambda request: attrs.evolve(request, timeout=seconds)
+
+
+def first_token_timeout(seconds: float) -> Option:
+    """Seconds each attempt may take to its first content event (`math.inf`: no limit)."""
+    return lambda request: attrs.evolve(request, first_token_timeout=seconds)
 
 
 def metadata(**tags: str) -> Option:

@@ -42,7 +42,7 @@ from ._exceptions import (
 from ._messages import ToolCall
 from ._response import FinishReason, Response, Usage
 
-__all__ = ["Stream", "StreamOwner"]
+__all__ = ["ReadLimits", "Stream", "StreamOwner"]
 
 
 class _ToolCallBuilder:
@@ -88,6 +88,7 @@ class Stream:
         "_finish_reason",
         "_finished",
         "_iterated",
+        "_limits",
         "_model",
         "_on_close",
         "_on_error",
@@ -129,6 +130,8 @@ class Stream:
         """The chain call this stream answers (see `_bind`), told once how it ended."""
         self._renew: Callable[[], Awaitable[object] | None] | None = None
         """Called per event while the stream holds a half-open probe (its lease)."""
+        self._limits: ReadLimits | None = None
+        """The chain call's time limits on each read (its deadline, an idle limit)."""
 
     # ----------------------------------------------------------------- public surface
 
@@ -204,7 +207,10 @@ class Stream:
             raise StopAsyncIteration
         # `_pull()` inlined: one coroutine less per event.
         try:
-            event = await self._source.__anext__()
+            if self._limits is None:
+                event = await self._source.__anext__()
+            else:
+                event = await self._limits.read(self._source)
         except BaseException as exc:
             await self._failed(exc)
             raise
@@ -226,7 +232,7 @@ class Stream:
             None if getattr(source, "ag_frame", True) is None else getattr(source, "aclose", None)
         )
         owner, self._owner = self._owner, None
-        self._renew = None
+        self._renew = self._limits = None
         try:
             pending = None
             if owner is not None:
@@ -289,21 +295,24 @@ class Stream:
         failed_attempts: tuple[TargetFailure, ...],
         owner: StreamOwner,
         renew: Callable[[], Awaitable[object] | None] | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         """Bind this stream to the chain call it answers: the answering target's key,
-        the attempts that failed before it, the owner told how it ends, and (for a
-        recovery probe) the lease renewal to run as events arrive."""
+        the attempts that failed before it, the owner told how it ends, (for a recovery
+        probe) the lease renewal to run as events arrive, and the time limits every
+        read must keep (the call's deadline, an idle limit)."""
         self._model = model
         self._failed_attempts = failed_attempts
         self._owner = owner
         self._renew = renew
+        self._limits = limits
 
     def _abandon(self) -> None:
         """Close without awaiting: release the connection, and tell the owner the stream
         was abandoned (no verdict). For `__del__`, and for a relay dropping its stream."""
         self._closed = True
         owner, self._owner = self._owner, None
-        self._renew = None
+        self._renew = self._limits = None
         try:
             if self._on_close is not None:
                 self._on_close()
@@ -413,6 +422,15 @@ class Stream:
 
 
 _COMMITTING = frozenset({TextDelta, ToolCallDelta, StreamEnd})
+
+
+class ReadLimits(Protocol):
+    """What a chain binds to a stream to bound each read (`Stream._bind`)."""
+
+    async def read(self, source: AsyncIterator[StreamEvent]) -> StreamEvent:
+        """The source's next event, or `ProviderTimeoutError` when a limit runs out
+        first (the read is cancelled)."""
+        ...
 
 
 class StreamOwner(Protocol):

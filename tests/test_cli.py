@@ -257,6 +257,31 @@ def test_advance_on_permanent_fails_over_any_permanent_error() -> None:
     assert "BadRequestError" in result.stderr
 
 
+def test_first_token_timeout_moves_on_from_a_slow_head() -> None:
+    """`--first-token-timeout`: a head with nothing to show in time is left for the next."""
+    result = majordomo(
+        "ask", "--first-token-timeout", "0.2", "--stream", "fake/slow?latency=5,fake/backup", "hi"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi\n"
+    assert "first token timeout" in result.stderr
+    assert "answered by fake/backup" in result.stderr
+
+
+def test_interactive_uses_the_preset_and_restarts_a_broken_stream() -> None:
+    """`--interactive`: `ChainConfig.interactive()`, so a stream cut mid-answer restarts on
+    the next target."""
+    spec = "fake/head?reply=a b c d&break_after=2,fake/backup?reply=whole"
+    plain = majordomo("ask", "--stream", spec, "hi")
+    assert plain.returncode != 0
+    assert "ProviderConnectionError" in plain.stderr
+    result = majordomo("ask", "--interactive", "--stream", spec, "hi")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("whole\n")
+
+
 @pytest.mark.parametrize(
     ("value", "needle"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from datetime import UTC, datetime
@@ -82,3 +83,28 @@ async def test_manual_clock_forgets_scopes_that_can_no_longer_fire() -> None:
     clock.advance(60)
     assert kept.cancel_called
     assert len(clock._scopes) == 0
+
+
+def test_manual_clock_advances_outside_the_loop_past_left_and_unentered_scopes() -> None:
+    """A test may advance the clock between two runs of its event loop, while an error's
+    traceback keeps an exited scope alive: nothing breaks, and a scope made but not
+    entered yet is still cancelled when it is entered."""
+    clock = ManualClock()
+
+    async def leave_a_scope_and_make_one() -> tuple[object, anyio.CancelScope]:
+        with clock.deadline_scope(5) as scope:
+            await clock.sleep(0)
+        return scope, clock.deadline_scope(8)
+
+    left, waiting = asyncio.run(leave_a_scope_and_make_one())
+    clock.advance(10)  # no running loop here
+
+    assert left is not None and waiting.cancel_called
+
+    async def enter() -> bool:
+        with waiting:
+            await clock.sleep(0)
+            return False
+        return True  # the scope absorbed its cancellation
+
+    assert asyncio.run(enter())

@@ -4,7 +4,7 @@ Each cell serves one fault from the emulator of one wire format (`tests/helpers/
 as the head of a chain, and runs it through a two-target chain ("a/m1,b/m2": the faulty
 head, then a healthy emulator of ANOTHER format) and through a one-target chain ("a/m1").
 The registry is configured as a user would: `LLM_A` and `LLM_B` DSNs; the head's DSN sets
-tiny real timeouts (`?first_event=0.25&idle=0.25`) and the chain an attempt timeout and a
+tiny real timeouts (`?headers=0.25&...&idle=0.25`) and the chain an attempt timeout and a
 deadline. Waits (same-target backoff, Retry-After) go through a ManualClock and cost no
 real time: `clock.sleeps` records them.
 
@@ -100,13 +100,16 @@ KEY_HEAD = "sk-head-0123SECRET"
 KEY_TAIL = "sk-tail-4567SECRET"
 
 TIMEOUT: Final = 0.25
-"""Seconds: the head's first-event and idle timeouts (its DSN query)."""
+"""Seconds: the head's time limits (its DSN query)."""
 ATTEMPT_TIMEOUT: Final = 0.3
 """Seconds: the chain's attempt timeout, a backstop behind the head's own timeouts."""
 DEADLINE: Final = 8.0
 """Seconds: the chain's deadline for a whole call (waits on the manual clock included)."""
 CHAIN: Final = ChainConfig(timeout=DEADLINE, attempt_timeout=ATTEMPT_TIMEOUT)
-HEAD_QUERY: Final = f"?first_event={TIMEOUT:g}&idle={TIMEOUT:g}"
+HEAD_QUERY: Final = "?" + "&".join(
+    f"{key}={TIMEOUT:g}"
+    for key in ("headers", "generate", "first_token", "reasoning_first_token", "idle")
+)
 
 HEAD_ANSWER = Reply("Hier spricht der Kopf ✓", input_tokens=31, output_tokens=8, pieces=3)
 TAIL_ANSWER = Reply("Es ist 12:00 — Mittag ✓", input_tokens=23, output_tokens=11, pieces=4)
@@ -293,6 +296,10 @@ FAULTS: Final[Sequence[Fault]] = (
         None,
         (NoSentinel(HEAD_ANSWER),),
         mid_stream(StreamTruncatedError),
+        # OpenAI and Anthropic keep their finish reason (and usage) before the missing
+        # `[DONE]` / `message_stop`: a finish reason and a clean end complete the stream.
+        # Gemini's and Ollama's terminal signal is the finish itself: truncated.
+        providers={"openai": head(), "anthropic": head()},
     ),
     both("in-band-error-before-first-delta", InBandError(500), expect=failover(2, ServerError)),
     Fault(
@@ -597,7 +604,7 @@ async def test_attempt_timeout_cuts_a_silent_head_once(
     head_wire = WIRES[provider]([Silence()], key=KEY_HEAD)
     tail_wire = WIRES[FALLBACK[provider]]([TAIL_ANSWER], key=KEY_TAIL)
     async with head_wire.running() as dsn_a, tail_wire.running() as dsn_b:
-        env = {"LLM_A": dsn_a + "?first_event=30&idle=30", "LLM_B": dsn_b}
+        env = {"LLM_A": dsn_a + "?headers=30&first_token=30&idle=30", "LLM_B": dsn_b}
         async with Registry(env=env, clock=clock, chain=CHAIN) as registry:
             result = await call(registry.parse("a/m1,b/m2"), mode)
             assert acquired_connections(registry._http.get()) == 0

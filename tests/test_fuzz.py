@@ -428,8 +428,8 @@ def read_stream(provider: str, chunks: Sequence[bytes]) -> list[Any]:
             events += feed(sse)
     for sse in decoder.close():
         events += feed(sse)
-    if provider == "openai":
-        translator.finish()
+    if provider in ("openai", "anthropic"):
+        events += translator.finish()  # a clean end: StreamEnd after a finish reason
     elif provider == "gemini":
         translator.finish(decoder.stray_tail)
     return events

@@ -39,7 +39,10 @@ from majordomo_async._exceptions import (
 )
 from majordomo_async._http import (
     AFTER_END_GRACE,
+    HOSTED_TIMEOUTS,
     MAX_ERROR_BODY,
+    ON_DEMAND_TIMEOUTS,
+    SELF_HOSTED_TIMEOUTS,
     Timeouts,
     iter_body,
     map_transport_errors,
@@ -58,8 +61,29 @@ from tests.helpers.servers import (
     unaccepting_server,
 )
 
-FAST = Timeouts(connect=0.5, first_event=0.3, idle=0.2)
+FAST = Timeouts(
+    connect=0.5, headers=0.3, generate=0.3, first_token=0.3, reasoning_first_token=0.3, idle=0.2
+)
 """Small limits so every fault test finishes well under a second."""
+
+
+def limits(
+    *,
+    connect: float | None = 0.5,
+    until_headers: float | None = 1.0,
+    first_body: float | None = 1.0,
+    idle: float | None = 1.0,
+) -> Timeouts:
+    """Timeouts for one transport phase each: until the headers (a stream's and a
+    generate's alike), from the headers to the first body bytes, and after them."""
+    return Timeouts(
+        connect=connect,
+        headers=until_headers,
+        generate=until_headers,
+        first_token=first_body,
+        reasoning_first_token=first_body,
+        idle=idle,
+    )
 
 
 def mapper(status: int, headers: Mapping[str, str], body_text: str) -> ProviderError:
@@ -125,21 +149,51 @@ async def start_stream(request: web.Request) -> web.StreamResponse:
 # --------------------------------------------------------------------------- Timeouts
 
 
-def test_timeouts_defaults() -> None:
-    """The defaults are 10 s connect, 120 s first event, 120 s idle."""
-    assert Timeouts() == Timeouts(connect=10.0, first_event=120.0, idle=120.0)
+def test_timeouts_defaults_are_the_hosted_family() -> None:
+    """Hosted APIs: 10 s connect, 15 s stream headers, 600 s for a generate's reply,
+    first token 30 s (300 s for a model that reasons first), 30 s idle."""
+    assert Timeouts() == HOSTED_TIMEOUTS
+    assert Timeouts() == Timeouts(
+        connect=10.0,
+        headers=15.0,
+        generate=600.0,
+        first_token=30.0,
+        reasoning_first_token=300.0,
+        idle=30.0,
+    )
+    assert HOSTED_TIMEOUTS.first_token_for(reasoning=True) == 300.0
+    assert HOSTED_TIMEOUTS.first_body == 300.0
+
+
+def test_only_servers_that_load_models_on_demand_wait_long_for_headers() -> None:
+    """Every family but the on-demand loaders has a short headers limit (<= 30 s)."""
+    for family in (HOSTED_TIMEOUTS, SELF_HOSTED_TIMEOUTS):
+        assert family.headers is not None and family.headers <= 30
+    assert ON_DEMAND_TIMEOUTS.headers == 300.0
+    # A first token counts from the request: it must outlast the headers limit.
+    for family in (HOSTED_TIMEOUTS, SELF_HOSTED_TIMEOUTS, ON_DEMAND_TIMEOUTS):
+        assert family.first_token is not None and family.headers is not None
+        assert family.first_token > family.headers
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, True, "5"])
 def test_timeouts_reject_non_positive(bad: object) -> None:
     """A limit must be a positive finite number or None."""
-    with pytest.raises(ConfigurationError, match="first_event"):
-        Timeouts(first_event=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="headers"):
+        Timeouts(headers=bad)  # type: ignore[arg-type]
 
 
 def test_timeouts_accept_none() -> None:
     """None disables a limit."""
-    assert Timeouts(connect=None, first_event=None, idle=None).idle is None
+    none = Timeouts(
+        connect=None,
+        headers=None,
+        generate=None,
+        first_token=None,
+        reasoning_first_token=None,
+        idle=None,
+    )
+    assert none.idle is None and none.first_body is None
 
 
 # --------------------------------------------------------------------------- success paths
@@ -216,11 +270,12 @@ async def test_stream_read_to_the_end_pools_the_connection(
     assert b"".join(again) == b"".join(chunks)
 
 
-async def test_idle_shorter_than_first_event_lets_a_model_think(
+async def test_idle_shorter_than_the_first_limits_lets_a_model_think(
     session: aiohttp.ClientSession,
 ) -> None:
-    """A slow first byte within first_event passes though it exceeds idle; later gaps don't."""
-    timeouts = Timeouts(connect=0.5, first_event=0.6, idle=0.1)
+    """Slow headers and a slow first byte within their limits pass though each exceeds
+    idle; later gaps don't."""
+    timeouts = limits(until_headers=0.6, first_body=0.6, idle=0.1)
 
     async def thinker(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.15)  # headers: longer than idle
@@ -256,7 +311,8 @@ async def test_idle_shorter_than_first_event_lets_a_model_think(
                     started = time.monotonic()
     assert b"".join(received) == b"data: a\n\ndata: b\n\n"
     assert isinstance(info.value.__cause__, aiohttp.SocketTimeoutError)
-    assert time.monotonic() - started < 0.35  # idle fired, not first_event's length
+    assert time.monotonic() - started < 0.35  # idle fired, not the first body's limit
+    assert info.value.limit == "idle"
 
 
 # --------------------------------------------------------------------------- connection faults
@@ -280,9 +336,10 @@ async def test_connect_timeout(session: aiohttp.ClientSession) -> None:
     with unaccepting_server() as url:
         started = time.monotonic()
         with pytest.raises(ProviderTimeoutError, match="connect timeout") as info:
-            await post(session, url + "/x", Timeouts(connect=0.15, first_event=1.0, idle=1.0))
+            await post(session, url + "/x", limits(connect=0.15))
     assert time.monotonic() - started < 0.6
     assert type(info.value.__cause__) is aiohttp.ConnectionTimeoutError
+    assert info.value.limit == "connect"
 
 
 async def test_reset_before_headers(session: aiohttp.ClientSession) -> None:
@@ -383,23 +440,49 @@ async def test_garbage_instead_of_http(session: aiohttp.ClientSession) -> None:
 # --------------------------------------------------------------------------- timeouts
 
 
-async def test_slow_headers_hit_first_event(session: aiohttp.ClientSession) -> None:
-    """Headers later than first_event: ProviderTimeoutError from our own deadline."""
+async def test_a_slow_generate_reply_hits_the_generate_limit(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A reply later than `generate`: ProviderTimeoutError(limit="generate"); the
+    stream headers limit does not apply to a generate."""
 
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(2)
         return web.json_response({})
 
-    timeouts = Timeouts(connect=0.5, first_event=0.2, idle=1.0)
+    timeouts = Timeouts(connect=0.5, headers=0.05, generate=0.2, idle=1.0)
     async with serve({"/x": slow}) as base:
         started = time.monotonic()
-        with pytest.raises(ProviderTimeoutError, match="first event timeout") as info:
+        with pytest.raises(ProviderTimeoutError, match="generate timeout") as info:
             await post(session, base + "/x", timeouts)
     assert 0.15 < time.monotonic() - started < 0.5
     assert classify(info.value) is ErrorClass.TRANSIENT
+    assert info.value.limit == "generate"
 
 
-async def test_headers_then_silence_hits_first_event(session: aiohttp.ClientSession) -> None:
+async def test_a_silent_stream_request_hits_the_headers_limit(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A server that accepts a stream request and sends no headers fails after `headers`
+    (not after the long generate limit)."""
+
+    async def silent(request: web.Request) -> web.Response:
+        await sleep_forever()
+        raise AssertionError("unreachable")
+
+    timeouts = Timeouts(connect=0.5, headers=0.2, generate=5.0, idle=1.0)
+    async with serve({"/s": silent}) as base:
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeoutError, match="headers timeout") as info:
+            await stream_chunks(session, base + "/s", timeouts)
+    assert 0.15 < time.monotonic() - started < 0.5
+    assert info.value.limit == "headers"
+    assert classify(info.value) is ErrorClass.TRANSIENT
+
+
+async def test_headers_then_silence_hits_the_first_body_limit(
+    session: aiohttp.ClientSession,
+) -> None:
     """A stream that sends headers and then nothing times out on its first event."""
 
     async def mute(request: web.Request) -> web.StreamResponse:
@@ -407,12 +490,13 @@ async def test_headers_then_silence_hits_first_event(session: aiohttp.ClientSess
         await sleep_forever()
         return response
 
-    timeouts = Timeouts(connect=0.5, first_event=0.25, idle=1.0)
+    timeouts = limits(until_headers=0.1, first_body=0.25)
     async with serve({"/s": mute}) as base:
         started = time.monotonic()
-        with pytest.raises(ProviderTimeoutError, match=r"first event timeout.*body"):
+        with pytest.raises(ProviderTimeoutError, match=r"first token timeout.*body") as info:
             await stream_chunks(session, base + "/s", timeouts)
-    assert time.monotonic() - started < 0.6
+    assert 0.2 < time.monotonic() - started < 0.6  # the first body's limit, not `headers`
+    assert info.value.limit == "first_token"
 
 
 async def test_stream_stall_hits_idle(session: aiohttp.ClientSession) -> None:
@@ -964,9 +1048,9 @@ async def opened(
     )
 
 
-async def test_waiting_for_a_pooled_connection_is_not_a_first_event_timeout() -> None:
-    """The first-event limit measures the server, not our pool: a request that queues for
-    a connection longer than `first_event` still gets its answer."""
+async def test_waiting_for_a_pooled_connection_is_not_a_headers_timeout() -> None:
+    """The headers limit measures the server, not our pool: a request that queues for
+    a connection longer than it still gets its answer."""
     release = asyncio.Event()
 
     async def slow_stream(request: web.Request) -> web.StreamResponse:
@@ -978,7 +1062,7 @@ async def test_waiting_for_a_pooled_connection_is_not_a_first_event_timeout() ->
     async def answer(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    timeouts = Timeouts(connect=0.5, first_event=0.1, idle=2.0)
+    timeouts = limits(until_headers=0.1, first_body=0.1, idle=2.0)
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
         serve({"/s": slow_stream, "/x": answer}) as base,
@@ -986,7 +1070,7 @@ async def test_waiting_for_a_pooled_connection_is_not_a_first_event_timeout() ->
         held = await opened(session, base + "/s", timeouts)
         async with aclosing(iter_body(held, provider="p", model="m", timeouts=timeouts)) as body:
             assert await body.read() == b"data: 1\n\n"
-            # The only connection is busy: this request queues for 0.3 s (> first_event).
+            # The only connection is busy: this request queues for 0.3 s (> the limit).
             asyncio.get_running_loop().call_later(0.3, release.set)
             started = time.monotonic()
             queued = asyncio.create_task(post(session, base + "/x", timeouts))
@@ -1037,20 +1121,20 @@ async def test_drain_closes_a_body_that_stays_open(session: aiohttp.ClientSessio
         assert response.closed
 
 
-async def test_first_event_shorter_than_idle_does_not_cut_later_gaps(
+async def test_first_body_limit_shorter_than_idle_does_not_cut_later_gaps(
     session: aiohttp.ClientSession,
 ) -> None:
-    """After the first bytes, gaps are measured against `idle`, however short
-    `first_event` is: a pause longer than `first_event` mid-stream is fine."""
+    """After the first bytes, gaps are measured against `idle`, however short the
+    limits before them are: a pause longer than those mid-stream is fine."""
 
     async def pausing(request: web.Request) -> web.StreamResponse:
         response = await start_stream(request)
         await response.write(b"data: 1\n\n")
-        await asyncio.sleep(0.25)  # > first_event, < idle
+        await asyncio.sleep(0.25)  # > the first body's limit, < idle
         await response.write(b"data: 2\n\n")
         return response
 
-    timeouts = Timeouts(connect=0.5, first_event=0.1, idle=1.0)
+    timeouts = limits(until_headers=0.1, first_body=0.1, idle=1.0)
     async with serve({"/s": pausing}) as base:
         chunks = await stream_chunks(session, base + "/s", timeouts)
     assert b"".join(chunks) == b"data: 1\n\ndata: 2\n\n"

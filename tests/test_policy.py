@@ -38,6 +38,8 @@ ERRORS: dict[str, tuple[Exception, Step, int]] = {
     "503": (OverloadedError("busy", status=503, **P), Step.COUNT, 4),
     "429 hint 1.5": (RateLimitError("slow", status=429, retry_after=1.5, **P), Step.COUNT, 4),
     "429 hint 5": (RateLimitError("slow", status=429, retry_after=5.0, **P), Step.COUNT, 4),
+    "429 hint 8": (RateLimitError("slow", status=429, retry_after=8.0, **P), Step.COUNT, 4),
+    "429 hint 45": (RateLimitError("slow", status=429, retry_after=45.0, **P), Step.COUNT, 4),
     "timeout": (ProviderTimeoutError("late", **P), Step.COUNT, 4),
     "truncated": (StreamTruncatedError("cut", **P), Step.COUNT, 4),
     "connection reset": (ConnectionResetError("reset"), Step.COUNT, 4),
@@ -51,13 +53,15 @@ ERRORS: dict[str, tuple[Exception, Step, int]] = {
     "bug": (TypeError("a bug"), Step.RAISE, 6),
 }
 
-CONFIG = ChainConfig()  # 1 retry, backoff 0.2 s doubling, max_retry_wait 2 s
+CONFIG = ChainConfig()  # 1 retry, backoff 0.2 s doubling, max_retry_wait 5 s
 JITTER = 0.5  # the backoff is then 0.75 of its full value
 ATTEMPTS = (1, 2, 3)
 TIME_LEFT = (math.inf, 10.0, 0.1)
 
 
-def expected_wait(name: str, attempt: int, benched: bool, time_left: float) -> float | None:
+def expected_wait(
+    name: str, attempt: int, benched: bool, time_left: float, last_resort: bool = False
+) -> float | None:
     """Rule 4, as the docstring states it."""
     error, step, _ = ERRORS[name]
     if step is not Step.COUNT or benched or isinstance(error, TimeoutError):
@@ -67,27 +71,48 @@ def expected_wait(name: str, attempt: int, benched: bool, time_left: float) -> f
     wait = 0.2 * 2 ** (attempt - 1) * 0.75
     hint = getattr(error, "retry_after", None) or 0.0
     wait = max(wait, hint)
-    if wait > 2.0 or wait >= time_left:
+    # The last resort may wait within the time left (30 s, max_recovery_wait, without
+    # a deadline); any other target waits at most max_retry_wait (5 s).
+    longest = (30.0 if time_left == math.inf else max(time_left, 5.0)) if last_resort else 5.0
+    if wait > longest or wait >= time_left:
         return None
     return wait
 
 
-ROWS = list(itertools.product(ERRORS, ATTEMPTS, (False, True), TIME_LEFT))
+ROWS = list(itertools.product(ERRORS, ATTEMPTS, (False, True), TIME_LEFT, (False, True)))
 
 
-@pytest.mark.parametrize(("name", "attempt", "benched", "time_left"), ROWS)
-def test_the_rules_table(name: str, attempt: int, benched: bool, time_left: float) -> None:
+@pytest.mark.parametrize(("name", "attempt", "benched", "time_left", "last_resort"), ROWS)
+def test_the_rules_table(
+    name: str, attempt: int, benched: bool, time_left: float, last_resort: bool
+) -> None:
     error, step, rule = ERRORS[name]
     failure = judge(error, CONFIG)
     assert (failure.step, failure.rule) == (step, rule)
     assert failure.error is error
-    wait = retry_wait(failure, attempt, benched, CONFIG, time_left, JITTER)
-    assert wait == pytest.approx(expected_wait(name, attempt, benched, time_left))
+    wait = retry_wait(failure, attempt, benched, CONFIG, time_left, JITTER, last_resort=last_resort)
+    assert wait == pytest.approx(expected_wait(name, attempt, benched, time_left, last_resort))
+
+
+def test_the_last_resort_waits_for_a_long_retry_after_only_within_the_time_left() -> None:
+    """A 3 s Retry-After is waited for by default; 8 s only by the last resort, and only
+    when the deadline leaves more than 8 s."""
+    three = judge(RateLimitError("slow", status=429, retry_after=3.0, **P), CONFIG)
+    eight = judge(ERRORS["429 hint 8"][0], CONFIG)
+    assert retry_wait(three, 1, False, CONFIG, math.inf, JITTER) == 3.0
+    assert retry_wait(eight, 1, False, CONFIG, math.inf, JITTER) is None
+    assert retry_wait(eight, 1, False, CONFIG, math.inf, JITTER, last_resort=True) == 8.0
+    assert retry_wait(eight, 1, False, CONFIG, 8.5, JITTER, last_resort=True) == 8.0
+    assert retry_wait(eight, 1, False, CONFIG, 7.9, JITTER, last_resort=True) is None
+    # A bench or a spent retry is not overridden by being the last resort.
+    assert retry_wait(eight, 1, True, CONFIG, math.inf, JITTER, last_resort=True) is None
+    assert retry_wait(eight, 2, False, CONFIG, math.inf, JITTER, last_resort=True) is None
 
 
 def test_the_table_covers_every_step_and_a_real_retry() -> None:
     waits = [
-        retry_wait(judge(ERRORS[n][0], CONFIG), a, b, CONFIG, t, JITTER) for n, a, b, t in ROWS
+        retry_wait(judge(ERRORS[n][0], CONFIG), a, b, CONFIG, t, JITTER, last_resort=r)
+        for n, a, b, t, r in ROWS
     ]
     assert {ERRORS[n][1] for n in ERRORS} == set(Step)
     assert any(w is not None for w in waits) and any(w is None for w in waits)
@@ -189,6 +214,7 @@ def test_the_policy_module_is_pure() -> None:
     allowed = (
         "from __future__",
         "import enum",
+        "import math",
         "from collections.abc",
         "from typing",
         "import attrs",

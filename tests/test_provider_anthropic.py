@@ -970,10 +970,10 @@ async def test_factory_timeouts_and_max_tokens(http: HTTPSessionHolder) -> None:
     """Query keys set the timeouts and the default max_tokens."""
     provider = anthropic_factory(
         "a",
-        DSN.parse(f"anthropic://{KEY}@?connect=2&first_event=30.5&idle=7&max_tokens=512"),
+        DSN.parse(f"anthropic://{KEY}@?connect=2&headers=30.5&idle=7&max_tokens=512"),
         context(http, {}),
     )
-    assert provider._timeouts == Timeouts(connect=2.0, first_event=30.5, idle=7.0)
+    assert provider._timeouts == Timeouts(connect=2.0, headers=30.5, idle=7.0)
     with aioresponses() as mocked:
         mock_post(mocked, payload=fixture_json("message_text.json"))
         await provider.model(MODEL).generate("Hi")

@@ -605,10 +605,10 @@ def test_factory_base_url(holder: HTTPSessionHolder, dsn: str, base: str) -> Non
 
 
 def test_factory_timeouts(holder: HTTPSessionHolder) -> None:
-    """connect, first_event and idle in the DSN query set the timeouts, in seconds."""
-    dsn = DSN.parse("gemini://k@?connect=2.5&first_event=300")
+    """Timeout keys in the DSN query set the timeouts, in seconds."""
+    dsn = DSN.parse("gemini://k@?connect=2.5&first_token=300")
     gemini = gemini_factory("g", dsn, context({}, holder))
-    assert gemini.timeouts == Timeouts(connect=2.5, first_event=300.0, idle=120.0)
+    assert gemini.timeouts == Timeouts(connect=2.5, first_token=300.0)
 
 
 @pytest.mark.parametrize(

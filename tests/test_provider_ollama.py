@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
@@ -67,7 +68,7 @@ from majordomo_async import (
     top_p,
 )
 from majordomo_async._capabilities import builtin_capabilities
-from majordomo_async._http import Timeouts
+from majordomo_async._http import ON_DEMAND_TIMEOUTS, Timeouts
 from majordomo_async._providers.ollama import (
     DEFAULT_BASE_URL,
     OllamaProvider,
@@ -123,7 +124,17 @@ def provider_for(
     **kwargs: Any,
 ) -> OllamaProvider:
     """An Ollama provider named "ollama" (short timeouts: the tests never wait)."""
-    kwargs.setdefault("timeouts", Timeouts(connect=2.0, first_event=5.0, idle=5.0))
+    kwargs.setdefault(
+        "timeouts",
+        Timeouts(
+            connect=2.0,
+            headers=5.0,
+            generate=5.0,
+            first_token=5.0,
+            reasoning_first_token=5.0,
+            idle=5.0,
+        ),
+    )
     return OllamaProvider("ollama", api_key=api_key, base_url=base_url, http=http, **kwargs)
 
 
@@ -873,13 +884,13 @@ async def test_factory_key_from_dsn_then_env(http: HTTPSessionHolder) -> None:
 
 
 def test_factory_timeouts_from_the_query() -> None:
-    """connect / first_event / idle in the query set the timeouts; others keep defaults."""
-    dsn = DSN.parse("ollama://?first_event=600&idle=30")
+    """Timeout keys in the query set the timeouts; others keep the on-demand defaults."""
+    dsn = DSN.parse("ollama://?headers=600&idle=30")
     provider = ollama_factory("o", dsn, context(HTTPSessionHolder()))
-    assert provider._timeouts == Timeouts(connect=10.0, first_event=600.0, idle=30.0)
+    assert provider._timeouts == attrs.evolve(ON_DEMAND_TIMEOUTS, headers=600.0, idle=30.0)
     plain = ollama_factory("o", DSN.parse("ollama://?connect=2"), context(HTTPSessionHolder()))
-    # A cold model load may take minutes: more room for the first byte than the default.
-    assert plain._timeouts == Timeouts(connect=2.0, first_event=300.0, idle=120.0)
+    # A cold model load may take minutes: more room for the headers than a hosted API.
+    assert plain._timeouts == attrs.evolve(ON_DEMAND_TIMEOUTS, connect=2.0)
 
 
 @pytest.mark.parametrize(
@@ -888,7 +899,8 @@ def test_factory_timeouts_from_the_query() -> None:
         ({"idel": "3"}, "ollama provider .o.: unknown DSN query key"),
         ({"idle": "soon"}, "positive number"),
         ({"connect": "0"}, "positive number"),
-        ({"first_event": "inf"}, "positive number"),
+        ({"headers": "inf"}, "positive number"),
+        ({"first_event": "60"}, "split in two"),
     ],
 )
 def test_factory_rejects_bad_queries(query: dict[str, str], message: str) -> None:

@@ -809,10 +809,10 @@ async def test_generic_compatible_dsn(http: HTTPSessionHolder, server: LocalServ
 
 
 def test_dsn_query_timeouts_and_headers(http: HTTPSessionHolder) -> None:
-    """`connect`, `first_event`, `idle`, `organization` and `project` come from the query."""
-    dsn = DSN.parse("openai://k@api.openai.com/v1?connect=2&first_event=30&idle=15&project=p1")
+    """`connect`, `headers`, `idle`, `organization` and `project` come from the query."""
+    dsn = DSN.parse("openai://k@api.openai.com/v1?connect=2&headers=30&idle=15&project=p1")
     provider = openai_factory("openai", dsn, context(http))
-    assert provider.timeouts == Timeouts(connect=2.0, first_event=30.0, idle=15.0)
+    assert provider.timeouts == Timeouts(connect=2.0, headers=30.0, idle=15.0)
     assert provider._headers("m")["OpenAI-Project"] == "p1"
 
 

@@ -71,8 +71,11 @@ CORE: Final = "CANARY-7f3a9"
 key ("sk-***") passes and anything more of it fails."""
 
 TIMEOUT: Final = 0.3
-"""Seconds: the first-event and idle timeouts of every route (silent faults cost this)."""
-QUERY: Final = f"?first_event={TIMEOUT:g}&idle={TIMEOUT:g}"
+"""Seconds: every time limit of every route (silent faults cost this)."""
+QUERY: Final = "?" + "&".join(
+    f"{key}={TIMEOUT:g}"
+    for key in ("headers", "generate", "first_token", "reasoning_first_token", "idle")
+)
 MODES: Final[Sequence[Mode]] = ("generate", "stream")
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
@@ -219,7 +222,13 @@ def direct(
             api_key=CANARY,
             base_url=base + path,
             http=registry._http,
-            timeouts=Timeouts(first_event=TIMEOUT, idle=TIMEOUT),
+            timeouts=Timeouts(
+                headers=TIMEOUT,
+                generate=TIMEOUT,
+                first_token=TIMEOUT,
+                reasoning_first_token=TIMEOUT,
+                idle=TIMEOUT,
+            ),
         )
         registry.register_provider(provider)
         return Setup(registry, "direct/m1", "direct")

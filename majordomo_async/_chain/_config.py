@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, Literal
 
@@ -9,6 +10,7 @@ import attrs
 
 from .._capabilities import Capabilities
 from .._exceptions import Classifier, ConfigurationError, classify
+from .._http import HOSTED_TIMEOUTS, Timeouts
 from .._protocols import AsyncModel
 from ._policy import backoff
 
@@ -25,6 +27,16 @@ def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | Non
 def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not value > 0:
         raise ConfigurationError(f"ChainConfig.{attribute.name} must be positive, got {value}")
+
+
+def _limit_or_auto(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(
+            f'ChainConfig.{attribute.name} must be "auto", a positive number of seconds, '
+            f"or None (no limit), got {value!r}"
+        )
 
 
 def _error_types(value: Any) -> tuple[type[Exception], ...]:
@@ -60,14 +72,41 @@ class ChainConfig:
     classify: Classifier = classify
     """The error classifier (see `majordomo_async.classify`)."""
     timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
-    """Seconds for a whole call when the request sets no `timeout` (None: no deadline)."""
+    """Seconds for a whole call when the request sets no `timeout` (None: no deadline):
+    every attempt, retry and wait, and the whole reading of a stream. When it runs out
+    the caller gets `ProviderTimeoutError` (`limit="deadline"`), and no target is
+    blamed: the budget was the caller's."""
     attempt_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
-    """Seconds for one attempt; a target that exceeds it fails with a timeout, counts as
-    a transient failure, and is not retried. None: only the call's deadline applies."""
+    """Seconds for one attempt (a generate, or opening a stream up to its first content);
+    a target that exceeds it fails with a timeout, counts as a transient failure, and is
+    not retried. None: only the other limits apply."""
+    first_token_timeout: float | Literal["auto"] | None = attrs.field(
+        default="auto", validator=_limit_or_auto
+    )
+    """Seconds from sending a stream request to its first content event (text, a tool
+    call, or the end); a target that misses it fails like an attempt timeout (counted,
+    not retried: the chain advances). "auto": the target's provider default
+    (`Timeouts.first_token`: 30 s for hosted APIs). Streams only: a generate's first
+    content is its whole answer (bounded by `Timeouts.generate` and `attempt_timeout`),
+    unless a request sets its own `first_token_timeout`, which overrides this for
+    streams and generates alike."""
+    reasoning_first_token_timeout: float | Literal["auto"] | None = attrs.field(
+        default="auto", validator=_limit_or_auto
+    )
+    """`first_token_timeout` for a target whose model reasons before answering
+    (`Capabilities.reasoning`); "auto": `Timeouts.reasoning_first_token` (300 s hosted)."""
+    idle_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    """Seconds a stream may go without an event once it is established; a target that
+    falls silent longer fails (counted; with `mid_stream="restart"` the answer starts
+    over on the next target). None: only the provider's socket-level `Timeouts.idle`
+    applies (which keep-alive bytes satisfy)."""
     retry_backoff: float = attrs.field(default=0.2, validator=_non_negative)
     """Seconds: base of the jittered same-target backoff (doubles per retry)."""
-    max_retry_wait: float = attrs.field(default=2.0, validator=_non_negative)
-    """Seconds: a same-target retry that would wait longer advances instead."""
+    max_retry_wait: float = attrs.field(default=5.0, validator=_non_negative)
+    """Seconds: a same-target retry that would wait longer (a long `Retry-After`)
+    advances instead, unless the target is the last one that can answer (the chain's
+    last, or every later one benched): then it waits, within the call's deadline (or
+    `max_recovery_wait` without one). 5 s leaves margin above the common 2 s."""
     max_recovery_wait: float = attrs.field(default=30.0, validator=_non_negative)
     """Seconds: when every target is benched, the longest wait for the first to recover."""
     mid_stream: Literal["raise", "restart"] = "raise"
@@ -83,6 +122,36 @@ class ChainConfig:
     """The largest image URL downloaded for a target that takes only inline images."""
     image_download_timeout: float = attrs.field(default=30.0, validator=_positive_or_none)
     """Seconds for one image download (also bounded by the call's deadline)."""
+
+    @classmethod
+    def interactive(cls, **changes: Any) -> ChainConfig:
+        """The preset for services that stream answers to people, who leave when nothing
+        happens: `Registry(chain=ChainConfig.interactive())`.
+
+        - `mid_stream="restart"`: a target that breaks mid-answer is replaced by the next
+          one, and the person gets a complete answer (after a `StreamRestart` event).
+        - `first_token_timeout=10`: a target with nothing to show 10 s after the request
+          is left for the next one (30 s by default for hosted APIs; a hosted API sends
+          its first token in a second or two unless it is failing);
+          `reasoning_first_token_timeout=120` for models that reason first.
+        - `idle_timeout=20`: a stream silent for 20 s is broken (even if it sends
+          keep-alive bytes).
+        - `max_retry_wait=1`: a rate-limited target is left for the next one at once
+          rather than waited for (it is still waited for when it is the last resort).
+        - `timeout=300`: the call's deadline, over failover and the whole stream: long
+          enough for a long answer, and no call outlives it.
+
+        `changes` override any field: `ChainConfig.interactive(timeout=120)`.
+        """
+        preset: dict[str, Any] = {
+            "mid_stream": "restart",
+            "first_token_timeout": 10.0,
+            "reasoning_first_token_timeout": 120.0,
+            "idle_timeout": 20.0,
+            "max_retry_wait": 1.0,
+            "timeout": 300.0,
+        }
+        return cls(**{**preset, **changes})
 
     @property
     def retries(self) -> int:
@@ -114,3 +183,23 @@ class Target:
         """The capabilities each attempt on this target is fitted to."""
         override = self.capabilities_override
         return override if override is not None else self.model.capabilities
+
+    def first_token_limit(
+        self, config: ChainConfig, requested: float | None, streaming: bool
+    ) -> float | None:
+        """Seconds an attempt on this target may take to its first content event (None:
+        no limit): the request's (streams and generates), else for a stream the chain's,
+        else ("auto") the provider's default for a model that reasons first or not. A
+        model without provider timeouts (one of the user's own) gets the hosted ones."""
+        if requested is not None:
+            return None if math.isinf(requested) else requested
+        if not streaming:
+            return None  # a generate's first content is its whole answer: `Timeouts.generate`
+        reasoning = self.capabilities.reasoning
+        chosen = config.reasoning_first_token_timeout if reasoning else config.first_token_timeout
+        if chosen != "auto":
+            return chosen
+        timeouts = getattr(self.model, "timeouts", None)
+        if not isinstance(timeouts, Timeouts):
+            timeouts = HOSTED_TIMEOUTS
+        return timeouts.first_token_for(reasoning)

@@ -142,6 +142,7 @@ class _Call:
         "config",
         "deadline",
         "failures",
+        "first_token",
         "fitter",
         "info",
         "mode",
@@ -167,7 +168,14 @@ class _Call:
         self.clock: Clock = self.tracker.clock
         timeout = request.timeout or config.timeout
         self.deadline = self.clock.now() + timeout if timeout else math.inf
-        self.bounded = self.deadline != math.inf or config.attempt_timeout is not None
+        self.first_token = request.first_token_timeout
+        """The request's own first-token limit, if it set one."""
+        self.bounded = (
+            mode.streaming  # a stream's first-token limit
+            or self.deadline != math.inf
+            or config.attempt_timeout is not None
+            or self.first_token is not None
+        )
         """Whether attempts run in a cancel scope (`_attempt.attempt`)."""
         self.failures: list[TargetFailure] = []
         self.recoveries: list[float] = []
@@ -327,14 +335,29 @@ class _Call:
         key = target.key
         bench = await self.report_failure(key, failure, probe)
         time_left = self.deadline - self.clock.now()
-        wait = retry_wait(
-            failure, number, bench is not None, self.config, time_left, random.random()
-        )
+        jitter, benched = random.random(), bench is not None
+        wait = retry_wait(failure, number, benched, self.config, time_left, jitter)
         if wait is None:
-            return None
+            # A longer wait is worth it when nothing after this target could answer.
+            wait = retry_wait(
+                failure, number, benched, self.config, time_left, jitter, last_resort=True
+            )
+            if wait is None or not await self.last_resort(target):
+                return None
         self.observer.retry_wait(key, number, wait, failure.error)
         await self.clock.sleep(wait)
         return await self.admit(target)
+
+    async def last_resort(self, target: Target) -> bool:
+        """Rule 4: whether no target after `target` could be admitted now (each later one
+        is benched, or the request is too large for it). Asked only when it matters."""
+        targets = self.chain._targets
+        for later in targets[targets.index(target) + 1 :]:
+            if self.fitter.too_large(later.capabilities) is None and (
+                await self.tracker.available(later.key)
+            ):
+                return False
+        return True
 
     def answered(self, key: str, number: int, started: float, result: object) -> None:
         """Tell the observer the attempt answered (a stream: it was established)."""

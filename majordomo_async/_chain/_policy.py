@@ -12,16 +12,20 @@ A chain tries its targets head to tail. For each target:
    reported). The chain retries the same target after a short jittered backoff, never
    shorter than the error's `retry_after`, while retries remain; it advances instead
    when the tracker benched the target, when the error was a timeout, or when the wait
-   is longer than `max_retry_wait` or than the time left. Before the retry, the target
-   is admitted again: a bench made during the backoff is respected.
+   is longer than `max_retry_wait` or than the time left. A target that is the last
+   resort (no later target could be admitted) waits out a longer `retry_after` too,
+   within the time left (or `max_recovery_wait` without a deadline): advancing would
+   only exhaust the chain. Before the retry, the target is admitted again: a bench
+   made during the backoff is respected.
 5. Model-not-found, context-length and unsupported-request errors advance with no health
    penalty: the target is fine, this request just does not fit it.
 6. Other permanent errors are raised at once (failing over cannot fix a bad request or a
    bad key), unless `advance_on_permanent` is set, or the error is one of the
    `advance_on` types: then they advance, with no health penalty.
-7. One deadline covers the whole call. An attempt cut short by it fails with a timeout
-   that is not held against the target, and the targets not reached are recorded as not
-   tried.
+7. One deadline covers the whole call, the reading of a stream included. An attempt
+   cut short by it fails with a timeout that is not held against the target, and the
+   targets not reached are recorded as not tried. (An attempt cut short by its own
+   limits, the attempt timeout or the first-token limit, is a timeout of rule 4.)
 8. When every target was skipped as benched, the chain waits for the one that recovers
    first, if that fits in the deadline and `max_recovery_wait`, and makes one more pass.
 9. If nothing answered: `ChainExhaustedError` with every attempt and skip, in order.
@@ -38,6 +42,7 @@ function is pure and table-tested (`tests/test_policy.py`).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -102,19 +107,25 @@ def retry_wait(
     config: ChainConfig,
     time_left: float,
     jitter: float,
+    *,
+    last_resort: bool = False,
 ) -> float | None:
     """Rule 4: seconds to wait before retrying the same target, or None to advance.
 
     `attempt` is the 1-based number of the attempt that failed, `benched` whether the
     tracker benched the target on this failure, `time_left` the seconds before the call's
-    deadline (`math.inf` without one) and `jitter` a number in [0, 1).
+    deadline (`math.inf` without one), `jitter` a number in [0, 1), and `last_resort`
+    whether no later target could be admitted (then a long wait is worth it).
     """
     if failure.step is not Step.COUNT or benched or failure.timed_out:
         return None
     if attempt > config.retries:
         return None
     wait = backoff(config.retry_backoff, attempt, failure.retry_after, jitter)
-    if wait > config.max_retry_wait or wait >= time_left:
+    longest = config.max_retry_wait
+    if last_resort:
+        longest = max(longest, config.max_recovery_wait if math.isinf(time_left) else time_left)
+    if wait > longest or wait >= time_left:
         return None
     return wait
 

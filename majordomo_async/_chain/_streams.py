@@ -4,11 +4,18 @@ ends, and the mid-stream restart relay. Each asks the policy (`judge`) what an e
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import math
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .._events import StreamEvent, StreamRestart
-from .._exceptions import ModelProtocolError, StreamClosedError, TargetFailure
+from .._exceptions import (
+    ChainExhaustedError,
+    ModelProtocolError,
+    ProviderTimeoutError,
+    StreamClosedError,
+    TargetFailure,
+)
 from .._protocols import AsyncModel
 from .._request import Request
 from .._response import Response, Usage
@@ -18,7 +25,16 @@ from ._policy import Step, judge
 if TYPE_CHECKING:
     from ._loop import _Call
 
-__all__ = ["ESTABLISH", "GENERATE", "Mode", "RelayOwner", "StreamVerdict", "restart_relay"]
+__all__ = [
+    "ESTABLISH",
+    "GENERATE",
+    "CallLimits",
+    "Mode",
+    "RelayOwner",
+    "StreamVerdict",
+    "out_of_time",
+    "restart_relay",
+]
 
 T = TypeVar("T")
 
@@ -77,12 +93,64 @@ class _Establish(Mode[Stream]):
     ) -> Stream:
         verdict = StreamVerdict(call, key, attempt, probe, started, ends_call=not call.relayed)
         renew = verdict.renew if probe is not None else None
-        result._bind(key, tuple(call.failures), verdict, renew)  # type: ignore[attr-defined]
+        limits = None
+        if call.deadline != math.inf or call.config.idle_timeout is not None:
+            limits = CallLimits(call, key)
+        result._bind(key, tuple(call.failures), verdict, renew, limits)  # type: ignore[attr-defined]
         return result  # type: ignore[return-value]
 
 
 GENERATE = _Generate()
 ESTABLISH = _Establish()
+
+
+class CallLimits:
+    """The call's limits on each read of an established stream: its deadline (the
+    caller's budget: no health penalty) and `ChainConfig.idle_timeout` (the target's
+    silence: a transient failure). One cancel scope per read, so only streams with a
+    limit pay for it."""
+
+    __slots__ = ("call", "key")
+
+    def __init__(self, call: _Call, key: str) -> None:
+        self.call = call
+        self.key = key
+
+    async def read(self, source: AsyncIterator[StreamEvent]) -> StreamEvent:
+        """See `ReadLimits.read`."""
+        call = self.call
+        clock, deadline, limit = call.clock, call.deadline, "deadline"
+        idle = call.config.idle_timeout
+        if idle is not None and clock.now() + idle < deadline:
+            deadline, limit = clock.now() + idle, "idle"
+        with clock.deadline_scope(deadline) as scope:
+            try:
+                return await source.__anext__()
+            except Exception:
+                if not scope.cancel_called:
+                    raise
+        # Reached only when our scope fired and absorbed the read's cancellation.
+        raise self.timeout(limit)
+
+    def timeout(self, limit: str) -> ProviderTimeoutError:
+        """The error for `limit` running out while the stream was read."""
+        provider, _, model = self.key.partition("/")
+        if limit == "deadline":
+            message = (
+                "the call's deadline (Request.timeout or ChainConfig.timeout) ran out "
+                "while the stream was read"
+            )
+        else:
+            message = (
+                f"idle timeout: no stream event for {self.call.config.idle_timeout:g} s "
+                "(ChainConfig.idle_timeout)"
+            )
+        return ProviderTimeoutError(message, limit=limit, provider=provider, model=model)
+
+
+def out_of_time(error: Exception) -> bool:
+    """Whether `error` is the call's own deadline running out (rule 7: no penalty)."""
+    return isinstance(error, ProviderTimeoutError) and error.limit == "deadline"
 
 
 def _broken(key: str, method: str, got: object, expected: str) -> ModelProtocolError:
@@ -136,7 +204,11 @@ class StreamVerdict:
         try:
             if finished:  # rule 3
                 await call.report_success(key, probe)
-            elif error is not None and (failure := judge(error, call.config)).step is Step.COUNT:
+            elif (
+                error is not None
+                and (failure := judge(error, call.config, out_of_time=out_of_time(error))).step
+                is Step.COUNT
+            ):
                 # rule 4: broken after content by a transient error
                 elapsed = call.clock.now() - self.started
                 call.observer.attempt_failed(
@@ -215,13 +287,21 @@ class _Relay:
     async def _restart(self, exc: Exception) -> StreamRestart:
         call = self._call
         key = call.chain._targets[self._index].key
-        if judge(exc, call.config).step is Step.RAISE or self._index + 1 >= len(
-            call.chain._targets
+        if (
+            out_of_time(exc)
+            or judge(exc, call.config).step is Step.RAISE
+            or self._index + 1 >= len(call.chain._targets)
         ):
-            raise exc  # rule 6, or no target left to restart on
+            raise exc  # rule 7 (no time left), rule 6, or no target left to restart on
         attempt = 1 + sum(failure.key == key and not failure.skipped for failure in call.failures)
         call.failures.append(TargetFailure(key, exc, attempt))
-        self._stream, self._index = await call.run(start=self._index + 1)
+        try:
+            self._stream, self._index = await call.run(start=self._index + 1)
+        except ChainExhaustedError as exhausted:
+            if call.clock.now() < call.deadline:
+                raise
+            # rule 7: the caller's budget ran out while the answer was being restarted.
+            raise CallLimits(call, key).timeout("deadline") from exhausted
         call.observer.restarted(key, exc, self._stream.model)
         return StreamRestart(self._stream.model, key, exc, tuple(call.failures))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from .._capabilities import Capabilities, builtin_capabilities
 from .._exceptions import AuthenticationError, ProviderError
 from .._http import (
+    HOSTED_TIMEOUTS,
     BodyReader,
     ErrorMapper,
     Timeouts,
@@ -59,7 +60,7 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
         api_key: the API key, or None ("" counts as None).
         base_url: the API root; a trailing slash is dropped.
         http: the Registry's session holder (`http.get()` is called at request time).
-        timeouts: connect / first-event / idle limits (default: the provider's).
+        timeouts: the time limits of every request (default: the provider family's).
         extra_headers: more headers for every request; never shown.
     """
 
@@ -79,8 +80,8 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
     """Variables a missing key's error tells the user to set, in order."""
     _DSN_KEY_EXAMPLE: ClassVar[str] = "scheme://KEY@host"
     """How a missing key's error shows a key written into the DSN."""
-    _DEFAULT_TIMEOUTS: ClassVar[Timeouts] = Timeouts()
-    """The timeouts used when the constructor gets none."""
+    _DEFAULT_TIMEOUTS: ClassVar[Timeouts] = HOSTED_TIMEOUTS
+    """The timeouts used when the constructor gets none (the family's defaults)."""
 
     def __init__(
         self,
@@ -117,7 +118,7 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
 
     @property
     def timeouts(self) -> Timeouts:
-        """The connect / first-event / idle limits of every request."""
+        """The time limits of every request (see `Timeouts`)."""
         return self._timeouts
 
     @property
@@ -289,6 +290,11 @@ class HTTPModel(abc.ABC, Generic[ProviderT]):
     def key(self) -> str:
         """The "provider/model-id" key of this target."""
         return self._key
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The provider's time limits (a chain reads its first-token defaults here)."""
+        return self._provider._timeouts
 
     @property
     def capabilities(self) -> Capabilities:

@@ -38,7 +38,14 @@ __all__ = [
     "status_error",
 ]
 
-TIMEOUT_KEYS: Final = ("connect", "first_event", "idle")
+TIMEOUT_KEYS: Final = (
+    "connect",
+    "headers",
+    "generate",
+    "first_token",
+    "reasoning_first_token",
+    "idle",
+)
 """DSN query keys every HTTP provider accepts: its `Timeouts`, in seconds."""
 
 # How much of a non-JSON, non-HTML error body a message quotes.
@@ -213,7 +220,7 @@ def dsn_timeouts(
     accepted: Iterable[str] = TIMEOUT_KEYS,
     base: Timeouts | None = None,
 ) -> Timeouts:
-    """`Timeouts` from a DSN query's `connect`, `first_event` and `idle` keys.
+    """`Timeouts` from a DSN query's timeout keys (`TIMEOUT_KEYS`).
 
     Args:
         query: the DSN's query.
@@ -227,6 +234,12 @@ def dsn_timeouts(
     """
     allowed = tuple(accepted)
     unknown = sorted(set(query) - set(allowed))
+    if "first_event" in unknown:
+        raise ConfigurationError(
+            f"{label}: the DSN query key 'first_event' was split in two: `headers` (until "
+            "the response headers of a stream) and `first_token` (then until its first "
+            "content); a generate's limit is `generate`"
+        )
     if unknown:
         raise ConfigurationError(
             f"{label}: unknown DSN query key(s) {', '.join(map(repr, unknown))} "

@@ -5,6 +5,12 @@ Wire format: `POST {base}/v1/messages` with `x-api-key` and `anthropic-version:
 events, ending with `message_stop`; errors carry `{"type": "error", "error":
 {"type", "message"}}`, both as HTTP bodies and as in-band `event: error` frames.
 
+The end of a stream: it is complete at `message_stop`, or when the body ends cleanly
+(the chunked terminator, Content-Length reached, or the end of a close-delimited body)
+after a `message_delta` carried a `stop_reason` (with the final usage). A body that
+ends cleanly before any `stop_reason`, and a body cut by a transport error (no chunked
+terminator, even after the `message_delta`), raise `StreamTruncatedError`.
+
 Mapping from our types:
 
 - `Request.system` -> top-level `system`; `max_tokens` is required by the API, so
@@ -513,7 +519,8 @@ class _StreamTranslator:
     Event order (providers.md 5.4): `message_start`, then per content block
     `content_block_start`, `content_block_delta`*, `content_block_stop`, then
     `message_delta` and `message_stop`; `ping` anywhere. Unknown events are ignored,
-    as the docs ask.
+    as the docs ask. `StreamEnd` comes with `message_stop`, or from `finish()` when the
+    body ended cleanly after a `message_delta` with a `stop_reason`.
     """
 
     __slots__ = (
@@ -522,6 +529,7 @@ class _StreamTranslator:
         "_model",
         "_provider",
         "_request_id",
+        "_stopped",
         "_tools",
         "_usage",
         "done",
@@ -534,8 +542,9 @@ class _StreamTranslator:
         self._tools: dict[int, int] = {}  # content block index -> our tool-call index
         self._usage = _UsageCounter()
         self._finish = FinishReason.OTHER
+        self._stopped = False  # a `message_delta` carried a `stop_reason`
         self.done = False
-        """True once `message_stop` arrived: the answer is complete."""
+        """True once `message_stop` arrived (or `finish()` ended it): the answer is complete."""
 
     def feed(self, event: ServerSentEvent) -> list[StreamEvent]:
         """Our events for one SSE event (none for pings and unknown events).
@@ -619,11 +628,37 @@ class _StreamTranslator:
         delta = data.get("delta")
         if isinstance(delta, dict) and "stop_reason" in delta:
             self._finish = _finish_reason(delta["stop_reason"])
+            if isinstance(delta["stop_reason"], str) and delta["stop_reason"]:
+                self._stopped = True
         if not isinstance(data.get("usage"), dict):
             return []
         return [UsageUpdate(self._usage.update(data["usage"]).usage)]
 
     def _message_stop(self, data: dict[str, Any]) -> list[StreamEvent]:
+        self.done = True
+        return [StreamEnd(self._finish)]
+
+    def finish(self) -> list[StreamEvent]:
+        """The body ended cleanly (its reader returned b""): the stream's last events.
+
+        Nothing after `message_stop`; `StreamEnd` when a `message_delta` carried a
+        `stop_reason` (its usage was already reported). Call it only for a clean end: a
+        body cut by a transport error raised `StreamTruncatedError` while it was read.
+
+        Raises:
+            StreamTruncatedError: the body ended before any `stop_reason` and before
+                `message_stop`.
+        """
+        if self.done:
+            return []
+        if not self._stopped:
+            raise StreamTruncatedError(
+                "the Anthropic stream ended before message_stop, and no message_delta "
+                "carried a stop_reason: the answer is incomplete",
+                provider=self._provider,
+                model=self._model,
+                request_id=self._request_id,
+            )
         self.done = True
         return [StreamEnd(self._finish)]
 
@@ -655,8 +690,9 @@ def _index(data: Mapping[str, Any]) -> int:
 class AnthropicModel(HTTPModel["AnthropicProvider"]):
     """One Anthropic model. Get it with `AnthropicProvider.model(model_id)`.
 
-    Calls go to `/v1/messages`; a stream is complete at `message_stop`. The `request-id`
-    header is the request id.
+    Calls go to `/v1/messages`; a stream is complete at `message_stop`, or at a clean end
+    of the body after a `message_delta` with a `stop_reason`. The `request-id` header is
+    the request id.
     """
 
     __slots__ = ()
@@ -698,13 +734,9 @@ class AnthropicModel(HTTPModel["AnthropicProvider"]):
         for sse in decoder.close():
             for event in translator.feed(sse):
                 yield event
-        if not translator.done:
-            raise StreamTruncatedError(
-                "the Anthropic stream ended before message_stop: the answer is incomplete",
-                provider=provider.name,
-                model=self._model_id,
-                request_id=request_id,
-            )
+        # A clean end of the body: complete if a stop_reason came, else raises.
+        for event in translator.finish():
+            yield event
 
 
 class AnthropicProvider(HTTPProvider[AnthropicModel]):
@@ -718,7 +750,7 @@ class AnthropicProvider(HTTPProvider[AnthropicModel]):
         base_url: the API root without `/v1` (default `https://api.anthropic.com`);
             a trailing `/v1` is tolerated.
         http: the Registry's session holder; the session is fetched at call time.
-        timeouts: connect, first-event and idle timeouts (default `Timeouts()`).
+        timeouts: the time limits (default `HOSTED_TIMEOUTS`).
         extra_headers: sent with every call (`anthropic-beta`, a proxy's own headers);
             they cannot replace `x-api-key`, `anthropic-version` or `content-type`.
         default_max_tokens: `max_tokens` for requests that set none (the API requires it).
@@ -822,7 +854,8 @@ def anthropic_factory(name: str, dsn: DSN, context: ProviderContext) -> Anthropi
       None is fine here: the first call raises `AuthenticationError`.
     - Base URL: the DSN's (`anthropic+http://127.0.0.1:8080` for a local proxy) when
       it names a host, else `https://api.anthropic.com`.
-    - Query keys: `connect`, `first_event`, `idle` (timeouts in seconds, > 0) and
+    - Query keys: the `Timeouts` fields (`connect`, `headers`, `generate`, `first_token`,
+      `reasoning_first_token`, `idle`: seconds, > 0) and
       `max_tokens` (the default for requests that set none, a whole number >= 1).
 
     Example: `anthropic://sk-ant-...@?idle=60&max_tokens=8192`.

@@ -809,7 +809,7 @@ class GeminiProvider(HTTPProvider[GeminiModel]):
         api_key: the API key, or None.
         base_url: the API root, e.g. `https://generativelanguage.googleapis.com/v1beta`.
         http: the Registry's session holder (its session is fetched at call time).
-        timeouts: connect / first event / idle limits (default `Timeouts()`).
+        timeouts: the time limits (default `HOSTED_TIMEOUTS`).
         extra_headers: sent with every request (a proxy's headers, say); the key header
             always wins.
 
@@ -890,8 +890,8 @@ def gemini_factory(name: str, dsn: DSN, context: ProviderContext) -> GeminiProvi
       key is reported when a call is made, not here.
     - Base URL: the DSN's (`gemini://KEY@host/v1beta`, `gemini+http://127.0.0.1:8080/v1beta`)
       when it names a host, else `DEFAULT_BASE_URL`. Give the full API root, version included.
-    - Query: `connect`, `first_event`, `idle` set the timeouts in seconds
-      (`gemini://KEY@?first_event=300`); any other key is an error.
+    - Query: the `Timeouts` fields set the time limits in seconds
+      (`gemini://KEY@?first_token=60`); any other key is an error.
 
     Raises:
         ConfigurationError: an unknown query key or a bad number of seconds.

@@ -28,7 +28,7 @@ api/types.go, and the official `ollama-python` client):
 DSNs (`ollama_factory`):
 
 ```
-ollama://[KEY@][host[:port]][/path][?connect=S&first_event=S&idle=S]
+ollama://[KEY@][host[:port]][/path][?connect=S&headers=S&first_token=S&idle=S...]
 ollama+http://...   ollama+https://...
 ```
 
@@ -38,9 +38,10 @@ ollama+http://...   ollama+https://...
 - `ollama://host` is plain HTTP on port 11434 unless a port is given, except
   `ollama://ollama.com`, which is `https://ollama.com`. `ollama+http://` and
   `ollama+https://` pick the transport explicitly (default ports 80 and 443).
-- Query keys, each a positive number of seconds: `connect` (TCP + TLS, default 10),
-  `first_event` (until the first body bytes; a cold model load counts, default 300),
-  `idle` (between chunks, default 120). Any other key is an error.
+- Query keys, each a positive number of seconds: the `Timeouts` fields (`connect`,
+  `headers`, `generate`, `first_token`, `reasoning_first_token`, `idle`); the defaults
+  are `ON_DEMAND_TIMEOUTS`'s (a cold model load happens before the headers: 300 s for them).
+  Any other key is an error.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import Timeouts, request_id_from
+from .._http import ON_DEMAND_TIMEOUTS, request_id_from
 from .._messages import ImagePart, Message, TextPart, Tool, ToolCall, ToolCallPart, ToolResultPart
 from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
@@ -107,8 +108,8 @@ _HOST_ENV: Final = "OLLAMA_HOST"
 _REQUEST_ID_HEADERS: Final = ("x-request-id",)
 _LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
 # The first request to a model loads it into memory, which takes from seconds to minutes
-# for a large model: the time to the first byte gets more room than the shared default.
-DEFAULT_TIMEOUTS: Final = Timeouts(first_event=300.0)
+# for a large model: the time to the headers gets more room than a hosted API's.
+DEFAULT_TIMEOUTS: Final = ON_DEMAND_TIMEOUTS
 
 # Error texts (providers.md 7.5 and 8.1; server/routes.go, server/sched.go; Ollama
 # cloud 429 bodies seen in issue threads). Matched case-insensitively.
@@ -739,8 +740,8 @@ class OllamaProvider(HTTPProvider[OllamaModel]):
         api_key: sent as `Authorization: Bearer` when set (ollama.com); never shown.
         base_url: the server, e.g. "http://127.0.0.1:11434" (no `/api` suffix).
         http: the Registry's session holder; the session is fetched at call time.
-        timeouts: connect / first event / idle limits (default `DEFAULT_TIMEOUTS`: 10 s,
-            300 s for a cold model load, 120 s).
+        timeouts: the time limits (default `DEFAULT_TIMEOUTS`, i.e. `ON_DEMAND_TIMEOUTS`: 300 s
+            for the headers, which wait for a cold model load).
         extra_headers: added to every request (a proxy's auth, for instance); never shown.
 
     Example:
@@ -818,8 +819,8 @@ def ollama_factory(name: str, dsn: DSN, context: ProviderContext) -> OllamaProvi
 
     The key is the DSN's credential, else `OLLAMA_API_KEY` (optional: only ollama.com
     needs one). The server is the DSN's host, else `OLLAMA_HOST`, else
-    `http://127.0.0.1:11434`. The query may set `connect`, `first_event` and `idle`
-    timeouts in seconds (see the module docstring).
+    `http://127.0.0.1:11434`. The query may set the `Timeouts` fields in seconds (see
+    the module docstring).
 
     Raises:
         ConfigurationError: an unknown query key, a bad timeout, or a bad `OLLAMA_HOST`.

@@ -21,6 +21,14 @@ Mapping from our types:
 - Streams ask for usage with `stream_options: {"include_usage": true}` (unless the
   preset says the server rejects it): it arrives in one last chunk with empty `choices`.
 
+The end of a stream: it is complete at `data: [DONE]` (with no finish reason seen, the
+finish is STOP), or when the body ends cleanly (the chunked terminator, Content-Length
+reached, or the end of a close-delimited body) after a chunk carried a `finish_reason`:
+several compatible servers send the finish chunk and the usage chunk, then end the body
+without `[DONE]`. A body that ends cleanly before any finish reason, and a body cut by a
+transport error (no chunked terminator, even after a finish reason: the usage may be
+missing), raise `StreamTruncatedError`.
+
 OpenAI-compatible servers differ mostly in base URL, key variable and error bodies
 (providers.md 4); the differences that change the request are flags of `Preset`, and
 `OPENAI_COMPATIBLE_PRESETS` holds one per known server.
@@ -55,7 +63,14 @@ from .._exceptions import (
     StreamTruncatedError,
     UnsupportedRequestError,
 )
-from .._http import MAX_ERROR_BODY, Timeouts, request_id_from
+from .._http import (
+    HOSTED_TIMEOUTS,
+    MAX_ERROR_BODY,
+    ON_DEMAND_TIMEOUTS,
+    SELF_HOSTED_TIMEOUTS,
+    Timeouts,
+    request_id_from,
+)
 from .._messages import (
     ImagePart,
     Message,
@@ -132,6 +147,10 @@ class Preset:
     family: str = "openai-compatible"
     """Where the built-in capability table looks its models up: "openai" for OpenAI, the
     scheme name for a known server ("groq"), "openai-compatible" for any other."""
+    timeouts: Timeouts = HOSTED_TIMEOUTS
+    """The time limits a DSN's query keys override: `HOSTED_TIMEOUTS` for hosted APIs
+    and generic endpoints, `SELF_HOSTED_TIMEOUTS` for vllm and llamacpp,
+    `ON_DEMAND_TIMEOUTS` for lmstudio (which loads a model on the first request)."""
 
 
 OPENAI_PRESET: Final = Preset(
@@ -158,9 +177,24 @@ _KNOWN_SERVERS: Final[Mapping[str, Preset]] = MappingProxyType(
         "fireworks": Preset("https://api.fireworks.ai/inference/v1", ("FIREWORKS_API_KEY",)),
         # Local servers: default ports, no key unless the server was started with one
         # (the variables are the ones each server itself reads its key from).
-        "vllm": Preset("http://127.0.0.1:8000/v1", ("VLLM_API_KEY",), requires_key=False),
-        "llamacpp": Preset("http://127.0.0.1:8080/v1", ("LLAMA_API_KEY",), requires_key=False),
-        "lmstudio": Preset("http://127.0.0.1:1234/v1", ("LM_API_TOKEN",), requires_key=False),
+        "vllm": Preset(
+            "http://127.0.0.1:8000/v1",
+            ("VLLM_API_KEY",),
+            requires_key=False,
+            timeouts=SELF_HOSTED_TIMEOUTS,
+        ),
+        "llamacpp": Preset(
+            "http://127.0.0.1:8080/v1",
+            ("LLAMA_API_KEY",),
+            requires_key=False,
+            timeouts=SELF_HOSTED_TIMEOUTS,
+        ),
+        "lmstudio": Preset(
+            "http://127.0.0.1:1234/v1",
+            ("LM_API_TOKEN",),
+            requires_key=False,
+            timeouts=ON_DEMAND_TIMEOUTS,
+        ),
     }
 )
 
@@ -685,9 +719,10 @@ def _error_from_body(
 class _StreamTranslator:
     """Turns chat completion chunks (decoded SSE events) into our stream events.
 
-    `StreamStart` comes with the first chunk (the role chunk, usually). `StreamEnd` only
-    comes with `data: [DONE]`, carrying the finish reason seen on the last choice chunk;
-    the usage chunk sits between them. An in-band error event raises the mapped error.
+    `StreamStart` comes with the first chunk (the role chunk, usually). `StreamEnd` comes
+    with `data: [DONE]`, or from `finish()` when the body ended cleanly after a finish
+    reason; it carries the finish reason seen on the last choice chunk, and the usage
+    chunk sits before it. An in-band error event raises the mapped error.
     """
 
     __slots__ = (
@@ -710,7 +745,7 @@ class _StreamTranslator:
         self._finish: FinishReason | None = None
         self._refused = False
         self.started = False  # StreamStart was emitted
-        self.done = False  # `[DONE]` arrived: the answer is complete
+        self.done = False  # `[DONE]` arrived (or `finish()` ended it): the answer is complete
 
     def feed(self, sse: ServerSentEvent) -> list[StreamEvent]:
         """The events one SSE event holds (none for keep-alives and empty chunks).
@@ -725,9 +760,7 @@ class _StreamTranslator:
         if data[:1] != "{":  # not the usual JSON chunk: `[DONE]`, blank, or malformed
             stripped = data.strip()
             if stripped == "[DONE]":
-                self.done = True
-                finish = FinishReason.CONTENT_FILTER if self._refused else self._finish
-                return [*self._start(), StreamEnd(finish or FinishReason.STOP)]
+                return [*self._start(), self._end()]
             if not stripped:
                 return []
         chunk = json_or_none(data)
@@ -759,19 +792,34 @@ class _StreamTranslator:
                 events.append(UsageUpdate(parsed))
         return events
 
-    def finish(self) -> None:
-        """The body ended: raise unless `[DONE]` was seen.
+    def finish(self) -> list[StreamEvent]:
+        """The body ended cleanly (its reader returned b""): the stream's last events.
+
+        Nothing after `[DONE]`; `StreamEnd` when a chunk carried a `finish_reason` (some
+        compatible servers end the body after the finish and usage chunks, without
+        `[DONE]`). Call it only for a clean end: a body cut by a transport error raised
+        `StreamTruncatedError` while it was read.
 
         Raises:
-            StreamTruncatedError: the body ended before `data: [DONE]`.
+            StreamTruncatedError: the body ended before any finish reason and `[DONE]`.
         """
-        if not self.done:
+        if self.done:
+            return []
+        if self._finish is None:
             raise StreamTruncatedError(
-                "the stream ended before `data: [DONE]`: the answer is incomplete",
+                "the stream ended before a chunk with a `finish_reason` and before "
+                "`data: [DONE]`: the answer is incomplete",
                 provider=self._provider,
                 model=self._model,
                 request_id=request_id_from(self._headers, REQUEST_ID_HEADERS),
             )
+        return [self._end()]
+
+    def _end(self) -> StreamEnd:
+        """The terminal event (content_filter for a refusal; STOP when no reason came)."""
+        self.done = True
+        finish = FinishReason.CONTENT_FILTER if self._refused else self._finish
+        return StreamEnd(finish or FinishReason.STOP)
 
     def _start(self) -> list[StreamEvent]:
         if self.started:
@@ -822,8 +870,9 @@ def _tool_call_deltas(items: list[Any]) -> list[StreamEvent]:
 class OpenAIModel(HTTPModel["OpenAIProvider"]):
     """One model of an `OpenAIProvider`. Get it with `provider.model(model_id)`.
 
-    `generate` sends one chat completion; `stream` ends with `data: [DONE]`. The
-    `x-request-id` header is the request id.
+    `generate` sends one chat completion; `stream` ends with `data: [DONE]`, or with a
+    clean end of the body after a finish reason. The `x-request-id` header is the
+    request id.
     """
 
     __slots__ = ()
@@ -867,7 +916,9 @@ class OpenAIModel(HTTPModel["OpenAIProvider"]):
                 for sse in decoder.close():
                     for event in translator.feed(sse):
                         yield event
-                translator.finish()
+                # A clean end of the body: complete if a finish reason came, else raises.
+                for event in translator.finish():
+                    yield event
         finally:
             response.close()
 
@@ -909,7 +960,7 @@ class OpenAIProvider(HTTPProvider[OpenAIModel]):
         api_key: the API key, or None (fine for local servers that need none).
         base_url: the API root, such as "https://api.openai.com/v1".
         http: the Registry's session holder (`http.get()` is called at request time).
-        timeouts: connect / first-event / idle limits (default `Timeouts()`).
+        timeouts: the time limits (default: the preset's, `HOSTED_TIMEOUTS` for OpenAI).
         extra_headers: more headers for every request (`OpenAI-Organization`, ...).
         preset: the server's key variables and wire quirks (default: OpenAI's own).
 
@@ -935,15 +986,16 @@ class OpenAIProvider(HTTPProvider[OpenAIModel]):
         extra_headers: Mapping[str, str] | None = None,
         preset: Preset | None = None,
     ) -> None:
+        preset = preset if preset is not None else OPENAI_PRESET
         super().__init__(
             name,
             api_key=api_key,
             base_url=base_url,
             http=http,
-            timeouts=timeouts,
+            timeouts=timeouts if timeouts is not None else preset.timeouts,
             extra_headers=extra_headers,
         )
-        self._preset = preset if preset is not None else OPENAI_PRESET
+        self._preset = preset
 
     @property
     def preset(self) -> Preset:
@@ -998,9 +1050,9 @@ def openai_factory(name: str, dsn: DSN, context: ProviderContext) -> OpenAIProvi
 
     A DSN with a host but no path gets the default path, `/v1`.
 
-    Query keys (all optional): `connect`, `first_event`, `idle` (seconds, > 0; see
-    `Timeouts`), and `organization` / `project` (sent as `OpenAI-Organization` /
-    `OpenAI-Project`).
+    Query keys (all optional): the `Timeouts` fields (`connect`, `headers`, `generate`,
+    `first_token`, `reasoning_first_token`, `idle`: seconds, > 0), and `organization` /
+    `project` (sent as `OpenAI-Organization` / `OpenAI-Project`).
 
     Raises:
         ConfigurationError: an unknown query key, a bad value, or `openai+http(s)://`
@@ -1046,7 +1098,10 @@ def _build_provider(
     name: str, dsn: DSN, context: ProviderContext, preset: Preset, *, default_path: str
 ) -> OpenAIProvider:
     timeouts = dsn_timeouts(
-        dsn.query, label=f"provider {name!r}", accepted=(*TIMEOUT_KEYS, *_HEADER_KEYS)
+        dsn.query,
+        label=f"provider {name!r}",
+        accepted=(*TIMEOUT_KEYS, *_HEADER_KEYS),
+        base=preset.timeouts,
     )
     extra_headers = {
         header: dsn.query[key] for key, header in _HEADER_KEYS.items() if dsn.query.get(key)

@@ -104,16 +104,16 @@ class ReferenceChain:
         prediction = Prediction()
         recoveries: list[float] = []
         try:
-            for key in keys:
-                self._target(key, outcome, prediction, recoveries)
+            for index, key in enumerate(keys):
+                self._target(key, keys[index + 1 :], outcome, prediction, recoveries)
             if not prediction.attempts and recoveries:
                 # Every target benched: wait for the first to recover, one more pass.
                 wait = min(recoveries) - self.now
                 if wait <= self.config.max_recovery_wait:
                     prediction.recovery_wait = wait
                     self._sleep(wait, prediction)
-                    for key in keys:
-                        self._target(key, outcome, prediction, recoveries)
+                    for index, key in enumerate(keys):
+                        self._target(key, keys[index + 1 :], outcome, prediction, recoveries)
             prediction.error = "exhausted"
         except _Answered as answered:
             prediction.answer = answered.key
@@ -124,6 +124,7 @@ class ReferenceChain:
     def _target(
         self,
         key: str,
+        later: Sequence[str],
         outcome: Callable[[str], str],
         prediction: Prediction,
         recoveries: list[float],
@@ -159,9 +160,20 @@ class ReferenceChain:
             if benched or attempt > self.config.retries or label == "timeout":
                 return
             wait = self.config.backoff(attempt, hint)
-            if wait > self.config.max_retry_wait:
+            # The last resort (no later target available) waits up to max_recovery_wait
+            # (these calls have no deadline).
+            if wait > self.config.max_retry_wait and (
+                wait > self.config.max_recovery_wait or any(map(self._available, later))
+            ):
                 return
             self._sleep(wait, prediction)
+
+    def _available(self, key: str) -> bool:
+        """Whether `key` would be admitted now (benched targets and probed ones are not)."""
+        state = self.health.states.get(key)
+        if state is None or state.until is None:
+            return True
+        return self.now >= state.until and not state.probing(self.now)
 
     def _release(self, key: str, holds_probe: str | None) -> None:
         if holds_probe:
