@@ -55,6 +55,7 @@ from .helpers.fault_server import (
     slow_first_token,
     stall_after,
 )
+from .helpers.servers import acquired_connections
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -95,6 +96,8 @@ class Outcome:
     elapsed: float
     limit: str | None = None
     """`ProviderTimeoutError.limit`, when that is the result."""
+    held: int = 0
+    """Connections still checked out of the pool once the call ended (a leak if not 0)."""
 
 
 Call = Callable[[Registry], Awaitable[tuple[str, str | None, str, int, str | None]]]
@@ -176,7 +179,10 @@ async def run(scenario: Scenario, variant: Variant) -> Outcome:
         started = time.monotonic()
         result, model, text, restarts, limit = await scenario.call(registry)
         elapsed = time.monotonic() - started
-        return Outcome(result, model, text, restarts, head.count, backup.count, elapsed, limit)
+        held = acquired_connections(registry._http.get())
+        return Outcome(
+            result, model, text, restarts, head.count, backup.count, elapsed, limit, held
+        )
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +223,14 @@ def within(elapsed: float, limit: float) -> bool:
 
 def answered(outcome: Outcome, key: str, text: str) -> None:
     assert (outcome.result, outcome.answered_by, outcome.text) == ("answer", key, text)
+
+
+def test_no_scenario_leaves_a_connection_checked_out(
+    outcomes: dict[tuple[str, Variant], Outcome],
+) -> None:
+    """Whatever ended a call (a limit, a cut, a restart, the deadline), its connections
+    went back to the pool or were closed."""
+    assert {key: o.held for key, o in outcomes.items() if o.held} == {}
 
 
 HEAD, BACKUP = "head/gpt-4o-mini", "backup/gpt-4o-mini"
