@@ -23,6 +23,7 @@ from ._context import HTTPSessionHolder as HTTPSessionHolder
 from ._context import ProviderContext as ProviderContext
 from ._context import SchemeFactory as SchemeFactory
 from ._dsn import DSN as DSN
+from ._events import ReasoningDelta as ReasoningDelta
 from ._events import StreamEnd as StreamEnd
 from ._events import StreamEvent as StreamEvent
 from ._events import StreamRestart as StreamRestart
@@ -79,6 +80,7 @@ from ._http import Timeouts as Timeouts
 from ._messages import ImagePart as ImagePart
 from ._messages import Message as Message
 from ._messages import Part as Part
+from ._messages import ReasoningPart as ReasoningPart
 from ._messages import TextPart as TextPart
 from ._messages import Tool as Tool
 from ._messages import ToolCall as ToolCall
@@ -88,6 +90,8 @@ from ._otel import OpenTelemetryHooks as OpenTelemetryHooks
 from ._protocols import AsyncModel as AsyncModel
 from ._protocols import ModelLister as ModelLister
 from ._protocols import Provider as Provider
+from ._provider_options import ProviderOptions as ProviderOptions
+from ._reasoning import Reasoning as Reasoning
 from ._redis_store import RedisHealthStore as RedisHealthStore
 from ._registry import Registry as Registry
 from ._request import JSONMode as JSONMode
@@ -95,11 +99,14 @@ from ._request import JSONSchema as JSONSchema
 from ._request import Option as Option
 from ._request import Request as Request
 from ._request import as_request as as_request
+from ._request import cache as cache
 from ._request import first_token_timeout as first_token_timeout
 from ._request import json_mode as json_mode
 from ._request import json_schema as json_schema
 from ._request import max_tokens as max_tokens
 from ._request import metadata as metadata
+from ._request import provider_options as provider_options
+from ._request import reasoning as reasoning
 from ._request import stop as stop
 from ._request import system as system
 from ._request import temperature as temperature
@@ -160,10 +167,14 @@ __all__ = (
     "ProviderConnectionError",
     "ProviderContext",
     "ProviderError",
+    "ProviderOptions",
     "ProviderStatusError",
     "ProviderTimeoutError",
     "QuotaExceededError",
     "RateLimitError",
+    "Reasoning",
+    "ReasoningDelta",
+    "ReasoningPart",
     "RedisHealthStore",
     "Registry",
     "Request",
@@ -201,12 +212,15 @@ __all__ = (
     "UsageUpdate",
     "__version__",
     "as_request",
+    "cache",
     "classify",
     "first_token_timeout",
     "json_mode",
     "json_schema",
     "max_tokens",
     "metadata",
+    "provider_options",
+    "reasoning",
     "stop",
     "system",
     "temperature",

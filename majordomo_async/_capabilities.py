@@ -63,9 +63,14 @@ class Capabilities:
     context_window: int | None = None
     """Tokens of context, when known: a request estimated to be larger skips the target."""
     reasoning: bool = False
-    """Reasons before its first token by default (o-series, GPT-5, DeepSeek-R1, Gemini
-    2.5 and later, QwQ, Qwen3, Magistral, Grok 4): a stream's first-token limit is then
-    the longer `Timeouts.reasoning_first_token` (or `ChainConfig.reasoning_first_token_timeout`)."""
+    """Can reason before answering: takes the `reasoning()` option (an effort or a token
+    budget) and may stream its reasoning (`ReasoningDelta`). A target without it gets
+    requests with the option dropped (see the README's Reasoning section)."""
+    reasons_by_default: bool = False
+    """Reasons before its first token even when not asked to (o-series, GPT-5,
+    DeepSeek-R1, Gemini 2.5 Pro and Flash, QwQ, Qwen3, Magistral, Grok): a stream's
+    first-token limit is then the longer `Timeouts.reasoning_first_token` (as it is for
+    any request that asks a model to reason)."""
 
 
 # --------------------------------------------------------------------------- families
@@ -104,13 +109,14 @@ _FAMILIES: Final[Mapping[str, Capabilities]] = MappingProxyType(
 # --------------------------------------------------------------------------- models
 
 _TEXT_ONLY: Final = {"vision": False}
-_REASONS: Final = {"reasoning": True}
+_REASONS: Final = {"reasoning": True, "reasons_by_default": True}
+_CAN_REASON: Final = {"reasoning": True}
 _REASONING_PREVIEW: Final = {
     "vision": False,
     "tools": False,
     "json_mode": False,
     "system_prompt": False,
-    "reasoning": True,
+    **_REASONS,
 }
 
 
@@ -146,6 +152,11 @@ _MODELS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         "claude-2": _ctx(100_000, vision=False, tools=False),
         "claude-2.1": _ctx(200_000, vision=False, tools=False),
         "claude-instant": _ctx(100_000, vision=False, tools=False),
+        # Extended thinking, when asked for (Claude 3.7 and every Claude 4 model).
+        "claude-3-7": _ctx(200_000, **_CAN_REASON),
+        "claude-sonnet-4": _ctx(200_000, **_CAN_REASON),
+        "claude-opus-4": _ctx(200_000, **_CAN_REASON),
+        "claude-haiku-4": _ctx(200_000, **_CAN_REASON),
         # Gemini
         "gemini-1.0-pro": _ctx(32_760, **_TEXT_ONLY),
         "gemini-pro": _ctx(32_760, **_TEXT_ONLY),
@@ -154,7 +165,7 @@ _MODELS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         "gemini-2": _ctx(1_048_576),
         # 2.5 Pro and Flash think by default; Flash-Lite does not.
         "gemini-2.5": _ctx(1_048_576, **_REASONS),
-        "gemini-2.5-flash-lite": _ctx(1_048_576),
+        "gemini-2.5-flash-lite": _ctx(1_048_576, **_CAN_REASON),
         "gemini-3": _ctx(1_048_576, **_REASONS),
         # DeepSeek
         "deepseek-chat": _ctx(128_000, **_TEXT_ONLY),
@@ -167,6 +178,7 @@ _MODELS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         "phi4-reasoning": {**_TEXT_ONLY, **_REASONS},
         "grok-4": _REASONS,
         "grok-3-mini": _REASONS,
+        "gpt-oss": {**_TEXT_ONLY, **_REASONS},
         # Meta Llama as served by Groq, Together, Fireworks (ids like "llama-3.3-70b-...")
         "llama-3.1": _ctx(131_072, **_TEXT_ONLY),
         "llama-3.3": _ctx(131_072, **_TEXT_ONLY),

@@ -69,7 +69,9 @@ class DSN:
     host: str = ""
     port: int | None = None
     path: str = ""
-    """The base path as written (percent-encoded), without a trailing slash ("/v1"), or ""."""
+    """The base path as written (percent-encoded), without a trailing slash ("/v1"); "/"
+    for a DSN that names the root explicitly (`http://host:8000/`: a server mounted at
+    the root); "" when the DSN has no path (a provider may add its default, `/v1`)."""
     query: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}), hash=False)
     """Query parameters, percent-decoded (the last value of a repeated key wins)."""
 
@@ -124,7 +126,7 @@ class DSN:
         # A DSN is not an HTML form: '+' stays a plus (spaces are written %20).
         query = dict(parse_qsl(query_text.replace("+", "%2B"), keep_blank_values=True))
         # The path stays percent-encoded: it goes back into URLs as written.
-        clean_path = ("/" + path).rstrip("/") if slash else ""
+        clean_path = (("/" + path).rstrip("/") or "/") if slash else ""
         return cls(
             scheme=scheme,
             credential=credential,

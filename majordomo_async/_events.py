@@ -1,8 +1,8 @@
 """Typed stream events.
 
-Content events (`TextDelta`, `ToolCallDelta`) commit a stream to its target: before
-the first of them a failure still fails over; after it, a failure reaches the consumer.
-Everything else is bookkeeping.
+Content events (`TextDelta`, `ToolCallDelta`, `ReasoningDelta`) commit a stream to its
+target: before the first of them a failure still fails over; after it, a failure reaches
+the consumer (who may have shown it). Everything else is bookkeeping.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ContentEvent",
+    "ReasoningDelta",
     "StreamEnd",
     "StreamEvent",
     "StreamRestart",
@@ -35,6 +36,8 @@ class StreamStart:
     model: str = ""
     """The "provider/model-id" key of the target streaming."""
     request_id: str | None = None
+    served_model: str | None = None
+    """The model id the provider reports serving ("gpt-4o-2024-08-06"), when it says."""
 
 
 @attrs.frozen
@@ -57,6 +60,27 @@ class ToolCallDelta:
     arguments: str = ""
 
 
+def _opaque(value: str | None) -> str:
+    return "None" if value is None else f"<{len(value)} chars>"
+
+
+@attrs.frozen
+class ReasoningDelta:
+    """More of the model's reasoning (a summary for some providers), before its answer.
+
+    Pieces with the same `index` form one reasoning block; a block's `signature` (or its
+    `redacted` content, for reasoning the provider encrypted) comes with its last piece.
+    `Stream.response` gathers them into `reasoning` and `reasoning_parts`.
+    """
+
+    text: str = ""
+    index: int = 0
+    signature: str | None = attrs.field(default=None, repr=_opaque)
+    redacted: str | None = attrs.field(default=None, repr=_opaque)
+    provider: str = ""
+    """The wire family that produced it ("anthropic", "gemini", "openai", "ollama")."""
+
+
 @attrs.frozen
 class UsageUpdate:
     """Token counts so far (the last one wins)."""
@@ -69,6 +93,8 @@ class StreamEnd:
     """The provider's terminal signal: the answer is complete."""
 
     finish_reason: FinishReason = FinishReason.STOP
+    refusal: str | None = None
+    """The model's refusal text, when it declined (see `Response.refusal`)."""
 
 
 @attrs.frozen
@@ -91,7 +117,13 @@ class StreamRestart:
     """Every failed attempt and skip of the call so far, in order."""
 
 
-ContentEvent: TypeAlias = TextDelta | ToolCallDelta
+ContentEvent: TypeAlias = TextDelta | ToolCallDelta | ReasoningDelta
 StreamEvent: TypeAlias = (
-    StreamStart | TextDelta | ToolCallDelta | UsageUpdate | StreamEnd | StreamRestart
+    StreamStart
+    | TextDelta
+    | ToolCallDelta
+    | ReasoningDelta
+    | UsageUpdate
+    | StreamEnd
+    | StreamRestart
 )

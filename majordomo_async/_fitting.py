@@ -9,6 +9,8 @@ attempt, from the original each time:
   `UnsupportedRequestError` (the chain moves on without a health penalty) or, when the
   user chose `unsupported_images="placeholder"`, replaced by a short text placeholder;
 - tools, JSON output, a system prompt or streaming that the target lacks are refused;
+- a reasoning option for a target that cannot reason is dropped (it is a way to answer,
+  not part of the question): never sent raw to an API that would reject it;
 - a request whose rough size estimate exceeds the target's context window is reported
   up front, so the chain skips the target without calling it.
 """
@@ -56,8 +58,10 @@ def estimate_tokens(request: Request) -> int:
                 images += 1
             elif isinstance(part, ToolCallPart):
                 chars += len(part.call.name) + len(part.call.arguments)
-            else:
+            elif isinstance(part, ToolResultPart):
                 chars += len(part.content)
+            else:  # reasoning sent back
+                chars += len(part.text) + len(part.signature or "") + len(part.redacted or "")
     for tool in request.tools:
         chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters))
     return chars // _CHARS_PER_TOKEN + images * _TOKENS_PER_IMAGE
@@ -142,10 +146,14 @@ class RequestFitter:
         ):
             raise self._missing_feature(key, capabilities, streaming=streaming)
         if not self._images:
+            if request.reasoning is not None and not capabilities.reasoning:
+                return _without_reasoning(request)
             return request
         fitted = self._fitted.get(capabilities)
         if fitted is None:
             fitted = await self._fit_images(_Refusal(key), capabilities)
+            if fitted.reasoning is not None and not capabilities.reasoning:
+                fitted = _without_reasoning(fitted)
             self._fitted[capabilities] = fitted
         return fitted
 
@@ -288,3 +296,9 @@ class _Refusal:
 def _mime(value: str) -> str:
     mime_type = value.partition(";")[0].strip().lower()
     return _MIME_ALIASES.get(mime_type, mime_type)
+
+
+def _without_reasoning(request: Request) -> Request:
+    """`request` for a target that cannot reason: the option is dropped, not refused
+    (reasoning is a way to answer, not part of the question), and never sent raw."""
+    return attrs.evolve(request, reasoning=None)

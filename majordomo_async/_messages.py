@@ -1,4 +1,4 @@
-"""Conversation messages and their parts: text, image, tool call, tool result."""
+"""Conversation messages and their parts: text, image, tool call, tool result, reasoning."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ __all__ = [
     "ImagePart",
     "Message",
     "Part",
+    "ReasoningPart",
     "Role",
     "TextPart",
     "Tool",
@@ -123,14 +124,38 @@ class ToolResultPart:
     """The tool's name (some wire formats want it with the result)."""
 
 
-Part: TypeAlias = TextPart | ImagePart | ToolCallPart | ToolResultPart
+def _opaque(value: str | None) -> str:
+    return "None" if value is None else f"<{len(value)} chars>"
+
+
+@attrs.frozen
+class ReasoningPart:
+    """A model's reasoning, kept in its assistant turn so that it can be sent back.
+
+    `Response.message` puts it first. Anthropic requires the thinking blocks of a turn
+    that called tools, signatures intact, when the conversation goes on; every other
+    family gets the turn without it. Only the family that produced a part (`provider`)
+    is sent it back: a signature means nothing to anyone else.
+    """
+
+    text: str = ""
+    """The reasoning as the provider showed it (a summary, for some)."""
+    signature: str | None = attrs.field(default=None, repr=_opaque)
+    """The provider's opaque signature over the reasoning (Anthropic, Gemini)."""
+    redacted: str | None = attrs.field(default=None, repr=_opaque)
+    """Reasoning the provider encrypted (Anthropic `redacted_thinking`): kept opaque."""
+    provider: str = ""
+    """The wire family that produced it: "anthropic", "gemini", "openai", "ollama"."""
+
+
+Part: TypeAlias = TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart
 """Any message part."""
 
 
 def _to_parts(value: str | Part | Iterable[str | Part]) -> tuple[Part, ...]:
     if isinstance(value, str):
         return (TextPart(value),)
-    if isinstance(value, TextPart | ImagePart | ToolCallPart | ToolResultPart):
+    if isinstance(value, TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart):
         return (value,)
     return tuple(TextPart(item) if isinstance(item, str) else item for item in value)
 
@@ -141,6 +166,9 @@ class Message:
 
     role: Role
     parts: tuple[Part, ...] = attrs.field(converter=_to_parts)
+    cache_breakpoint: bool = False
+    """A prompt-cache breakpoint after this message: Anthropic caches the conversation up
+    to here (`cache_control`); the other families cache by themselves and ignore it."""
 
     @classmethod
     def user(cls, *parts: str | Part) -> Message:

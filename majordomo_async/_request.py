@@ -9,6 +9,8 @@ import attrs
 
 from ._exceptions import ConfigurationError
 from ._messages import Message, Tool
+from ._provider_options import ProviderOptions
+from ._reasoning import Reasoning, ReasoningEffort
 
 __all__ = [
     "JSONMode",
@@ -18,11 +20,14 @@ __all__ = [
     "ResponseFormat",
     "ToolChoice",
     "as_request",
+    "cache",
     "first_token_timeout",
     "json_mode",
     "json_schema",
     "max_tokens",
     "metadata",
+    "provider_options",
+    "reasoning",
     "stop",
     "system",
     "temperature",
@@ -114,6 +119,14 @@ class Request:
     `ChainConfig.first_token_timeout`; `math.inf`: no limit)."""
     metadata: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     """Free-form tags for hooks and logs; never sent to providers."""
+    reasoning: Reasoning | None = None
+    """Ask the model to reason first (see `reasoning()`); None: the model's default."""
+    cache_system: bool = False
+    """A prompt-cache breakpoint after the system prompt (see `cache()`)."""
+    cache_tools: bool = False
+    """A prompt-cache breakpoint after the tool definitions (see `cache()`)."""
+    provider_options: Mapping[str, ProviderOptions] = attrs.field(factory=dict, hash=False)
+    """Extra wire fields per provider family or preset (see `provider_options()`)."""
 
     def apply(self, *options: Option) -> Request:
         """Return a copy with each option applied in order (self when there are none)."""
@@ -202,3 +215,64 @@ def first_token_timeout(seconds: float) -> Option:
 def metadata(**tags: str) -> Option:
     """Tags for hooks and logs (merged into existing ones)."""
     return lambda request: attrs.evolve(request, metadata={**request.metadata, **tags})
+
+
+def reasoning(
+    effort: ReasoningEffort | None = None,
+    *,
+    budget_tokens: int | None = None,
+    summary: bool = True,
+) -> Option:
+    """Ask the model to reason before answering: `reasoning("high")`,
+    `reasoning(budget_tokens=4096)`, or `reasoning("none")` to skip it where a model can.
+
+    Mapped to OpenAI `reasoning_effort`, Anthropic extended thinking, Gemini's thinking
+    config and Ollama `think`; dropped for a target that cannot reason. `summary` asks
+    for the reasoning's text (`ReasoningDelta`, `Response.reasoning`).
+    """
+    option = Reasoning(effort, budget_tokens, summary)
+    return lambda request: attrs.evolve(request, reasoning=option)
+
+
+def cache(*, system: bool = False, tools: bool = False) -> Option:
+    """Prompt-cache breakpoints: after the system prompt and/or the tool definitions (a
+    message's own breakpoint is `Message(..., cache_breakpoint=True)`).
+
+    Anthropic caches only what is marked (`cache_control`); OpenAI, Gemini and the
+    others cache long prompts by themselves and ignore the marks. Cached tokens show in
+    `Usage.cached_input_tokens`.
+    """
+    return lambda request: attrs.evolve(
+        request,
+        cache_system=request.cache_system or system,
+        cache_tools=request.cache_tools or tools,
+    )
+
+
+def provider_options(
+    family: str,
+    *,
+    body: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Option:
+    """Extra body fields and headers for one provider family's wire only.
+
+    `family` is a wire format ("openai", "anthropic", "gemini", "ollama": every target
+    speaking it) or an OpenAI-compatible preset ("groq", "azure", "mistral", ...: only
+    that one, on top of "openai"). `body` merges into the JSON body recursively (a `None`
+    value removes a field); `headers` are added (never the credential's). Values are
+    never logged or shown in a repr.
+
+    Example: `provider_options("openai", body={"seed": 7, "logit_bias": {"50256": -100}})`.
+    """
+    if not family or not isinstance(family, str):
+        raise ConfigurationError("provider_options needs a provider family name")
+    added = ProviderOptions(body or {}, headers or {})
+
+    def apply(request: Request) -> Request:
+        options = dict(request.provider_options)
+        previous = options.get(family)
+        options[family] = previous.merged(added) if previous is not None else added
+        return attrs.evolve(request, provider_options=options)
+
+    return apply

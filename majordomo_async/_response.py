@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from ._exceptions import TargetFailure
-from ._messages import Message, Part, TextPart, ToolCall, ToolCallPart
+from ._messages import Message, Part, ReasoningPart, TextPart, ToolCall, ToolCallPart
 
 __all__ = ["FinishReason", "Response", "Usage"]
 
@@ -35,10 +35,23 @@ class FinishReason(enum.Enum):
 
 @attrs.frozen
 class Usage:
-    """Token counts for one call (zero when the provider did not say)."""
+    """Token counts for one call (zero when the provider did not say).
+
+    Totals are totals on every provider: `input_tokens` counts cached input too, and
+    `output_tokens` counts reasoning too (Anthropic reports cache reads and writes apart
+    from its input, Gemini its thoughts apart from its output: they are added here).
+    """
 
     input_tokens: int = 0
+    """Every input token, cached ones included."""
     output_tokens: int = 0
+    """Every generated token, reasoning included."""
+    cached_input_tokens: int = 0
+    """Input tokens read from the provider's prompt cache (part of `input_tokens`)."""
+    cache_write_tokens: int = 0
+    """Input tokens written to the prompt cache (Anthropic; part of `input_tokens`)."""
+    reasoning_tokens: int = 0
+    """Output tokens spent reasoning (part of `output_tokens`)."""
 
     @property
     def total_tokens(self) -> int:
@@ -49,7 +62,11 @@ class Usage:
         if not isinstance(other, Usage):
             return NotImplemented
         return Usage(
-            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
     def __radd__(self, other: object) -> Usage:
@@ -76,6 +93,17 @@ class Response:
     """Attempts and skips the chain went through before this answer, in order."""
     raw: Any = attrs.field(default=None, repr=False, eq=False)
     """The provider's decoded reply, for fields this type does not carry."""
+    reasoning: str = ""
+    """The model's reasoning as the provider showed it (a summary for some), when it
+    reasoned and showed it (see `reasoning()`)."""
+    reasoning_parts: tuple[ReasoningPart, ...] = ()
+    """The reasoning blocks with their signatures, which `message` carries back."""
+    refusal: str | None = None
+    """The model's refusal text, when it declined (OpenAI's `refusal`); `finish_reason`
+    is what the provider said."""
+    served_model: str | None = None
+    """The model id the provider reports having served ("gpt-4o-2024-08-06"), beside
+    `model`, the target key that answered."""
 
     def _restamped(self, model: str, failed_attempts: tuple[TargetFailure, ...]) -> Response:
         """A copy naming the answering chain target and the failures before it.
@@ -92,12 +120,19 @@ class Response:
             request_id=self.request_id,
             failed_attempts=failed_attempts,
             raw=self.raw,
+            reasoning=self.reasoning,
+            reasoning_parts=self.reasoning_parts,
+            refusal=self.refusal,
+            served_model=self.served_model,
         )
 
     @property
     def message(self) -> Message:
         """The answer as an assistant turn, to append to the conversation history
-        (its text and its tool calls, which the tool results then answer)."""
-        parts: list[Part] = [TextPart(self.text)] if self.text else []
+        (its reasoning blocks, its text and its tool calls, which the tool results then
+        answer)."""
+        parts: list[Part] = list(self.reasoning_parts)
+        if self.text:
+            parts.append(TextPart(self.text))
         parts.extend(ToolCallPart(call) for call in self.tool_calls)
         return Message("assistant", tuple(parts))

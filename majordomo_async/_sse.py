@@ -18,8 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections import deque
-from typing import Any, Final, final
+from typing import Any, final
 
 from . import _json as fast_json
 from ._exceptions import ResponseFormatError
@@ -31,27 +30,6 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
 _CR = 0x0D
 _BOM = b"\xef\xbb\xbf"
-# The fields the WHATWG rules act on; any other name is a line the decoder ignores.
-_FIELD_NAMES: Final = frozenset({"data", "event", "id", "retry"})
-
-
-def _field_name(line: str) -> str:
-    """The field name of a non-blank line ("" for a comment)."""
-    colon = line.find(":")  # not partition(): that would copy a long data line
-    return line if colon < 0 else line[:colon]
-
-
-def _ends_with_event(lines: list[str]) -> bool:
-    """`lines` end with a data line and the blank line that dispatches its event."""
-    return len(lines) > 1 and not lines[-1] and lines[-2].startswith("data:")
-
-
-def _is_sse_line(line: str) -> bool:
-    """A field the rules act on, or a comment (blank and stray lines are neither)."""
-    if not line:
-        return False
-    name = _field_name(line)
-    return not name or name in _FIELD_NAMES
 
 
 @final
@@ -208,42 +186,23 @@ class SSEDecoder(_LineBuffer):
     the last blank line often enough (providers.md 2.1). The provider still checks that
     its terminal event arrived.
 
-    Stray lines. A line that is neither a known field (`data`, `event`, `id`, `retry`)
-    nor a comment is ignored by the rules above. Some servers write a plain JSON error
-    after the events, without `data:` (Gemini, providers.md 2.1): with
-    `keep_stray_tail=True` the decoder keeps the last run of such lines, readable as
-    `stray_tail` (see there). Off by default; off, it costs nothing.
+    A line that is neither a known field (`data`, `event`, `id`, `retry`) nor a comment
+    is ignored, as the rules say. A provider that must read such lines (Gemini writes a
+    plain JSON error without `data:`) wraps the decoder with its own (`_GeminiDecoder`).
 
     Args:
         max_line_bytes: longest line accepted, in bytes, line ending excluded; a longer
             line raises `ResponseFormatError` as soon as the partial line passes the cap.
-            It also bounds `stray_tail`, in characters.
         provider: provider name, for the errors raised.
         model: model id, for the errors raised.
-        keep_stray_tail: keep the trailing run of stray lines (`stray_tail`).
 
     Example:
         >>> decoder = SSEDecoder()
         >>> decoder.feed(b"event: ping\\r\\ndata: {}\\r\\n\\r\\n")
         [ServerSentEvent(event='ping', data='{}', id=None, retry=None)]
-        >>> decoder = SSEDecoder(keep_stray_tail=True)
-        >>> decoder.feed(b'data: {}\\n\\n{"error":\\n  {"code": 429}}')
-        [ServerSentEvent(event='message', data='{}', id=None, retry=None)]
-        >>> decoder.close(), decoder.stray_tail
-        ([], '{"error":\\n  {"code": 429}}')
     """
 
-    __slots__ = (
-        "_bom_done",
-        "_data",
-        "_event",
-        "_id",
-        "_retry",
-        "_skip_lf",
-        "_stray",
-        "_stray_chars",
-        "_stray_open",
-    )
+    __slots__ = ("_bom_done", "_data", "_event", "_id", "_retry", "_skip_lf")
 
     def __init__(
         self,
@@ -251,7 +210,6 @@ class SSEDecoder(_LineBuffer):
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         provider: str = "",
         model: str = "",
-        keep_stray_tail: bool = False,
     ) -> None:
         super().__init__(
             max_line_bytes=max_line_bytes,
@@ -266,27 +224,6 @@ class SSEDecoder(_LineBuffer):
         self._event = ""  # event type of the block being read ("" means "message")
         self._id: str | None = None  # the last event id buffer: never reset by a dispatch
         self._retry: int | None = None  # retry of the block being read
-        # The trailing run of stray lines, or None when not asked for. `_stray_chars`
-        # counts its characters (each line plus one for its line ending); `_stray_open`
-        # says the last line was stray, so the next stray line continues the run.
-        self._stray: deque[str] | None = deque() if keep_stray_tail else None
-        self._stray_chars = 0
-        self._stray_open = False
-
-    @property
-    def stray_tail(self) -> str:
-        """The last run of stray lines seen, joined with "\\n" ("" if none, or not kept).
-
-        Stray lines are those that are neither `data`/`event`/`id`/`retry` fields nor
-        comments. A run is consecutive stray lines; blank lines may follow it. A field
-        line, a comment, or a dispatched event (the blank line after a block with data)
-        empties the tail; a stray line after a blank line starts a new run. At most
-        `max_line_bytes` characters are kept: the run's last lines.
-
-        It stays readable after `close()`, which flushes the body's last line into it,
-        until the first `feed()` of a next stream.
-        """
-        return "\n".join(self._stray) if self._stray else ""
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Take the next chunk of the body; return the events it completes, in order.
@@ -312,8 +249,6 @@ class SSEDecoder(_LineBuffer):
             self._buf.clear()
             self._bom_done = True
             chunk = head[len(_BOM) :] if head.startswith(_BOM) else head
-            if self._stray is not None:  # a new stream: the last one's tail is over
-                self._clear_stray()
         text = self._complete_text(chunk)
         if text is None:
             return []
@@ -322,10 +257,6 @@ class SSEDecoder(_LineBuffer):
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         lines = text.split("\n")
         lines.pop()  # the text ends with a line ending: the last piece is empty
-        stray = self._stray
-        # Skip the call for the usual chunk (ends with an event) when the tail is empty.
-        if stray is not None and (stray or not _ends_with_event(lines)):
-            self._track_stray(lines)
         return self._lines(lines)
 
     def close(self) -> list[ServerSentEvent]:
@@ -340,8 +271,6 @@ class SSEDecoder(_LineBuffer):
         rest = self._take_rest()
         # The "" stands in for the blank line the body did not send.
         lines = [""] if rest is None else [rest, ""]
-        if self._stray is not None:
-            self._track_stray(lines)
         try:
             return self._lines(lines)
         finally:
@@ -351,61 +280,6 @@ class SSEDecoder(_LineBuffer):
             self._event = ""
             self._id = None
             self._retry = None
-
-    def _track_stray(self, lines: list[str]) -> None:
-        """Update the stray tail with `lines`, before `_lines()` consumes them.
-
-        A separate pass, so that a decoder without `keep_stray_tail` pays nothing for it.
-        A field or comment line empties the tail, so only the lines after the last one
-        can change it: found from the end, that is one or two lines per chunk of an
-        ordinary stream (`data: ...`, then the blank line), however many lines it has.
-        """
-        stray = self._stray
-        assert stray is not None
-        if _ends_with_event(lines):
-            # The usual chunk end, an event's last data line and its blank line: the data
-            # line empties the tail and the blank line dispatches. Nothing stays.
-            self._clear_stray()
-            return
-        last = len(lines) - 1
-        while last >= 0 and not _is_sse_line(lines[last]):
-            last -= 1
-        if last >= 0:
-            self._clear_stray()
-        # Whether the block being read at `last` has data: then its blank line dispatches.
-        pending = self._has_data(lines, last)
-        for index in range(last + 1, len(lines)):  # blank and stray lines only
-            line = lines[index]
-            if not line:
-                if pending:  # an event is dispatched: it takes the stray lines with it
-                    pending = False
-                    self._clear_stray()
-                self._stray_open = False
-                continue
-            if not self._stray_open:  # the first line of a new run
-                self._clear_stray()
-                self._stray_open = True
-            stray.append(line)
-            self._stray_chars += len(line) + 1
-            while self._stray_chars > self._max + 1:  # +1: the last line has no "\n"
-                self._stray_chars -= len(stray.popleft()) + 1
-
-    def _has_data(self, lines: list[str], index: int) -> bool:
-        """Whether the block that `lines[index]` belongs to has a data line up to there."""
-        while index >= 0:
-            line = lines[index]
-            if not line:
-                return False  # the block started after this blank line
-            if _field_name(line) == "data":
-                return True
-            index -= 1
-        return bool(self._data)  # the block started in an earlier chunk
-
-    def _clear_stray(self) -> None:
-        if self._stray:
-            self._stray.clear()
-        self._stray_chars = 0
-        self._stray_open = False
 
     def _lines(self, lines: list[str]) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []

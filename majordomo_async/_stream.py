@@ -24,6 +24,7 @@ from typing import Protocol, final
 import anyio
 
 from ._events import (
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     StreamRestart,
@@ -39,7 +40,7 @@ from ._exceptions import (
     StreamTruncatedError,
     TargetFailure,
 )
-from ._messages import ToolCall
+from ._messages import ReasoningPart, ToolCall
 from ._response import FinishReason, Response, Usage
 
 __all__ = ["ReadLimits", "Stream", "StreamOwner"]
@@ -52,6 +53,19 @@ class _ToolCallBuilder:
         self.id = ""
         self.name = ""
         self.arguments: list[str] = []
+
+
+class _ReasoningBuilder:
+    __slots__ = ("provider", "redacted", "signature", "text")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.text: list[str] = []
+        self.signature: str | None = None
+        self.redacted: str | None = None
+
+    def part(self) -> ReasoningPart:
+        return ReasoningPart("".join(self.text), self.signature, self.redacted, self.provider)
 
 
 @final
@@ -93,8 +107,11 @@ class Stream:
         "_on_close",
         "_on_error",
         "_owner",
+        "_reasoning",
+        "_refusal",
         "_renew",
         "_request_id",
+        "_served_model",
         "_source",
         "_text",
         "_tool_calls",
@@ -121,6 +138,9 @@ class Stream:
         self._iterated = False
         self._text: list[str] = []
         self._tool_calls: dict[int, _ToolCallBuilder] = {}
+        self._reasoning: dict[int, _ReasoningBuilder] = {}
+        self._refusal: str | None = None
+        self._served_model: str | None = None
         self._usage = Usage()
         self._finish_reason: FinishReason | None = None
         self._failed_attempts: tuple[TargetFailure, ...] = ()
@@ -171,6 +191,7 @@ class Stream:
             raise StreamNotFinishedError(
                 "the stream has unread events: iterate it to the end or use collect()"
             )
+        reasoning = tuple(builder.part() for _, builder in sorted(self._reasoning.items()))
         return Response(
             text="".join(self._text),
             tool_calls=tuple(
@@ -182,6 +203,10 @@ class Stream:
             model=self._model,
             request_id=self._request_id,
             failed_attempts=self._failed_attempts,
+            reasoning="".join(part.text for part in reasoning),
+            reasoning_parts=reasoning,
+            refusal=self._refusal,
+            served_model=self._served_model,
         )
 
     async def collect(self) -> Response:
@@ -357,7 +382,7 @@ class Stream:
             if self._on_error is not None:
                 self._on_error(exc)
             await self.aclose()
-            if self._text or self._tool_calls:
+            if self._text or self._tool_calls or self._reasoning:
                 exc.add_note(
                     f"{self._model} failed mid-stream, after {sum(map(len, self._text))} "
                     f"characters of text and {len(self._tool_calls)} tool calls had been "
@@ -377,8 +402,13 @@ class Stream:
             self._usage = event.usage  # type: ignore[union-attr]
         elif kind is StreamEnd:
             self._finish_reason = event.finish_reason  # type: ignore[union-attr]
-        elif kind is StreamStart and event.request_id:  # type: ignore[union-attr]
-            self._request_id = event.request_id  # type: ignore[union-attr]
+            self._refusal = event.refusal  # type: ignore[union-attr]
+        elif kind is ReasoningDelta:
+            self._add_reasoning(event)  # type: ignore[arg-type]
+        elif kind is StreamStart:
+            if event.request_id:  # type: ignore[union-attr]
+                self._request_id = event.request_id  # type: ignore[union-attr]
+            self._served_model = event.served_model  # type: ignore[union-attr]
         elif kind is StreamRestart:
             self._restart(event)  # type: ignore[arg-type]
         return event
@@ -387,11 +417,24 @@ class Stream:
         """Forget the failed target's partial answer: the next events are a new one."""
         self._text = []
         self._tool_calls = {}
+        self._reasoning = {}
+        self._refusal = self._served_model = None
         self._usage = Usage()
         self._finish_reason = None
         self._request_id = None
         self._model = event.model
         self._failed_attempts = event.failures
+
+    def _add_reasoning(self, delta: ReasoningDelta) -> None:
+        builder = self._reasoning.get(delta.index)
+        if builder is None:
+            builder = self._reasoning[delta.index] = _ReasoningBuilder(delta.provider)
+        if delta.text:
+            builder.text.append(delta.text)
+        if delta.signature is not None:
+            builder.signature = delta.signature
+        if delta.redacted is not None:
+            builder.redacted = delta.redacted
 
     def _add_tool_call_delta(self, delta: ToolCallDelta) -> None:
         builder = self._tool_calls.get(delta.index)
@@ -421,7 +464,7 @@ class Stream:
                 return
 
 
-_COMMITTING = frozenset({TextDelta, ToolCallDelta, StreamEnd})
+_COMMITTING = frozenset({TextDelta, ToolCallDelta, ReasoningDelta, StreamEnd})
 
 
 class ReadLimits(Protocol):

@@ -66,8 +66,12 @@ def test_mime_types_are_normalised() -> None:
     assert capabilities.image_mime_types == frozenset({"image/png"})
 
 
+FAKE = Capabilities(reasoning=True)
+"""The fake provider takes everything, reasoning included."""
+
+
 async def test_registry_reports_builtin_capabilities(registry: Registry) -> None:
-    assert registry.capabilities("fake/anything") == Capabilities()
+    assert registry.capabilities("fake/anything") == FAKE
 
 
 async def test_override_changes_fields_per_pattern() -> None:
@@ -77,10 +81,12 @@ async def test_override_changes_fields_per_pattern() -> None:
     }
     async with Registry(env={}, capabilities=overrides) as registry:
         assert registry.capabilities("fake/small-vision") == Capabilities(
-            context_window=100, vision=True
+            context_window=100, vision=True, reasoning=True
         )
-        assert registry.capabilities("fake/small") == Capabilities(context_window=100, vision=False)
-        assert registry.capabilities("fake/big") == Capabilities()
+        assert registry.capabilities("fake/small") == Capabilities(
+            context_window=100, vision=False, reasoning=True
+        )
+        assert registry.capabilities("fake/big") == FAKE
         chain = registry.parse("fake/small,fake/big")
         assert chain.capabilities.context_window == 100  # the head's
 
@@ -93,7 +99,7 @@ async def test_override_with_whole_capabilities_and_cache_invalidation(
     after = registry.parse("fake/a")
     assert before is not after
     assert after.capabilities == Capabilities(tools=False)
-    assert before.capabilities == Capabilities()
+    assert before.capabilities == FAKE
 
 
 def test_override_rejects_unknown_fields() -> None:

@@ -28,13 +28,15 @@ from majordomo_async import (
     Target,
     TextDelta,
     first_token_timeout,
+    reasoning,
 )
 from majordomo_async._capabilities import builtin_capabilities
 from majordomo_async._http import HOSTED_TIMEOUTS, ON_DEMAND_TIMEOUTS, Timeouts
 
 from .helpers.scripted import HANG, ScriptedModel, Sleep, error, make_chain
 
-REASONING = Capabilities(reasoning=True)
+REASONING = Capabilities(reasoning=True, reasons_by_default=True)
+CAN_REASON = Capabilities(reasoning=True)
 
 
 def events(*texts: str, pause: float = 0.0) -> list[Any]:
@@ -147,22 +149,43 @@ def test_the_first_token_limit_comes_from_the_targets_provider() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "reasons"),
+    ("model", "can", "by_default"),
     [
-        ("gpt-4o-mini", False),
-        ("o3-mini", True),
-        ("gpt-5", True),
-        ("gpt-5-chat-latest", False),
-        ("gemini-2.5-pro", True),
-        ("gemini-2.5-flash-lite", False),
-        ("gemini-2.0-flash", False),
-        ("deepseek-reasoner", True),
-        ("deepseek-r1:14b", True),
-        ("claude-sonnet-4-5", False),  # thinks only when asked to
+        ("gpt-4o-mini", False, False),
+        ("o3-mini", True, True),
+        ("gpt-5", True, True),
+        ("gpt-5-chat-latest", False, False),
+        ("gemini-2.5-pro", True, True),
+        ("gemini-2.5-flash-lite", True, False),  # thinks only when asked to
+        ("gemini-2.0-flash", False, False),
+        ("deepseek-reasoner", True, True),
+        ("deepseek-r1:14b", True, True),
+        ("claude-sonnet-4-5", True, False),  # extended thinking, when asked
+        ("claude-3-5-sonnet-latest", False, False),
     ],
 )
-def test_the_capability_table_knows_which_models_reason(model: str, reasons: bool) -> None:
-    assert builtin_capabilities("openai", model).reasoning is reasons
+def test_the_capability_table_knows_which_models_reason(
+    model: str, can: bool, by_default: bool
+) -> None:
+    capabilities = builtin_capabilities("openai", model)
+    assert (capabilities.reasoning, capabilities.reasons_by_default) == (can, by_default)
+
+
+async def test_asking_a_model_to_reason_gives_it_the_longer_first_token_limit(
+    clock: ManualClock,
+) -> None:
+    """Claude thinks only when asked: asked, it gets the reasoning limit (300 s)."""
+    head = ScriptedModel(
+        "p/head", [events("thought", pause=120)], clock=clock, capabilities=CAN_REASON
+    )
+    chain = make_chain(head, ScriptedModel("p/backup", ["backup"]), clock=clock)
+    texts, _ = await read(await chain.stream("hi"))
+    assert texts == ["backup"]  # not asked: 30 s
+    head.calls = 0
+    texts, _ = await read(await chain.stream("hi", reasoning("high")))
+    assert texts == ["thought"]
+    texts, _ = await read(await chain.stream("hi", reasoning("none")))
+    assert texts == ["backup"]  # asked not to: the plain limit
 
 
 @pytest.mark.parametrize(

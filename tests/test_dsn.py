@@ -162,11 +162,11 @@ BARE_KEY = "sk-proj-" + "A" * 28
                 "credential": "k",
                 "host": "host",
                 "port": None,
-                "path": "",
+                "path": "/",
                 "query": {},
-                "base_url": "https://host",
+                "base_url": "https://host/",
             },
-            id="root-path-is-empty",
+            id="root-path-is-kept",
         ),
         pytest.param(
             "vllm://k@host:8000/api/v1///",
@@ -587,7 +587,7 @@ def test_parse_dsn_shaped_text_returns_a_dsn_or_raises_dsn_error(tail: str) -> N
     except DSNError:
         return
     assert dsn.scheme == "openai"
-    assert dsn.path == "" or (dsn.path.startswith("/") and not dsn.path.endswith("/"))
+    assert dsn.path in ("", "/") or (dsn.path.startswith("/") and not dsn.path.endswith("/"))
 
 
 @given(schemes, credentials, hosts, ports, paths, queries, st.booleans())
@@ -611,7 +611,8 @@ def test_parse_recovers_generated_components(
     assert dsn.credential == credential
     assert dsn.host == host
     assert dsn.port == port
-    assert dsn.path == path
+    # A bare trailing slash names the root explicitly; any other is dropped.
+    assert dsn.path == (path or ("/" if trailing_slash else ""))
     assert dict(dsn.query) == query
     for shown in (str(dsn), repr(dsn), redact_dsn(text)):
         assert credential not in shown

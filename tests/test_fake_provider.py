@@ -30,6 +30,7 @@ from majordomo_async import (
     ProviderTimeoutError,
     QuotaExceededError,
     RateLimitError,
+    ReasoningDelta,
     Registry,
     Request,
     ServerError,
@@ -37,8 +38,11 @@ from majordomo_async import (
     StreamEnd,
     StreamStart,
     TextDelta,
+    ToolCallDelta,
     Usage,
     UsageUpdate,
+    max_tokens,
+    reasoning,
     system,
 )
 from majordomo_async._providers.fake import FakeModel, FakeProvider, fake_factory
@@ -347,7 +351,7 @@ def test_provider_and_model_satisfy_the_protocols() -> None:
     assert isinstance(provider, ModelLister)
     assert isinstance(model, AsyncModel)
     assert provider.name == "fake"
-    assert model.capabilities == Capabilities()
+    assert model.capabilities == Capabilities(reasoning=True)
 
 
 # --------------------------------------------------------------------------- latency
@@ -398,7 +402,9 @@ async def test_stream_events_come_in_order_one_piece_per_word() -> None:
         events = [event async for event in stream]
 
     assert events == [
-        StreamStart(model="fake/m?reply=one%20two%20%20three%20", request_id="fake-1"),
+        StreamStart(
+            model="fake/m?reply=one%20two%20%20three%20", request_id="fake-1", served_model="m"
+        ),
         TextDelta("one "),
         TextDelta("two  "),
         TextDelta("three "),
@@ -556,3 +562,55 @@ async def test_registry_fails_over_from_a_scripted_head(registry: Registry) -> N
 
     assert (response.text, response.model) == ("hello", "fake/backup")
     assert {failure.key for failure in response.failed_attempts} == {"fake/head?script=503"}
+
+
+# --------------------------------------------------------------------------- 2026 features
+
+
+async def test_a_scripted_tool_call_streams_as_argument_deltas(registry: Registry) -> None:
+    """`tool=NAME&args=JSON` (commas percent-encoded): the answer is that call, its
+    arguments streamed in pieces, finish reason `tool_calls`."""
+    model = registry.parse('fake/m?tool=get_weather&args={"city": "Oslo"%2C "unit": "C"}')
+    response = await model.generate("weather?")
+    assert response.finish_reason is FinishReason.TOOL_CALLS
+    assert [(call.name, call.parse_arguments()) for call in response.tool_calls] == [
+        ("get_weather", {"city": "Oslo", "unit": "C"})
+    ]
+    async with await model.stream("weather?") as stream:
+        deltas = [event async for event in stream if isinstance(event, ToolCallDelta)]
+    assert deltas[0].name == "get_weather" and len(deltas) > 2
+    assert stream.response.tool_calls[0].parse_arguments() == {"city": "Oslo", "unit": "C"}
+    assert stream.response.finish_reason is FinishReason.TOOL_CALLS
+
+
+async def test_scripted_reasoning_and_its_usage(registry: Registry) -> None:
+    model = registry.parse("fake/m?reasoning=first think hard&reply=done&cached=2")
+    async with await model.stream("please answer me") as stream:
+        thoughts = [event.text async for event in stream if isinstance(event, ReasoningDelta)]
+    response = stream.response
+    assert "".join(thoughts) == response.reasoning == "first think hard"
+    assert response.usage == Usage(3, 4, cached_input_tokens=2, reasoning_tokens=3)
+    generated = await model.generate("please answer me")
+    assert generated.reasoning == "first think hard"
+    assert generated.reasoning_parts[0].provider == "fake"
+    # Asked not to reason, it does not.
+    silent = await model.generate("please answer me", reasoning("none"))
+    assert (silent.reasoning, silent.usage.reasoning_tokens) == ("", 0)
+
+
+async def test_max_tokens_is_honoured(registry: Registry) -> None:
+    model = registry.parse("fake/m?reply=one two three four")
+    response = await model.generate("hi", max_tokens(2))
+    assert (response.text, response.finish_reason) == ("one two ", FinishReason.LENGTH)
+    assert response.usage.output_tokens == 2
+    async with await model.stream("hi", max_tokens(2)) as stream:
+        await stream.collect()
+    assert (stream.response.text, stream.response.finish_reason) == (
+        "one two ",
+        FinishReason.LENGTH,
+    )
+
+
+def test_tool_arguments_must_be_a_json_object(registry: Registry) -> None:
+    with pytest.raises(ConfigurationError, match="%2C"):
+        registry.parse("fake/m?tool=t&args=[1]")

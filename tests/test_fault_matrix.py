@@ -227,16 +227,15 @@ FAULTS: Final[Sequence[Fault]] = (
     both(
         "429-retry-after-too-long",
         Fail(429, retry_after=30),
-        # Longer than `max_retry_wait` (2 s): advance at once rather than wait.
+        # Longer than `max_retry_wait` (5 s), and a backup can answer: advance at once.
         expect=failover(1, RateLimitError, retry_after=(30.0, 30.0)),
     ),
     both(
         "429-no-retry-after",
         Fail(429),
+        # A 429 that says nothing of billing is a rate limit on every provider, whatever
+        # headers a gateway dropped (Anthropic's spend cap is told apart by its wording).
         expect=failover(2, RateLimitError),
-        # Anthropic's spend cap is a 429 rate_limit_error without Retry-After, which
-        # every real rate limit carries (providers.md 5.5): read as quota, permanent.
-        providers={"anthropic": raised(QuotaExceededError)},
     ),
     both("429-quota-exhausted", Quota(), expect=raised(QuotaExceededError)),
     both(

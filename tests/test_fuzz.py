@@ -17,6 +17,7 @@ each one up when its test runs, so a rename fails that test with a clear message
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 from majordomo_async import (
     DSN,
     DSNError,
+    HTTPSessionHolder,
     MajordomoError,
     ProviderError,
     Response,
@@ -47,6 +49,7 @@ from majordomo_async import (
     classify,
 )
 from majordomo_async._providers import anthropic, gemini, ollama, openai
+from majordomo_async._providers._translate import stream_events
 
 T = TypeVar("T")
 
@@ -298,17 +301,19 @@ def test_dsn_of_any_text(text: str) -> None:
 def test_sse_decoder_of_any_bytes(data: st.DataObject, body: bytes) -> None:  # fmt: skip
     """Any bytes, split anywhere, with any line limit: events, or a `ResponseFormatError`."""
     body = data.draw(mutated_bytes(body))
-    decoder = _sse.SSEDecoder(
-        max_line_bytes=data.draw(st.sampled_from((4, 64, 8 * 1024 * 1024))),
-        keep_stray_tail=data.draw(st.booleans()),
+    max_line_bytes = data.draw(st.sampled_from((4, 64, 8 * 1024 * 1024)))
+    decoder = (
+        # Gemini's wrapper, which also reads an error JSON sent without `data:`.
+        private(gemini, "_GeminiDecoder")(max_line_bytes=max_line_bytes)
+        if data.draw(st.booleans())
+        else _sse.SSEDecoder(max_line_bytes=max_line_bytes)
     )
 
     def decode() -> list[_sse.ServerSentEvent]:
         events = [event for chunk in data.draw(split(body)) for event in decoder.feed(chunk)]
-        return events + decoder.close()
+        return list(events + decoder.close())
 
     typed_only(decode)
-    typed_only(lambda: decoder.stray_tail)
 
 
 @FUZZ
@@ -369,6 +374,12 @@ PROVIDERS: dict[str, ModuleType] = {
     "gemini": gemini,
     "ollama": ollama,
 }
+PROVIDER_CLASSES: dict[str, type[Any]] = {
+    "openai": openai.OpenAIProvider,
+    "anthropic": anthropic.AnthropicProvider,
+    "gemini": gemini.GeminiProvider,
+    "ollama": ollama.OllamaProvider,
+}
 STREAM_SUFFIX = {"openai": ".sse", "anthropic": ".sse", "gemini": ".sse", "ollama": ".ndjson"}
 
 
@@ -376,8 +387,6 @@ def parse_reply(provider: str, body: Any) -> Response:
     """The provider's parser of a decoded, non-streamed reply."""
     module = PROVIDERS[provider]
     parse = private(module, "_parse_response")
-    if provider == "openai":
-        return parse(body, KEY, HEADERS, secret=SECRET)  # type: ignore[no-any-return]
     return parse(body, KEY, HEADERS)  # type: ignore[no-any-return]
 
 
@@ -400,39 +409,34 @@ def map_error(provider: str, status: int, hints: Mapping[str, str], text: str) -
     return private(module, "_ErrorMapper")("p", "m", has_key=True)(status, hints, text)
 
 
+class MemoryBody:
+    """A `BodyReader` stand-in that reads chunks from memory (never an empty one)."""
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
+        self._chunks = [chunk for chunk in chunks if chunk]
+
+    async def read(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+    async def drain(self) -> None:
+        self._chunks.clear()
+
+    async def aclose(self) -> None:
+        self._chunks.clear()
+
+
 def read_stream(provider: str, chunks: Sequence[bytes]) -> list[Any]:
-    """A streamed body through the provider's decoder and translator, as its `_events` does."""
-    module = PROVIDERS[provider]
-    translator_type = private(module, "_StreamTranslator")
-    events: list[Any] = []
-    if provider == "ollama":
-        ndjson = _sse.NDJSONDecoder(provider="p", model="m")
-        ollama_translator = translator_type(KEY, "req_1")
-        for chunk in chunks:
-            events += ollama_translator.feed_all(ndjson.feed(chunk))
-        events += ollama_translator.feed_all(ndjson.close())
-        ollama_translator.finish()
-        return events
-    decoder = _sse.SSEDecoder(provider="p", model="m", keep_stray_tail=provider == "gemini")
-    if provider == "openai":
-        translator = translator_type(KEY, HEADERS, secret=SECRET)
-        feed = translator.feed
-    elif provider == "anthropic":
-        translator = translator_type(key=KEY, request_id="req_1")
-        feed = translator.feed
-    else:
-        translator = translator_type(key=KEY, headers=HEADERS)
-        feed = translator.event
-    for chunk in chunks:
-        for sse in decoder.feed(chunk):
-            events += feed(sse)
-    for sse in decoder.close():
-        events += feed(sse)
-    if provider in ("openai", "anthropic"):
-        events += translator.finish()  # a clean end: StreamEnd after a finish reason
-    elif provider == "gemini":
-        translator.finish(decoder.stray_tail)
-    return events
+    """A streamed body through the provider's translator and the shared stream loop."""
+    model = PROVIDER_CLASSES[provider](
+        "p", api_key=SECRET, base_url="http://127.0.0.1:9", http=HTTPSessionHolder()
+    ).model("m")
+    translator = model._translator(HEADERS, "req_1")  # as the model's `stream()` makes it
+
+    async def collect() -> list[Any]:
+        body: Any = MemoryBody(chunks)
+        return [event async for event in stream_events(translator, body)]
+
+    return asyncio.run(collect())
 
 
 def check_reply(result: Any) -> None:
@@ -584,9 +588,14 @@ def test_openai_error_code_in_non_decimal_digits_is_a_typed_error(code: str) -> 
 
 
 def test_openai_in_band_error_with_a_key_that_is_json_syntax() -> None:
-    body = {"error": {"message": "bad", "param": None, "code": None}}
-    with pytest.raises(ProviderError):
-        private(openai, "_parse_response")(body, KEY, HEADERS, secret="null")
+    body = {"error": {"message": "bad null", "param": None, "code": None}}
+    provider = openai.OpenAIProvider(
+        "p", api_key="null", base_url="http://127.0.0.1:9", http=HTTPSessionHolder()
+    )
+    with pytest.raises(ProviderError) as info:
+        private(openai, "_parse_response")(body, KEY, HEADERS)
+    provider._redact_error(info.value)
+    assert info.value.message == "bad ***"
 
 
 def test_gemini_retry_delay_too_long_for_int_is_no_hint() -> None:

@@ -63,6 +63,7 @@ from majordomo_async import (
     tools,
 )
 from majordomo_async._http import Timeouts
+from majordomo_async._providers._base import USER_AGENT
 from majordomo_async._providers.anthropic import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_TOKENS,
@@ -182,6 +183,7 @@ async def test_plain_prompt_sends_minimal_body_and_auth_headers(http: HTTPSessio
         "messages": [{"role": "user", "content": "Hello"}],
     }
     assert headers == {
+        "User-Agent": USER_AGENT,
         "x-api-key": KEY,
         "anthropic-version": "2023-06-01",
         "Content-Type": "application/json",
@@ -225,6 +227,7 @@ async def test_extra_headers_are_sent_but_never_override_auth(http: HTTPSessionH
         await provider.model(MODEL).generate("Hi")
         _, headers = sent(mocked)
     assert headers == {
+        "User-Agent": USER_AGENT,
         "anthropic-beta": "feature-x",
         "x-api-key": KEY,
         "anthropic-version": "2023-06-01",
@@ -730,6 +733,13 @@ ERROR_CASES = [
         {"retry-after": "20"},
         RateLimitError,
         id="rate-limit-retry-after",
+    ),
+    pytest.param(
+        429,
+        error_body("rate_limit_error", "Number of request tokens has exceeded your rate limit."),
+        {},
+        RateLimitError,
+        id="rate-limit-headers-dropped-by-a-gateway",
     ),
     pytest.param(
         429,

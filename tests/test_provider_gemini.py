@@ -67,6 +67,7 @@ from majordomo_async import (
     top_p,
 )
 from majordomo_async._http import Timeouts
+from majordomo_async._providers._base import USER_AGENT
 from majordomo_async._providers.gemini import (
     DEFAULT_BASE_URL,
     GeminiModel,
@@ -177,7 +178,11 @@ async def test_plain_text_request(holder: HTTPSessionHolder) -> None:
     assert body == {
         "contents": [{"role": "user", "parts": [{"text": "What is the capital of Norway?"}]}]
     }
-    assert headers == {"x-goog-api-key": KEY, "Content-Type": "application/json"}
+    assert headers == {
+        "User-Agent": USER_AGENT,
+        "x-goog-api-key": KEY,
+        "Content-Type": "application/json",
+    }
     assert KEY not in str(url)
     assert "key" not in url.query
 
@@ -584,7 +589,7 @@ def test_factory_key_lookup(
     """The key comes from the DSN, then GEMINI_API_KEY, then GOOGLE_API_KEY."""
     gemini = gemini_factory("gemini", DSN.parse(dsn), context(env, holder))
     headers = gemini._headers(MODEL) if key else None
-    assert headers == ({"x-goog-api-key": key} if key else None)
+    assert headers == ({"User-Agent": USER_AGENT, "x-goog-api-key": key} if key else None)
     assert isinstance(gemini, Provider)
     assert isinstance(gemini, ModelLister)
     assert isinstance(gemini.model(MODEL), GeminiModel)
@@ -812,7 +817,7 @@ def test_translator_safety_stop_and_late_usage() -> None:
     late = translator.chunk({"usageMetadata": {"promptTokenCount": 3}})
     assert first == [StreamStart(model="gemini/m"), StreamEnd(FinishReason.CONTENT_FILTER)]
     assert late == [UsageUpdate(Usage(input_tokens=3))]
-    translator.finish("")  # terminal chunk seen: the end of the body is fine
+    assert translator.finish() == []  # terminal chunk seen: the end of the body is fine
 
 
 # --------------------------------------------------------------------------- HTTP errors

@@ -69,6 +69,7 @@ from majordomo_async import (
 )
 from majordomo_async._capabilities import builtin_capabilities
 from majordomo_async._http import ON_DEMAND_TIMEOUTS, Timeouts
+from majordomo_async._providers._base import USER_AGENT
 from majordomo_async._providers.ollama import (
     DEFAULT_BASE_URL,
     OllamaProvider,
@@ -185,7 +186,11 @@ async def test_plain_text_body_and_headers(http: HTTPSessionHolder) -> None:
         "messages": [{"role": "user", "content": "Why is the sky blue?"}],
         "stream": False,
     }
-    assert headers == {"Accept": "application/json", "Content-Type": "application/json"}
+    assert headers == {
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        "Content-Type": "application/json",
+    }
 
 
 async def test_system_prompt_and_sampling_options(http: HTTPSessionHolder) -> None:
@@ -454,14 +459,13 @@ def test_stream_translator_events() -> None:
     """Objects become StreamStart, deltas, numbered tool calls, usage and the end."""
     translator = _StreamTranslator("ollama/qwen3", "req-1")
     call = {"function": {"name": "f", "arguments": {"a": 1}}}
-    events = translator.feed_all(
-        [
-            {"message": {"role": "assistant", "content": "Hi"}, "done": False},
-            {"message": {"content": "", "tool_calls": [call, call]}, "done": False},
-            {"message": {"content": ""}, "done": True, "done_reason": "stop", "eval_count": 3},
-            {"message": {"content": "after the end"}, "done": False},
-        ]
-    )
+    objects = [
+        {"message": {"role": "assistant", "content": "Hi"}, "done": False},
+        {"message": {"content": "", "tool_calls": [call, call]}, "done": False},
+        {"message": {"content": ""}, "done": True, "done_reason": "stop", "eval_count": 3},
+    ]
+    events = [event for obj in objects for event in translator.feed(obj)]
+    assert translator.done
     assert events == [
         StreamStart(model="ollama/qwen3", request_id="req-1"),
         TextDelta("Hi"),
@@ -470,7 +474,7 @@ def test_stream_translator_events() -> None:
         UsageUpdate(Usage(0, 3)),
         StreamEnd(FinishReason.TOOL_CALLS),
     ]
-    translator.finish()  # the terminal object came: no error
+    assert translator.finish() == []  # the terminal object came: no error
 
 
 def test_stream_translator_without_done_is_truncated() -> None:

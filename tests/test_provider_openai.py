@@ -68,6 +68,7 @@ from majordomo_async import (
 )
 from majordomo_async._capabilities import builtin_capabilities
 from majordomo_async._http import Timeouts
+from majordomo_async._providers._base import USER_AGENT
 from majordomo_async._providers.openai import (
     OPENAI_COMPATIBLE_PRESETS,
     OPENAI_PRESET,
@@ -184,7 +185,11 @@ async def test_plain_text_request_body_and_headers(http: HTTPSessionHolder) -> N
         await make_provider(http).model("gpt-4o-mini").generate("Hello")
         body, headers = sent(mocked)
     assert body == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
-    assert headers == {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    assert headers == {
+        "User-Agent": USER_AGENT,
+        "Authorization": f"Bearer {KEY}",
+        "Content-Type": "application/json",
+    }
 
 
 async def test_system_prompt_leads_the_messages(http: HTTPSessionHolder) -> None:
@@ -866,7 +871,7 @@ async def test_preset_factories(http: HTTPSessionHolder) -> None:
     assert build("groq", "groq://gsk-2@", http)._headers("m")["Authorization"] == "Bearer gsk-2"
     vllm = build("vllm", "vllm://gpu-box:9000", http)
     assert vllm.base_url == "http://gpu-box:9000/v1"
-    assert vllm._headers("m") == {}
+    assert vllm._headers("m") == {"User-Agent": USER_AGENT}
     assert build("vllm", "vllm+https://gpu-box/api/v1", http).base_url == "https://gpu-box/api/v1"
     assert build("deepseek", "deepseek://k@eu.deepseek.example", http).base_url == (
         "https://eu.deepseek.example"
@@ -887,3 +892,14 @@ def test_provider_and_models_satisfy_the_protocols(http: HTTPSessionHolder) -> N
     assert provider.model("gpt-4o-mini") is model
     assert model.capabilities == builtin_capabilities("openai", "gpt-4o-mini")
     assert http._session is None  # construction and model() did no I/O
+
+
+def test_a_dsn_with_the_root_path_addresses_a_server_mounted_at_the_root() -> None:
+    """`openai+http://host:8000/` is the root: no `/v1` added; without a path, `/v1`."""
+    context = ProviderContext(http=HTTPSessionHolder(), clock=MonotonicClock(), env=lambda _: None)
+    root = openai_factory("p", DSN.parse("openai+http://127.0.0.1:8000/"), context)
+    assert root.base_url == "http://127.0.0.1:8000"
+    bare = openai_factory("p", DSN.parse("openai+http://127.0.0.1:8000"), context)
+    assert bare.base_url == "http://127.0.0.1:8000/v1"
+    groq = openai_compatible_factory("vllm")("p", DSN.parse("vllm://gpu-box:8000/"), context)
+    assert groq.base_url == "http://gpu-box:8000"

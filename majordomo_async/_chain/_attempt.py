@@ -42,7 +42,9 @@ async def attempt(call: _Call, target: Target) -> object:
     deadline, limit, seconds = call.deadline, "deadline", 0.0
     if config.attempt_timeout is not None and now + config.attempt_timeout < deadline:
         deadline, limit, seconds = now + config.attempt_timeout, "attempt", config.attempt_timeout
-    first_token = target.first_token_limit(config, call.first_token, mode.streaming)
+    first_token = target.first_token_limit(
+        config, call.first_token, mode.streaming, call.asks_reasoning
+    )
     if first_token is not None and now + first_token < deadline:
         deadline, limit, seconds = now + first_token, "first_token", first_token
     with clock.deadline_scope(deadline) as scope:

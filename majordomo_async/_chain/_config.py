@@ -185,17 +185,23 @@ class Target:
         return override if override is not None else self.model.capabilities
 
     def first_token_limit(
-        self, config: ChainConfig, requested: float | None, streaming: bool
+        self,
+        config: ChainConfig,
+        requested: float | None,
+        streaming: bool,
+        asks_reasoning: bool = False,
     ) -> float | None:
         """Seconds an attempt on this target may take to its first content event (None:
         no limit): the request's (streams and generates), else for a stream the chain's,
-        else ("auto") the provider's default for a model that reasons first or not. A
-        model without provider timeouts (one of the user's own) gets the hosted ones."""
+        else ("auto") the provider's default for a model that reasons first or not (it
+        reasons by default, or the request asks it to and it can). A model without
+        provider timeouts (one of the user's own) gets the hosted ones."""
         if requested is not None:
             return None if math.isinf(requested) else requested
         if not streaming:
             return None  # a generate's first content is its whole answer: `Timeouts.generate`
-        reasoning = self.capabilities.reasoning
+        capabilities = self.capabilities
+        reasoning = capabilities.reasons_by_default or (asks_reasoning and capabilities.reasoning)
         chosen = config.reasoning_first_token_timeout if reasoning else config.first_token_timeout
         if chosen != "auto":
             return chosen

@@ -135,6 +135,7 @@ class _Call:
     """One call through a chain: its deadline, its failures, and the loop over targets."""
 
     __slots__ = (
+        "asks_reasoning",
         "attempts",
         "bounded",
         "chain",
@@ -170,6 +171,8 @@ class _Call:
         self.deadline = self.clock.now() + timeout if timeout else math.inf
         self.first_token = request.first_token_timeout
         """The request's own first-token limit, if it set one."""
+        self.asks_reasoning = request.reasoning is not None and request.reasoning.enabled
+        """The request asks the model to reason (a longer first-token limit)."""
         self.bounded = (
             mode.streaming  # a stream's first-token limit
             or self.deadline != math.inf

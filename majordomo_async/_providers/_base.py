@@ -11,14 +11,16 @@ the reply or hand the open response to the event translator), and a repr without
 A provider module subclasses both and fills in its wire format. On the provider:
 `_new_model`, `_map_error`, and where the API differs from the defaults `_auth_headers`
 (default: a Bearer token), `_key_required` (default: always) and `_missing_key_message`.
-On the model: `_body`, `_endpoint`, `_parse` and `_events`.
+On the model: `_body`, `_endpoint`, `_parse` and `_translator` (the stream's wire
+format: a `StreamTranslator`, which also picks the body's decoder); the stream loop
+itself is shared (`stream_events()` in `_translate`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from .._capabilities import Capabilities, builtin_capabilities
 from .._exceptions import AuthenticationError, ProviderError
@@ -32,8 +34,11 @@ from .._http import (
     request_id_from,
     request_json,
 )
+from .._provider_options import ProviderOptions, merge_body
 from .._request import Option, Request, as_request
 from .._stream import Stream
+from .._version import __version__
+from ._translate import StreamTranslator, stream_events
 
 if TYPE_CHECKING:
     import aiohttp
@@ -42,10 +47,38 @@ if TYPE_CHECKING:
     from .._events import StreamEvent
     from .._response import Response
 
-__all__ = ["HTTPModel", "HTTPProvider"]
+__all__ = ["USER_AGENT", "HTTPModel", "HTTPProvider"]
+
+USER_AGENT: Final = f"majordomo-async/{__version__}"
+"""Sent on every request (a provider's `extra_headers` or `provider_options` headers can
+replace it): providers see which client sends their traffic."""
 
 ModelT = TypeVar("ModelT", bound="HTTPModel[Any]")
 ProviderT = TypeVar("ProviderT", bound="HTTPProvider[Any]")
+
+
+_CLIPPED_ENDS: Final = ("…", "...")
+"""How a message cut to a length ends (`body_summary`, the providers' own clipping)."""
+_MIN_KEY_PIECE: Final = 4
+"""The shortest start of a key that a clipped message's end is masked for: a shorter
+match is more likely a coincidence than a leak."""
+
+
+def _mask(text: str, key: str) -> str:
+    """`text` with every `key` masked, and a start of `key` cut off by clipping.
+
+    Returns `text` itself when there is nothing to mask.
+    """
+    if key in text:
+        text = text.replace(key, "***")
+    if text.endswith(_CLIPPED_ENDS):
+        ellipsis = "…" if text.endswith("…") else "..."
+        body = text[: -len(ellipsis)]
+        # The longest start of the key that the clipped text ends with.
+        for size in range(min(len(key) - 1, len(body)), _MIN_KEY_PIECE - 1, -1):
+            if body.endswith(key[:size]):
+                return body[:-size] + "***" + ellipsis
+    return text
 
 
 class HTTPProvider(abc.ABC, Generic[ModelT]):
@@ -75,6 +108,9 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
     )
 
     _FAMILY: ClassVar[str]
+    _WIRE: ClassVar[str]
+    """The wire format ("openai", "anthropic", "gemini", "ollama"): the key of
+    `provider_options` every target speaking it gets."""
     """The capability table's family of this wire format ("anthropic", ...)."""
     _KEY_ENV_VARS: ClassVar[tuple[str, ...]] = ()
     """Variables a missing key's error tells the user to set, in order."""
@@ -158,16 +194,22 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
         """The headers that carry the key (default: `Authorization: Bearer KEY`)."""
         return {"Authorization": f"Bearer {api_key}"}
 
-    def _headers(self, model_id: str, *, stream: bool = False) -> dict[str, str]:
+    def _headers(
+        self, model_id: str, *, stream: bool = False, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """Headers for one request about `model_id`, the credential included.
 
-        `stream` says whether the request asks for a stream (for an `Accept` header).
+        `stream` says whether the request asks for a stream (for an `Accept` header);
+        `extra` holds the request's own headers (`provider_options`), which may replace
+        the User-Agent and the provider's extra headers, never the credential's.
 
         Raises:
             AuthenticationError: no key is configured and `_key_required()`.
         """
         del stream  # the default headers are the same for both
-        headers = dict(self._extra_headers)
+        headers = {"User-Agent": USER_AGENT, **self._extra_headers}
+        if extra:
+            headers.update(extra)  # a request's own headers; never the credential's
         if self._api_key is not None:
             headers.update(self._auth_headers(self._api_key))
         elif self._key_required():
@@ -185,14 +227,17 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
         """Mask the API key in an error built from a reply (an in-band error echoing it).
 
         HTTP error bodies are masked before mapping (`_error_mapper`); errors found
-        inside 200 replies and streams pass here on their way out.
+        inside 200 replies and streams (every translator's in-band errors) pass here on
+        their way out: it is the one place those are masked. A message clipped in the
+        middle of the key ("...sk-ab…") loses that start of the key too.
         """
         key = self._api_key
         if not key or not isinstance(exc, ProviderError):
             return
-        if key in exc.message or (exc.code and key in exc.code):
-            exc.message = exc.message.replace(key, "***")
-            exc.code = exc.code.replace(key, "***") if exc.code else exc.code
+        message = _mask(exc.message, key)
+        code = _mask(exc.code, key) if exc.code else exc.code
+        if message is not exc.message or code is not exc.code:
+            exc.message, exc.code = message, code
             exc.args = (exc._render(),)
 
     # ----------------------------------------------------------------------- requests
@@ -215,8 +260,27 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
     ) -> ProviderError:
         """The typed error for an HTTP error reply (`body_text` has the key masked)."""
 
+    def _options(self, request: Request) -> ProviderOptions | None:
+        """The request's escape-hatch options for this provider: its wire family's, with
+        its preset's (`family`, when it is another name) on top."""
+        chosen = request.provider_options
+        if not chosen:
+            return None
+        wire = chosen.get(self._WIRE)
+        family = self.family
+        preset = chosen.get(family) if family != self._WIRE else None
+        if wire is None:
+            return preset
+        return wire if preset is None else wire.merged(preset)
+
     async def _request_json(
-        self, method: str, url: str, *, model_id: str, body: Any = None
+        self,
+        method: str,
+        url: str,
+        *,
+        model_id: str,
+        body: Any = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[Any, Mapping[str, str]]:
         """Send one request about `model_id`; return its decoded JSON and its headers.
 
@@ -224,7 +288,8 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
             AuthenticationError: no key is configured (before anything is sent).
             ProviderError: as `request_json()` raises, mapped by `_map_error`.
         """
-        headers = self._headers(model_id)  # first: a missing key raises before any I/O
+        # First: a missing key raises before any I/O.
+        headers = self._headers(model_id, extra=extra_headers)
         return await request_json(
             self._http.get(),
             method,
@@ -237,7 +302,14 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
             error_mapper=self._error_mapper(model_id),
         )
 
-    async def _open_stream(self, url: str, *, model_id: str, body: Any) -> aiohttp.ClientResponse:
+    async def _open_stream(
+        self,
+        url: str,
+        *,
+        model_id: str,
+        body: Any,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
         """POST a streaming request; return the response once success headers arrived.
 
         The caller owns the response: read it with `_iter_body()` or close it.
@@ -246,7 +318,7 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
             AuthenticationError: no key is configured (before anything is sent).
             ProviderError: as `open_stream()` raises, mapped by `_map_error`.
         """
-        headers = self._headers(model_id, stream=True)
+        headers = self._headers(model_id, stream=True, extra=extra_headers)
         return await open_stream(
             self._http.get(),
             "POST",
@@ -324,9 +396,14 @@ class HTTPModel(abc.ABC, Generic[ProviderT]):
             UnsupportedRequestError: the request holds something this API cannot take.
             ProviderError: any other failure, typed by what went wrong.
         """
-        body = self._body(as_request(request).apply(*options), stream=False)
+        request = as_request(request).apply(*options)
+        body, extra_headers = self._wire_body(request, stream=False)
         data, headers = await self._provider._request_json(
-            "POST", self._endpoint(stream=False), model_id=self._model_id, body=body
+            "POST",
+            self._endpoint(stream=False),
+            model_id=self._model_id,
+            body=body,
+            extra_headers=extra_headers,
         )
         try:
             return self._parse(data, headers)
@@ -354,9 +431,13 @@ class HTTPModel(abc.ABC, Generic[ProviderT]):
             UnsupportedRequestError: the request holds something this API cannot take.
             ProviderError: the server answered with an error status, or the transport failed.
         """
-        body = self._body(as_request(request).apply(*options), stream=True)
+        request = as_request(request).apply(*options)
+        body, extra_headers = self._wire_body(request, stream=True)
         response = await self._provider._open_stream(
-            self._endpoint(stream=True), model_id=self._model_id, body=body
+            self._endpoint(stream=True),
+            model_id=self._model_id,
+            body=body,
+            extra_headers=extra_headers,
         )
         request_id = request_id_from(response.headers, self._REQUEST_ID_HEADERS)
         # `on_close`: a stream closed before its generator ever ran still drops the response.
@@ -367,6 +448,17 @@ class HTTPModel(abc.ABC, Generic[ProviderT]):
             on_close=response.close,
             on_error=self._provider._redact_error,
         )
+
+    def _wire_body(
+        self, request: Request, *, stream: bool
+    ) -> tuple[dict[str, Any], Mapping[str, str] | None]:
+        """The JSON body and the request's extra headers: `_body`, with the request's
+        `provider_options` for this provider merged in (the escape hatch)."""
+        body = self._body(request, stream=stream)
+        options = self._provider._options(request)
+        if options is None:
+            return body, None
+        return merge_body(body, options.body), options.headers or None
 
     @abc.abstractmethod
     def _body(self, request: Request, *, stream: bool) -> dict[str, Any]:
@@ -381,10 +473,36 @@ class HTTPModel(abc.ABC, Generic[ProviderT]):
         """The `Response` for a decoded reply and its headers."""
 
     @abc.abstractmethod
+    def _translator(
+        self, headers: Mapping[str, str], request_id: str | None
+    ) -> StreamTranslator[Any]:
+        """A new translator for one stream (its response's headers and request id)."""
+
+    def _not_a_stream(
+        self, response: aiohttp.ClientResponse
+    ) -> Callable[[BodyReader], Awaitable[ProviderError]] | None:
+        """How to read a 200 reply that is not a stream into its error, or None (default).
+
+        A provider whose streams never come as `application/json` overrides this to
+        read such a reply (a proxy's error, a server that ignored `stream`) as one body.
+        """
+        del response  # every body is decoded as the stream by default
+        return None
+
     def _events(
         self, response: aiohttp.ClientResponse, request_id: str | None
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Our events from an open streamed response; closes the response when done."""
+        """Our events from an open streamed response: `stream_events()` (see there for the
+        terminal event, draining and the end of the body) with this model's translator.
+
+        It returns the loop's generator itself, adding no layer per event; closing it
+        closes the response.
+        """
+        return stream_events(
+            self._translator(response.headers, request_id),
+            self._provider._iter_body(response, model_id=self._model_id),
+            not_a_stream=self._not_a_stream(response),
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._key}>"

@@ -27,12 +27,14 @@ from .._exceptions import (
     ServerError,
 )
 from .._http import Timeouts
+from .._response import FinishReason
 from .._retry_after import parse_retry_after
 
 __all__ = [
     "TIMEOUT_KEYS",
     "body_summary",
     "dsn_timeouts",
+    "finish_with_tools",
     "json_or_none",
     "key_from_env",
     "status_error",
@@ -260,6 +262,16 @@ def dsn_timeouts(
             )
         seconds[key] = value
     return attrs.evolve(base or Timeouts(), **seconds)
+
+
+def finish_with_tools(finish: FinishReason, has_tool_calls: bool) -> FinishReason:
+    """The one finish-reason rule for tool calls, for every provider: an answer that
+    carries tool calls and stopped naturally stopped to call them (`TOOL_CALLS`), whatever
+    the wire said (OpenAI-compatible servers, Gemini and Ollama say "stop"); a cut
+    (`LENGTH`) or a filter (`CONTENT_FILTER`) is kept, since the calls may be incomplete."""
+    if has_tool_calls and finish is FinishReason.STOP:
+        return FinishReason.TOOL_CALLS
+    return finish
 
 
 def key_from_env(env: Callable[[str], str | None], variables: Iterable[str]) -> str | None:

@@ -16,6 +16,7 @@ See `docs/fake-provider.md` for every key and outcome.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -29,7 +30,15 @@ import attrs
 
 from .._capabilities import Capabilities
 from .._clock import Clock, MonotonicClock
-from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, UsageUpdate
+from .._events import (
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 from .._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -45,6 +54,7 @@ from .._exceptions import (
     RateLimitError,
     ServerError,
 )
+from .._messages import ReasoningPart, ToolCall
 from .._request import Option, Request, as_request
 from .._response import FinishReason, Response, Usage
 from .._stream import Stream
@@ -56,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = ["FakeModel", "FakeProvider", "fake_factory"]
 
 _NO_DEFAULTS: Final[Mapping[str, str]] = MappingProxyType({})
+_CAPABILITIES: Final = Capabilities(reasoning=True)
 _EMPTY_PROMPT: Final = "(empty prompt)"
 _WORDS: Final = re.compile(r"\s*\S+\s*|\s+")
 """One piece per word, its surrounding spaces kept (a reply of only spaces is one piece)."""
@@ -132,6 +143,14 @@ class _Behaviour:
     """Stream pieces; None is one piece per word."""
     chunk_delay: float = 0.0
     break_after: int | None = None
+    tool: str | None = None
+    """Answer with a call of this tool instead of text."""
+    args: str = "{}"
+    """The tool call's JSON arguments."""
+    reasoning: str | None = None
+    """Reasoning text streamed (`ReasoningDelta`) before the answer."""
+    cached: int = 0
+    """Input tokens reported as read from the prompt cache."""
 
     def outcome(self, call: int) -> _Outcome:
         """The outcome of call number `call` (0-based) of this model."""
@@ -200,6 +219,26 @@ def _count(key: str, minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _tool_name(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise ConfigurationError("fake provider key 'tool' needs a tool name")
+    return name
+
+
+def _json_object(value: str) -> str:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(
+            f"fake provider key 'args' needs a JSON object (percent-encode its commas as "
+            f"%2C: a spec splits on commas), got {value!r}"
+        )
+    return value
+
+
 def _parse_outcome(text: str) -> _Outcome:
     kind, colon, seconds = text.strip().lower().partition(":")
     if colon and kind == "429":
@@ -249,6 +288,10 @@ _PARSERS: Final[Mapping[str, Callable[[str], object]]] = MappingProxyType(
         "chunks": _count("chunks", 1),
         "chunk_delay": _seconds("chunk_delay"),
         "break_after": _count("break_after", 0),
+        "tool": _tool_name,
+        "args": _json_object,
+        "reasoning": str,
+        "cached": _count("cached", 0),
     }
 )
 
@@ -273,6 +316,20 @@ def _words(text: str | None) -> int:
     return len(text.split()) if text else 0
 
 
+def _fragments(arguments: str, size: int = 8) -> list[str]:
+    """JSON arguments in pieces, as providers stream them (never an empty piece)."""
+    return [arguments[start : start + size] for start in range(0, len(arguments), size)]
+
+
+@attrs.frozen
+class _Answer:
+    text: str
+    calls: tuple[ToolCall, ...]
+    finish: FinishReason
+    usage: Usage
+    reasoning: str
+
+
 class FakeModel:
     """A scripted in-process model. Get one with `FakeProvider.model(model_id)`.
 
@@ -291,8 +348,9 @@ class FakeModel:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Everything is accepted: the default `Capabilities()`."""
-        return Capabilities()
+        """Everything is accepted, reasoning included (but it never reasons unasked:
+        `reasoning=TEXT` scripts what it shows)."""
+        return _CAPABILITIES
 
     @property
     def calls(self) -> int:
@@ -314,12 +372,19 @@ class FakeModel:
         """
         request = as_request(request).apply(*options)
         request_id = await self._begin()
+        answer = self._answer(request)
         return Response(
-            text=self._reply(request),
-            finish_reason=FinishReason.STOP,
-            usage=self._usage(request),
+            text=answer.text,
+            tool_calls=answer.calls,
+            finish_reason=answer.finish,
+            usage=answer.usage,
             model=self._key,
             request_id=request_id,
+            reasoning=answer.reasoning,
+            reasoning_parts=(ReasoningPart(answer.reasoning, provider="fake"),)
+            if answer.reasoning
+            else (),
+            served_model=self._served_model,
         )
 
     async def stream(self, request: Request | str, *options: Option) -> Stream:
@@ -337,7 +402,7 @@ class FakeModel:
         """
         request = as_request(request).apply(*options)
         request_id = await self._begin()
-        events = self._events(self._reply(request), self._usage(request), request_id)
+        events = self._events(self._answer(request), request_id)
         return Stream(events, model=self._key, request_id=request_id)
 
     async def _begin(self) -> str:
@@ -356,26 +421,65 @@ class FakeModel:
             raise error
         return request_id
 
+    @property
+    def _served_model(self) -> str:
+        return self._model_id.partition("?")[0]
+
     def _reply(self, request: Request) -> str:
         if self._behaviour.reply is not None:
             return self._behaviour.reply
         return request.prompt or _EMPTY_PROMPT
 
-    def _usage(self, request: Request) -> Usage:
-        inputs = _words(request.system) + sum(_words(message.text) for message in request.messages)
-        return Usage(input_tokens=inputs, output_tokens=_words(self._reply(request)))
-
-    async def _events(
-        self, reply: str, usage: Usage, request_id: str
-    ) -> AsyncIterator[StreamEvent]:
+    def _answer(self, request: Request) -> _Answer:
+        """What this call answers: text or a tool call, reasoning, `max_tokens` honoured
+        (one token per word), and the usage that goes with it."""
         behaviour = self._behaviour
-        pieces = behaviour.pieces(reply)
+        reasoning = behaviour.reasoning or ""
+        if request.reasoning is not None and not request.reasoning.enabled:
+            reasoning = ""
+        inputs = _words(request.system) + sum(_words(message.text) for message in request.messages)
+        calls: tuple[ToolCall, ...] = ()
+        text = self._reply(request)
+        finish = FinishReason.STOP
+        if behaviour.tool is not None:
+            calls = (ToolCall(f"call_{self._calls}", behaviour.tool, behaviour.args),)
+            text, finish = "", FinishReason.TOOL_CALLS
+        words = _WORDS.findall(text)
+        if request.max_tokens is not None and len(words) > request.max_tokens:
+            text, finish = "".join(words[: request.max_tokens]), FinishReason.LENGTH
+        thoughts = _words(reasoning)
+        usage = Usage(
+            input_tokens=inputs,
+            output_tokens=_words(text) + thoughts + len(calls),
+            cached_input_tokens=min(behaviour.cached, inputs),
+            reasoning_tokens=thoughts,
+        )
+        return _Answer(text, calls, finish, usage, reasoning)
+
+    async def _events(self, answer: _Answer, request_id: str) -> AsyncIterator[StreamEvent]:
+        behaviour = self._behaviour
+        pieces = behaviour.pieces(answer.text) if answer.text else []
         if behaviour.break_after is not None:
             pieces = pieces[: behaviour.break_after]
-        yield StreamStart(model=self._key, request_id=request_id)
-        for index, piece in enumerate(pieces):
-            if index and behaviour.chunk_delay > 0:
-                await self._provider.clock.sleep(behaviour.chunk_delay)
+        yield StreamStart(model=self._key, request_id=request_id, served_model=self._served_model)
+        delay = behaviour.chunk_delay
+        sent = 0
+        for thought in behaviour.pieces(answer.reasoning) if answer.reasoning else ():
+            if sent and delay > 0:
+                await self._provider.clock.sleep(delay)
+            sent += 1
+            yield ReasoningDelta(thought, provider="fake")
+        for index, call in enumerate(answer.calls):
+            yield ToolCallDelta(index, call.id, call.name)
+            for fragment in _fragments(call.arguments):
+                if sent and delay > 0:
+                    await self._provider.clock.sleep(delay)
+                sent += 1
+                yield ToolCallDelta(index, arguments=fragment)
+        for piece in pieces:
+            if sent and delay > 0:
+                await self._provider.clock.sleep(delay)
+            sent += 1
             yield TextDelta(piece)
         if behaviour.break_after is not None:
             raise ProviderConnectionError(
@@ -384,8 +488,8 @@ class FakeModel:
                 provider=self._provider.name,
                 model=self._model_id,
             )
-        yield UsageUpdate(usage)
-        yield StreamEnd(FinishReason.STOP)
+        yield UsageUpdate(answer.usage)
+        yield StreamEnd(answer.finish)
 
     def __repr__(self) -> str:
         return f"<FakeModel {self._key}>"

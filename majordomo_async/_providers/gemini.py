@@ -48,8 +48,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
 
@@ -63,7 +62,6 @@ from .._exceptions import (
     ContentPolicyError,
     ContextLengthError,
     ModelNotFoundError,
-    ProviderConnectionError,
     ProviderError,
     QuotaExceededError,
     ResponseFormatError,
@@ -74,6 +72,7 @@ from .._messages import (
     ImagePart,
     Message,
     Part,
+    ReasoningPart,
     TextPart,
     Tool,
     ToolCall,
@@ -83,13 +82,11 @@ from .._messages import (
 from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
 from .._retry_after import gemini_retry_delay
-from .._sse import ServerSentEvent, SSEDecoder
+from .._sse import DEFAULT_MAX_LINE_BYTES, ServerSentEvent, SSEDecoder
 from ._base import HTTPModel, HTTPProvider
 from ._common import dsn_timeouts, json_or_none, key_from_env, status_error
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from .._context import ProviderContext
     from .._dsn import DSN
 
@@ -214,7 +211,11 @@ def _contents(request: Request, provider: str, model: str) -> list[dict[str, Any
     contents: list[dict[str, Any]] = []
     previous_role = ""
     for message in request.messages:
-        parts = [_part(part, names, provider, model) for part in message.parts]
+        parts = [
+            _part(part, names, provider, model)
+            for part in message.parts
+            if not isinstance(part, ReasoningPart)  # not sent back yet
+        ]
         if message.role == "assistant":
             _sign_first_call(parts)
         if not parts:
@@ -247,7 +248,9 @@ def _part(part: Part, names: Mapping[str, str], provider: str, model: str) -> di
         return _image(part, provider, model)
     if isinstance(part, ToolCallPart):
         return _function_call(part.call)
-    return _function_response(part, names, provider, model)
+    if isinstance(part, ToolResultPart):
+        return _function_response(part, names, provider, model)
+    raise TypeError(f"no Gemini part for {type(part).__name__}")  # the caller filters it
 
 
 def _split_id(call_id: str) -> tuple[str, str | None]:
@@ -615,8 +618,9 @@ class _StreamTranslator:
     """Turns decoded `streamGenerateContent` chunks into our stream events.
 
     States: before the first chunk (`StreamStart` not sent yet); streaming; terminal
-    (a chunk carried `finishReason`: `StreamEnd` was produced). A body that ends before
-    the terminal state is truncated (`finish()` raises).
+    (a chunk carried `finishReason`: `StreamEnd` was produced, `done`). A body that
+    ends before the terminal state is truncated (`finish()` raises). The decoder
+    (`_GeminiDecoder`) hands an error JSON sent without `data:` over as one more event.
     """
 
     __slots__ = (
@@ -626,7 +630,7 @@ class _StreamTranslator:
         "_model",
         "_provider",
         "_started",
-        "finished",
+        "done",
     )
 
     def __init__(self, *, key: str, headers: Mapping[str, str]) -> None:
@@ -635,10 +639,19 @@ class _StreamTranslator:
         self._headers = headers
         self._started = False
         self._calls = 0  # function calls so far: the next call's index
-        self.finished = False
+        self.done = False  # a chunk carried a finishReason: the answer is complete
 
-    def event(self, sse: ServerSentEvent) -> list[StreamEvent]:
-        """Translate one SSE event (its `data` is one JSON chunk)."""
+    def decoder(self) -> _GeminiDecoder:
+        """A decoder for the body: Server-Sent Events, and an error JSON without `data:`."""
+        return _GeminiDecoder(provider=self._provider, model=self._model)
+
+    def feed(self, sse: ServerSentEvent) -> list[StreamEvent]:
+        """Translate one SSE event (its `data` is one JSON chunk).
+
+        Raises:
+            ResponseFormatError: the data is not JSON.
+            ProviderStatusError: see `chunk()`.
+        """
         if not sse.data.strip():
             return []
         try:
@@ -683,8 +696,8 @@ class _StreamTranslator:
         if usage is not None:
             events.append(UsageUpdate(usage))
         reason = candidate.get("finishReason")
-        if isinstance(reason, str) and reason and not self.finished:
-            self.finished = True
+        if isinstance(reason, str) and reason and not self.done:
+            self.done = True
             events.append(StreamEnd(_finish_reason(reason, self._calls > 0)))
         return events
 
@@ -703,20 +716,17 @@ class _StreamTranslator:
             )
         ]
 
-    def finish(self, stray_tail: str) -> None:
-        """At the end of the body: raise unless the terminal chunk arrived.
+    def finish(self) -> list[StreamEvent]:
+        """The body ended cleanly: nothing more if the terminal chunk arrived.
 
-        Args:
-            stray_tail: the body's trailing lines that were not SSE fields (the decoder's
-                `stray_tail`): an error JSON sent without the `data:` prefix lands there.
+        (An error JSON at the end of the body came as an event before this: see
+        `_GeminiDecoder`.)
+
+        Raises:
+            StreamTruncatedError: no chunk carried a finishReason.
         """
-        if self.finished:
-            return
-        error = _stray_error(stray_tail)
-        if error is not None:
-            raise _map_error(
-                self._provider, self._model, _status_of(error), self._headers, json.dumps(error)
-            )
+        if self.done:
+            return []
         raise StreamTruncatedError(
             "the Gemini stream ended before a chunk with a finishReason",
             provider=self._provider,
@@ -724,14 +734,192 @@ class _StreamTranslator:
         )
 
 
-def _stray_error(stray_tail: str) -> dict[str, Any] | None:
-    """An `{"error": ...}` object written at the end of the body without `data:`, if any.
+_SSE_FIELDS: Final = frozenset({b"data", b"event", b"id", b"retry"})
+"""The fields the SSE rules act on: a line naming any other is a stray line."""
+_BOM: Final = b"\xef\xbb\xbf"
+_WINDOW_SLACK: Final = 64 * 1024
+"""Bytes kept beyond `max_line_bytes` after the last event before giving up on a tail."""
+_ERROR_STARTS: Final = 8
+"""How many of the run's last top-level `{` lines are tried as the start of the error."""
 
-    python-genai collects such non-`data:` lines until the braces balance; at the end of
-    the body the same lines are the trailing run of lines that are not SSE fields.
+
+class _GeminiDecoder:
+    """Gemini's body decoder: Server-Sent Events, plus an error JSON sent without `data:`.
+
+    Gemini sometimes writes an `{"error": ...}` object as plain lines, without the
+    `data:` prefix (providers.md 2.1): after some events, or as the whole body (with
+    HTTP 200), on one line or pretty-printed over several. The SSE rules ignore such
+    lines, so `SSEDecoder` decodes the events and this wrapper keeps what can hold the
+    error: the bytes since the last chunk that completed an event. At the clean end of
+    the body, when the trailing run of stray lines there ends with a JSON object with an
+    `error`, `close()` returns that object's text as one more event, which the
+    translator maps like any in-band error chunk. The object may follow other stray
+    JSON in the run (python-genai's own test body: a chunk, then the error, neither
+    with `data:`): it is the last value that starts at a line's first column.
+
+    Stray lines are neither `data`/`event`/`id`/`retry` fields nor comments. The
+    trailing run is the last run of consecutive stray lines, with only blank lines
+    after it; a field line or a comment after it ends it, and a run inside a block that
+    has a data line belongs to that block's event and does not count. At most
+    `max_line_bytes` bytes of it count: its last whole lines. A body that goes on for
+    more than `max_line_bytes` + 64 KiB after its last event without one is not read
+    for a tail any more (no Gemini error is that long): memory stays bounded.
+
+    The per-chunk cost is one frame, and a list append for a chunk that completes no
+    event (a part of a long line).
+
+    Args:
+        max_line_bytes: the SSE decoder's line cap, which also bounds the run.
+        provider: provider name, for the errors raised.
+        model: model id, for the errors raised.
     """
-    value = json_or_none(stray_tail) if stray_tail else None
-    return value if isinstance(value, dict) and "error" in value else None
+
+    __slots__ = ("_before", "_cap", "_kept", "_last", "_max", "_sse", "_tail")
+
+    def __init__(
+        self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, provider: str = "", model: str = ""
+    ) -> None:
+        self._sse = SSEDecoder(max_line_bytes=max_line_bytes, provider=provider, model=model)
+        self._max = max_line_bytes
+        self._cap = max_line_bytes + _WINDOW_SLACK
+        # The window: the chunks from the last one that completed an event (else from
+        # the start of the body). `_kept` counts the bytes after its first chunk.
+        self._tail: list[bytes] = []
+        self._kept = 0
+        # The chunk before the window ("" when the window starts the body): whether the
+        # window's first line starts there, or is the rest of a line.
+        self._before = b""
+        self._last = b""  # the last chunk fed
+
+    @property
+    def stray_tail(self) -> str:
+        """The trailing run of stray lines, joined with "\\n" ("" if none).
+
+        Meant to be read after `close()`, when the body's last line is complete.
+        """
+        if self._kept > self._cap:
+            return ""
+        return _stray_run(b"".join(self._tail), self._before[-1:], limit=self._max)
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Take the next chunk of the body; return the events it completes, in order.
+
+        Raises:
+            ResponseFormatError: as `SSEDecoder.feed()` raises.
+        """
+        events = self._sse.feed(chunk)
+        if events:
+            # Lines before this chunk's events cannot be the tail any more; lines after
+            # them, in this same chunk, still can.
+            self._tail = [chunk]
+            self._kept = 0
+            self._before = self._last
+        elif self._kept <= self._cap:
+            self._tail.append(chunk)
+            self._kept += len(chunk)
+        self._last = chunk or self._last
+        return events
+
+    def close(self) -> list[ServerSentEvent]:
+        """Mark the end of the body: the SSE decoder's last event, or the error JSON that
+        the trailing stray lines end with (as an event whose data is that JSON), or nothing.
+
+        Raises:
+            ResponseFormatError: as `SSEDecoder.close()` raises.
+        """
+        events = self._sse.close()
+        if events:  # the last block was an event: any stray line in it belongs to it
+            return events
+        error = _last_error_object(self.stray_tail)
+        return [] if error is None else [ServerSentEvent(data=error)]
+
+
+def _stray_run(body: bytes, before: bytes, *, limit: int) -> str:
+    """The trailing run of stray lines of a window of the body (see `_GeminiDecoder`).
+
+    Args:
+        body: the window: the body from its start, or from a chunk that completed an
+            event.
+        before: the last byte before the window (b"" at the start of the body).
+        limit: the most bytes of the run kept (its last whole lines).
+    """
+    if not before:
+        body = body.removeprefix(_BOM)
+    elif before == b"\r" and body.startswith(b"\n"):
+        body = body[1:]  # the LF of a CRLF split across chunks: no line of its own
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    lines = body.split(b"\n")
+    # The window's first line is the rest of a line when the chunk before it ended
+    # mid-line: it cannot be read, so the walks below stop before it.
+    first = 1 if before and before not in (b"\n", b"\r") else 0
+    end = len(lines)
+    while end > first and not lines[end - 1]:  # blank lines may follow the run
+        end -= 1
+    start = end
+    while start > first and _is_stray(lines[start - 1]):
+        start -= 1
+    if start == end:
+        return ""
+    # The run's block, back to its blank line: with a data line, it is an event.
+    previous = start - 1
+    while previous >= first and lines[previous]:
+        if _field_name(lines[previous]) == b"data":
+            return ""
+        previous -= 1
+    if previous < first and before:
+        # The block began before the window's first chunk, which completed an event:
+        # with no blank line since, that event was this very block.
+        return ""
+    # Its last whole lines within `limit` bytes (joined by one byte each).
+    size = -1
+    keep = end
+    while keep > start and size + len(lines[keep - 1]) + 1 <= limit:
+        keep -= 1
+        size += len(lines[keep]) + 1
+    return b"\n".join(lines[keep:end]).decode("utf-8", errors="replace")
+
+
+def _last_error_object(run: str) -> str | None:
+    """The text of the `{"error": ...}` object that ends `run`, if it ends with one.
+
+    It starts at one of the last lines that begin with `{` (a top-level value: nested
+    lines of a pretty-printed object are indented).
+    """
+    if not run.startswith("{") and "\n{" not in run:
+        return None
+    starts = [0] if run.startswith("{") else []
+    starts += [at + 1 for at in _occurrences(run, "\n{")]
+    for start in reversed(starts[-_ERROR_STARTS:]):
+        text = run[start:]
+        value = json_or_none(text)
+        if isinstance(value, dict):
+            return text if "error" in value else None
+    return None
+
+
+def _occurrences(text: str, needle: str) -> list[int]:
+    """Every index where `needle` occurs in `text`."""
+    found: list[int] = []
+    at = text.find(needle)
+    while at >= 0:
+        found.append(at)
+        at = text.find(needle, at + 1)
+    return found
+
+
+def _field_name(line: bytes) -> bytes:
+    """The field name of a non-blank SSE line (b"" for a comment)."""
+    colon = line.find(b":")
+    return line if colon < 0 else line[:colon]
+
+
+def _is_stray(line: bytes) -> bool:
+    """A line that is neither blank, nor a field the SSE rules act on, nor a comment."""
+    if not line:
+        return False
+    name = _field_name(line)
+    return bool(name) and name not in _SSE_FIELDS
 
 
 # --------------------------------------------------------------------------- model, provider
@@ -761,33 +949,9 @@ class GeminiModel(HTTPModel["GeminiProvider"]):
     def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
         return _parse_response(data, self._key, headers)
 
-    async def _events(
-        self, response: aiohttp.ClientResponse, request_id: str | None
-    ) -> AsyncGenerator[StreamEvent, None]:
+    def _translator(self, headers: Mapping[str, str], request_id: str | None) -> _StreamTranslator:
         # Gemini sends no request id header: its `responseId` comes in the first chunk.
-        provider = self._provider
-        translator = _StreamTranslator(key=self._key, headers=response.headers)
-        decoder = SSEDecoder(provider=provider.name, model=self._model_id, keep_stray_tail=True)
-        body = provider._iter_body(response, model_id=self._model_id)
-        async with aclosing(body):
-            try:
-                async for chunk in body:
-                    for sse in decoder.feed(chunk):
-                        for event in translator.event(sse):
-                            yield event
-                    if translator.finished:
-                        await body.drain()  # never the idle timeout
-                        return
-            except (ProviderConnectionError, StreamTruncatedError):
-                # The terminal chunk already arrived: a reset, a stall or a missing
-                # chunked terminator while waiting for the end of the body loses nothing.
-                if not translator.finished:
-                    raise
-                return
-            for sse in decoder.close():
-                for event in translator.event(sse):
-                    yield event
-        translator.finish(decoder.stray_tail)
+        return _StreamTranslator(key=self._key, headers=headers)
 
 
 def _model_path(model_id: str) -> str:
@@ -825,7 +989,7 @@ class GeminiProvider(HTTPProvider[GeminiModel]):
 
     __slots__ = ()
 
-    _FAMILY = "gemini"
+    _FAMILY = _WIRE = "gemini"
     _KEY_ENV_VARS = KEY_ENV_VARS
     _DSN_KEY_EXAMPLE = "gemini://KEY@"
 

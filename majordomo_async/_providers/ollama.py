@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -313,7 +313,7 @@ def _message_entries(
             images.append(_image_data(part, target))
         elif isinstance(part, ToolCallPart):
             calls.append(_tool_call_entry(part.call, target))
-        else:
+        elif isinstance(part, ToolResultPart):
             results.append(_tool_result_entry(part, names))
     if text or images or calls or not results:
         entry: dict[str, Any] = {"role": message.role, "content": "".join(text)}
@@ -477,7 +477,8 @@ class _StreamTranslator:
     """Turns decoded NDJSON objects of a `/api/chat` stream into our events.
 
     Feed objects in order; `done` turns True at the terminal object (`"done": true`),
-    after which nothing more is expected. `finish()` raises if it never came.
+    after which nothing more is fed. `finish()` raises if it never came: without it
+    the answer is incomplete.
     """
 
     __slots__ = ("_calls", "_key", "_model", "_provider", "_request_id", "_started", "done")
@@ -489,6 +490,10 @@ class _StreamTranslator:
         self._started = False
         self._calls = 0  # tool calls seen so far: the next call's index
         self.done = False
+
+    def decoder(self) -> NDJSONDecoder:
+        """A decoder for the body: one JSON object per line."""
+        return NDJSONDecoder(provider=self._provider, model=self._model)
 
     def feed(self, obj: Any) -> list[StreamEvent]:
         """The events one stream object makes.
@@ -524,28 +529,20 @@ class _StreamTranslator:
             events.append(StreamEnd(reason))
         return events
 
-    def feed_all(self, objs: Iterable[Any]) -> list[StreamEvent]:
-        """The events of several objects, in order; objects after the terminal one are ignored."""
-        events: list[StreamEvent] = []
-        for obj in objs:
-            if self.done:
-                break
-            events.extend(self.feed(obj))
-        return events
-
-    def finish(self) -> None:
-        """At the end of the body.
+    def finish(self) -> list[StreamEvent]:
+        """The body ended cleanly: nothing more after the terminal object.
 
         Raises:
             StreamTruncatedError: the terminal `"done": true` object never came.
         """
-        if not self.done:
-            raise StreamTruncatedError(
-                'the Ollama stream ended before its final object ("done": true)',
-                provider=self._provider,
-                model=self._model,
-                request_id=self._request_id,
-            )
+        if self.done:
+            return []
+        raise StreamTruncatedError(
+            'the Ollama stream ended before its final object ("done": true)',
+            provider=self._provider,
+            model=self._model,
+            request_id=self._request_id,
+        )
 
 
 # --------------------------------------------------------------------------- errors
@@ -697,36 +694,8 @@ class OllamaModel(HTTPModel["OllamaProvider"]):
     def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
         return _parse_response(data, self._key, headers)
 
-    async def _events(
-        self, response: aiohttp.ClientResponse, request_id: str | None
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """Body chunks -> NDJSON objects -> our events, until `"done": true`."""
-        provider = self._provider
-        decoder = NDJSONDecoder(provider=provider.name, model=self._model_id)
-        translator = _StreamTranslator(self._key, request_id)
-        chunks = provider._iter_body(response, model_id=self._model_id)
-        # `aclosing`: leaving early (error, cancellation, a consumer that stops) closes
-        # the connection at once instead of at garbage collection.
-        async with contextlib.aclosing(chunks):
-            try:
-                async for chunk in chunks:
-                    for event in translator.feed_all(decoder.feed(chunk)):
-                        yield event
-                    if translator.done:
-                        # Complete: give the rest of the body a moment (to reuse the
-                        # connection), never the idle timeout.
-                        await chunks.drain()
-                        return
-            except ProviderError:
-                if not translator.done:
-                    raise
-                # The answer was complete; only reading the empty rest failed, and
-                # `iter_body` closed the connection. Nothing is lost.
-                return
-            if not translator.done:
-                for event in translator.feed_all(decoder.close()):
-                    yield event
-        translator.finish()
+    def _translator(self, headers: Mapping[str, str], request_id: str | None) -> _StreamTranslator:
+        return _StreamTranslator(self._key, request_id)
 
 
 class OllamaProvider(HTTPProvider[OllamaModel]):
@@ -755,7 +724,7 @@ class OllamaProvider(HTTPProvider[OllamaModel]):
 
     __slots__ = ()
 
-    _FAMILY = "ollama"
+    _FAMILY = _WIRE = "ollama"
     _KEY_ENV_VARS = (_KEY_ENV,)
     _DEFAULT_TIMEOUTS = DEFAULT_TIMEOUTS
 
@@ -783,14 +752,31 @@ class OllamaProvider(HTTPProvider[OllamaModel]):
         return OllamaModel(self, model_id)
 
     async def _request_json(
-        self, method: str, url: str, *, model_id: str, body: Any = None
+        self,
+        method: str,
+        url: str,
+        *,
+        model_id: str,
+        body: Any = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[Any, Mapping[str, str]]:
         with _not_running_hint(self._base_url):
-            return await super()._request_json(method, url, model_id=model_id, body=body)
+            return await super()._request_json(
+                method, url, model_id=model_id, body=body, extra_headers=extra_headers
+            )
 
-    async def _open_stream(self, url: str, *, model_id: str, body: Any) -> aiohttp.ClientResponse:
+    async def _open_stream(
+        self,
+        url: str,
+        *,
+        model_id: str,
+        body: Any,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
         with _not_running_hint(self._base_url):
-            return await super()._open_stream(url, model_id=model_id, body=body)
+            return await super()._open_stream(
+                url, model_id=model_id, body=body, extra_headers=extra_headers
+            )
 
     def _key_required(self) -> bool:
         # A local server runs without a key; ollama.com refuses every call without one.
@@ -802,9 +788,11 @@ class OllamaProvider(HTTPProvider[OllamaModel]):
             "(create one at https://ollama.com/settings/keys) or put it in the DSN"
         )
 
-    def _headers(self, model_id: str, *, stream: bool = False) -> dict[str, str]:
+    def _headers(
+        self, model_id: str, *, stream: bool = False, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         accept = "application/x-ndjson" if stream else "application/json"
-        return {"Accept": accept, **super()._headers(model_id)}
+        return {"Accept": accept, **super()._headers(model_id, extra=extra)}
 
     def _map_error(
         self, model_id: str, status: int, headers: Mapping[str, str], body_text: str

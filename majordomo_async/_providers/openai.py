@@ -36,10 +36,10 @@ OpenAI-compatible servers differ mostly in base URL, key variable and error bodi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
@@ -99,6 +99,7 @@ if TYPE_CHECKING:
 
     from .._context import HTTPSessionHolder, ProviderContext, SchemeFactory
     from .._dsn import DSN
+    from .._http import BodyReader
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -441,13 +442,12 @@ def _parse_tool_calls(value: object, where: Callable[[str], ResponseFormatError]
     return calls
 
 
-def _parse_response(
-    body: Any, key: str, headers: Mapping[str, str], *, secret: str | None = None
-) -> Response:
+def _parse_response(body: Any, key: str, headers: Mapping[str, str]) -> Response:
     """A chat completion reply as our `Response`.
 
     A refusal (`message.refusal`, sent when a structured-output request is declined)
-    gives `FinishReason.CONTENT_FILTER`. `secret` (the API key) is masked in errors.
+    gives `FinishReason.CONTENT_FILTER`. An error it raises may echo the API key: the
+    provider masks it (`_redact_error`) on its way out.
 
     Raises:
         ProviderStatusError: the body is an error (OpenRouter reports errors that happen
@@ -464,7 +464,7 @@ def _parse_response(
     if not isinstance(body, dict):
         raise where(f"expected a JSON object, got {type(body).__name__}")
     if body.get("error"):
-        raise _error_from_body(body, provider=provider, model=model, headers=headers, secret=secret)
+        raise _error_from_body(body, provider=provider, model=model, headers=headers)
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise where("no choices")
@@ -630,24 +630,6 @@ def _matched_kind(status: int | None, info: _ErrorInfo) -> type[ProviderStatusEr
     return None
 
 
-def _redact_strings(value: Any, secret: str) -> Any:
-    """`value` (decoded JSON) with the key masked in every string, keys included.
-
-    Masking the decoded strings rather than the JSON text keeps the structure intact
-    whatever the key looks like (a key "null" must not turn into broken JSON).
-    """
-    if isinstance(value, str):
-        return value.replace(secret, "***")
-    if isinstance(value, list):
-        return [_redact_strings(item, secret) for item in value]
-    if isinstance(value, dict):
-        return {
-            _redact_strings(key, secret): _redact_strings(item, secret)
-            for key, item in value.items()
-        }
-    return value
-
-
 def _map_error(
     status: int, headers: Mapping[str, str], body_text: str, *, provider: str, model: str
 ) -> ProviderError:
@@ -675,15 +657,13 @@ def _error_from_body(
     provider: str,
     model: str,
     headers: Mapping[str, str],
-    secret: str | None = None,
 ) -> ProviderError:
     """The error for an error object that came with HTTP 200: in a stream, or a reply body.
 
     The status, when the body names one, decides as an HTTP status would; otherwise the
-    error's type does, and an unknown error counts as a server error (transient).
+    error's type does, and an unknown error counts as a server error (transient). The
+    error may quote the API key: the provider masks it (`_redact_error`) on its way out.
     """
-    if secret:
-        body = _redact_strings(body, secret)
     body_text = json.dumps(body, ensure_ascii=False, default=str)
     info = _error_info(body)
     kind = _matched_kind(info.status, info)
@@ -723,6 +703,11 @@ class _StreamTranslator:
     with `data: [DONE]`, or from `finish()` when the body ended cleanly after a finish
     reason; it carries the finish reason seen on the last choice chunk, and the usage
     chunk sits before it. An in-band error event raises the mapped error.
+
+    Args:
+        key: the target key ("provider/model-id").
+        headers: the response headers (an in-band error reads its hints there).
+        request_id: the request id from those headers (`REQUEST_ID_HEADERS`).
     """
 
     __slots__ = (
@@ -732,20 +717,24 @@ class _StreamTranslator:
         "_model",
         "_provider",
         "_refused",
-        "_secret",
+        "_request_id",
         "done",
         "started",
     )
 
-    def __init__(self, key: str, headers: Mapping[str, str], *, secret: str | None = None) -> None:
+    def __init__(self, key: str, headers: Mapping[str, str], request_id: str | None) -> None:
         self._key = key
-        self._secret = secret  # the API key, masked in in-band errors
         self._provider, _, self._model = key.partition("/")
         self._headers = headers
+        self._request_id = request_id
         self._finish: FinishReason | None = None
         self._refused = False
         self.started = False  # StreamStart was emitted
         self.done = False  # `[DONE]` arrived (or `finish()` ended it): the answer is complete
+
+    def decoder(self) -> SSEDecoder:
+        """A decoder for the body: Server-Sent Events."""
+        return SSEDecoder(provider=self._provider, model=self._model)
 
     def feed(self, sse: ServerSentEvent) -> list[StreamEvent]:
         """The events one SSE event holds (none for keep-alives and empty chunks).
@@ -772,11 +761,7 @@ class _StreamTranslator:
             )
         if chunk.get("error"):
             raise _error_from_body(
-                chunk,
-                provider=self._provider,
-                model=self._model,
-                headers=self._headers,
-                secret=self._secret,
+                chunk, provider=self._provider, model=self._model, headers=self._headers
             )
         events: list[StreamEvent] = [] if self.started else self._start()
         choices = chunk.get("choices")
@@ -811,7 +796,7 @@ class _StreamTranslator:
                 "`data: [DONE]`: the answer is incomplete",
                 provider=self._provider,
                 model=self._model,
-                request_id=request_id_from(self._headers, REQUEST_ID_HEADERS),
+                request_id=self._request_id,
             )
         return [self._end()]
 
@@ -825,7 +810,7 @@ class _StreamTranslator:
         if self.started:
             return []
         self.started = True
-        return [StreamStart(self._key, request_id_from(self._headers, REQUEST_ID_HEADERS))]
+        return [StreamStart(self._key, self._request_id)]
 
     def _choice(self, choice: dict[str, Any], events: list[StreamEvent]) -> None:
         delta = choice.get("delta")
@@ -889,41 +874,21 @@ class OpenAIModel(HTTPModel["OpenAIProvider"]):
         return self._provider._url("/chat/completions")
 
     def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
-        return _parse_response(data, self._key, headers, secret=self._provider._api_key)
+        return _parse_response(data, self._key, headers)
 
-    async def _events(
-        self, response: aiohttp.ClientResponse, request_id: str | None
-    ) -> AsyncGenerator[StreamEvent, None]:
-        # The translator reads the request id from the headers itself.
-        provider, model = self._provider, self._model_id
-        translator = _StreamTranslator(self._key, response.headers, secret=provider._api_key)
-        decoder = SSEDecoder(provider=provider.name, model=model)
-        chunks = provider._iter_body(response, model_id=model)
-        try:
-            async with contextlib.aclosing(chunks):
-                if response.content_type == "application/json":
-                    # A proxy (or a server ignoring `stream`) answered 200 with plain JSON.
-                    raise await self._json_instead_of_stream(chunks, response.headers)
-                async for chunk in chunks:
-                    for sse in decoder.feed(chunk):
-                        for event in translator.feed(sse):
-                            yield event
-                    if translator.done:
-                        break
-                if translator.done:
-                    await chunks.drain()
-                    return
-                for sse in decoder.close():
-                    for event in translator.feed(sse):
-                        yield event
-                # A clean end of the body: complete if a finish reason came, else raises.
-                for event in translator.finish():
-                    yield event
-        finally:
-            response.close()
+    def _translator(self, headers: Mapping[str, str], request_id: str | None) -> _StreamTranslator:
+        return _StreamTranslator(self._key, headers, request_id)
+
+    def _not_a_stream(
+        self, response: aiohttp.ClientResponse
+    ) -> Callable[[BodyReader], Awaitable[ProviderError]] | None:
+        if response.content_type != "application/json":
+            return None
+        # A proxy (or a server ignoring `stream`) answered 200 with plain JSON.
+        return partial(self._json_instead_of_stream, headers=response.headers)
 
     async def _json_instead_of_stream(
-        self, chunks: AsyncIterator[bytes], headers: Mapping[str, str]
+        self, chunks: AsyncIterator[bytes], *, headers: Mapping[str, str]
     ) -> ProviderError:
         data = bytearray()
         async for chunk in chunks:
@@ -934,13 +899,7 @@ class OpenAIModel(HTTPModel["OpenAIProvider"]):
         body = json_or_none(text)
         provider, model = self._provider.name, self._model_id
         if isinstance(body, dict) and body.get("error"):
-            return _error_from_body(
-                body,
-                provider=provider,
-                model=model,
-                headers=headers,
-                secret=self._provider._api_key,
-            )
+            return _error_from_body(body, provider=provider, model=model, headers=headers)
         return ResponseFormatError(
             f"expected an event stream, got a JSON reply: {body_summary(200, headers, text)}",
             provider=provider,
@@ -974,6 +933,8 @@ class OpenAIProvider(HTTPProvider[OpenAIModel]):
     """
 
     __slots__ = ("_preset",)
+
+    _WIRE = "openai"
 
     def __init__(
         self,
