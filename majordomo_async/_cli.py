@@ -29,7 +29,7 @@ import attrs
 
 from ._chain import ChainConfig
 from ._download import sniff_image_type
-from ._events import TextDelta
+from ._events import ReasoningDelta, TextDelta
 from ._exceptions import (
     ChainExhaustedError,
     ConfigurationError,
@@ -45,6 +45,7 @@ from ._request import (
     Request,
     first_token_timeout,
     max_tokens,
+    reasoning,
     system,
     temperature,
     timeout,
@@ -138,6 +139,17 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="seconds each attempt may take to its first content before the chain moves on",
+    )
+    ask.add_argument(
+        "--reasoning",
+        choices=("none", "minimal", "low", "medium", "high"),
+        metavar="EFFORT",
+        help="ask the model to reason first: none, minimal, low, medium or high",
+    )
+    ask.add_argument(
+        "--show-reasoning",
+        action="store_true",
+        help="print the model's reasoning (when it shows it) to stderr",
     )
     ask.add_argument(
         "--interactive",
@@ -248,6 +260,8 @@ def _request(args: argparse.Namespace) -> Request:
         options.append(timeout(args.timeout))
     if args.first_token_timeout is not None:
         options.append(first_token_timeout(args.first_token_timeout))
+    if args.reasoning is not None:
+        options.append(reasoning(args.reasoning))
     images = [_image(value) for value in args.image]
     return Request([Message.user(prompt, *images)]).apply(*options)
 
@@ -279,11 +293,19 @@ async def _ask(args: argparse.Namespace, request: Request) -> int:
                     response = await stream.collect()
                 else:
                     _report(stream.failed_attempts)
+                    thinking = False  # reasoning was shown: end its line before the answer
                     try:
                         async for event in stream:
                             if isinstance(event, TextDelta):
+                                if thinking:
+                                    thinking = False
+                                    _note("")
                                 sys.stdout.write(event.text)
                                 sys.stdout.flush()
+                            elif isinstance(event, ReasoningDelta) and args.show_reasoning:
+                                thinking = True
+                                sys.stderr.write(event.text)
+                                sys.stderr.flush()
                     finally:
                         print(flush=True)
                     response = stream.response
@@ -291,6 +313,8 @@ async def _ask(args: argparse.Namespace, request: Request) -> int:
             response = await model.generate(request)
             if verbose:
                 _report(response.failed_attempts)
+                if args.show_reasoning and response.reasoning:
+                    _note(response.reasoning)
                 print(response.text, flush=True)
     if args.json:
         print(json.dumps(_as_json(response)), flush=True)
@@ -359,8 +383,14 @@ def _as_json(response: Response) -> dict[str, Any]:
         "usage": {
             "input_tokens": response.usage.input_tokens,
             "output_tokens": response.usage.output_tokens,
+            "cached_input_tokens": response.usage.cached_input_tokens,
+            "cache_write_tokens": response.usage.cache_write_tokens,
+            "reasoning_tokens": response.usage.reasoning_tokens,
         },
+        "reasoning": response.reasoning,
+        "refusal": response.refusal,
         "model": response.model,
+        "served_model": response.served_model,
         "request_id": response.request_id,
         "failed_attempts": [str(failure) for failure in response.failed_attempts],
     }

@@ -447,3 +447,19 @@ def test_models_of_an_unknown_provider_is_a_usage_error() -> None:
     result = majordomo("models", "nope")
     assert result.returncode == 2
     assert "LLM_NOPE" in result.stderr
+
+
+def test_reasoning_is_asked_for_and_shown_on_stderr() -> None:
+    """`--reasoning` sends the option; `--show-reasoning` prints the reasoning to stderr,
+    on its own line, and the answer alone to stdout."""
+    spec = "fake/m?reasoning=let%20me%20think&reply=42"
+    result = majordomo("ask", "--reasoning", "high", "--show-reasoning", "--stream", spec, "q")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "42\n"
+    assert result.stderr.splitlines()[0] == "let me think"
+    silent = majordomo("ask", "--reasoning", "none", "--show-reasoning", spec, "q")
+    assert silent.stderr.splitlines()[0].startswith("answered by")
+    as_json = json.loads(majordomo("ask", "--json", "--reasoning", "low", spec, "q").stdout)
+    assert as_json["reasoning"] == "let me think"
+    assert as_json["usage"]["reasoning_tokens"] == 3
+    assert as_json["served_model"] == "m"
