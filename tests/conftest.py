@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Final
 
 import pytest
 
@@ -12,6 +13,52 @@ from majordomo_async import HTTPSessionHolder, ManualClock, Registry
 
 from .helpers.redis_server import RedisServer, required, unavailable
 from .helpers.servers import LocalServer, local_server
+
+SLOW_MODULES: Final = frozenset(
+    {
+        # Real timers, subprocesses, many real connections, or many generated examples:
+        # most of their tests take over ~0.25 s each.
+        "test_benchmark_smoke",
+        "test_chain_model",
+        "test_cli",
+        "test_concurrency",
+        "test_differential",
+        "test_disconnect",
+        "test_dsn",
+        "test_fault_matrix",
+        "test_fuzz",
+        "test_gemini_raw_errors",
+        "test_json",
+        "test_load",
+        "test_readme",
+        "test_redis_store",
+        "test_replay",
+        "test_secrets",
+        "test_spec",
+        "test_time_limits",
+    }
+)
+"""Test modules marked `slow`: `pytest -m "not slow"` is the fast inner loop (well under a
+minute); CI runs everything. A module is listed here rather than marked in each file, so
+that the list stays in one place."""
+SLOW_TESTS: Final = (
+    "test_sse.py::test_sse_split_anywhere",
+    "test_sse.py::test_ndjson_split_anywhere",
+    "test_cancellation.py::test_provider_call_cancelled_at_every_await_point",
+)
+"""Slow tests of otherwise fast modules, by the end of their node ids (without params)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of `SLOW_MODULES` (and of any `test_redis_*` module) and the
+    `SLOW_TESTS` `slow`."""
+    for item in items:
+        path, _, name = item.nodeid.partition("::")
+        module = path.rsplit("/", 1)[-1]
+        stem = module.removesuffix(".py")
+        test = f"{module}::{name.partition('[')[0]}"
+        if stem in SLOW_MODULES or stem.startswith("test_redis") or test in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

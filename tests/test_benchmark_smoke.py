@@ -127,10 +127,15 @@ def test_report_has_every_section(quick_run: dict[str, Any]) -> None:
 
 
 def test_call_counts_rise_layer_by_layer() -> None:
-    """`benchmarks.call_counts` runs, and the provider and chain layers each add work to
-    the one below (one that cost nothing would mean the script measured the wrong thing)."""
+    """`benchmarks.call_counts --own` runs, and the provider and chain layers each add work
+    of their own to the layer below (one that cost nothing would mean the script measured
+    the wrong thing).
+
+    Only the library's own calls are counted: aiohttp's move with how the loop splits a
+    body into reads, which made a tolerance on the totals flake. A generate's own calls
+    do not move at all; a stream's move by a handful (our code runs once per read)."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.call_counts", "--calls", "30", "--json"],
+        [sys.executable, "-m", "benchmarks.call_counts", "--calls", "30", "--json", "--own"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -139,11 +144,13 @@ def test_call_counts_rise_layer_by_layer() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     counts = json.loads(done.stdout)
     for mode in ("generate", "stream"):
-        layers = counts[mode]
-        assert list(layers) == ["raw aiohttp", "http", "provider", "chain", "registry"]
-        assert all(value > 0 for value in layers.values())
-        # Counts move with event-loop timing (a stream's by a few dozen on a busy machine:
-        # how the body is split into reads); each of our layers adds dozens, the registry
-        # lookup only a couple, hence the relative tolerance there.
-        assert layers["http"] + 10 < layers["provider"] < layers["chain"] - 10
-        assert layers["registry"] >= layers["chain"] * 0.95
+        assert list(counts[mode]) == ["raw aiohttp", "http", "provider", "chain", "registry"]
+        assert counts[mode]["raw aiohttp"] == 0  # none of our code runs there
+    generate, stream = counts["generate"], counts["stream"]
+    assert 0 < generate["http"] < generate["provider"] < generate["chain"] <= generate["registry"]
+    assert generate["registry"] - generate["chain"] < 5  # the registry adds a lookup only
+    # Per stream the provider adds hundreds of calls and the chain dozens; read splitting
+    # moves a count by a handful, far less than either step.
+    assert stream["provider"] > stream["http"] + 100
+    assert stream["chain"] > stream["provider"] + 20
+    assert abs(stream["registry"] - stream["chain"]) < 20

@@ -30,7 +30,10 @@ ENCODED = base64.b64encode(PNG).decode()
         ("data:image/gif,%47%49%46", DataURL("image/gif", base64.b64encode(b"GIF").decode())),
         ("data:,", DataURL(None, "")),
         # Percent-escapes inside base64 data are legal too (`=` written as %3D).
-        ("data:image/png;base64,QUJD%3D", DataURL("image/png", "QUJD=")),
+        ("data:image/png;base64,QUI%3D", DataURL("image/png", "QUI=")),
+        # Excess padding is dropped, on every Python (3.13's decoder rejects it).
+        ("data:image/png;base64,QUJD%3D", DataURL("image/png", "QUJD")),
+        ("data:image/png;base64,QUI===", DataURL("image/png", "QUI=")),
     ],
 )
 def test_both_forms_come_out_as_base64(url: str, expected: DataURL) -> None:
