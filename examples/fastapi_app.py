@@ -24,6 +24,11 @@ Endpoints:
 
 Library errors become JSON with a status: 503 when every target failed (with each
 target's reason), 502 for a permanent provider error, 500 for a configuration error.
+
+A client that disconnects cancels its upstream call at once, whenever it leaves: before
+the answer (`cancel_on_disconnect`: the server itself would let the call run on) or
+mid-stream (Starlette cancels the stream; `BackgroundTask(opened.aclose)` closes a stream
+whose generator never started). A cancelled call costs the targets nothing in health.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from majordomo_async import (
     Chain,
     ChainConfig,
     ChainExhaustedError,
+    ClientDisconnectedError,
     ConfigurationError,
     MajordomoError,
     Option,
@@ -55,6 +61,7 @@ from majordomo_async import (
     TargetFailure,
     TextDelta,
     Usage,
+    cancel_on_disconnect,
     max_tokens,
 )
 
@@ -206,7 +213,8 @@ class ErrorBody(BaseModel):
     """The JSON of an error answer, and the data of a stream's `error` event."""
 
     error: str
-    """"chain_exhausted", "provider_error", "configuration_error" or "internal_error"."""
+    """"chain_exhausted", "provider_error", "configuration_error", "client_disconnected"
+    or "internal_error"."""
     message: str
     target: str | None = None
     """The target that raised a provider error."""
@@ -239,6 +247,10 @@ class Health(BaseModel):
 
 def error_reply(exc: MajordomoError) -> tuple[int, ErrorBody]:
     """The HTTP status and JSON body a library error answers with."""
+    if isinstance(exc, ClientDisconnectedError):
+        # Nobody is left to read it (the server drops it): 499 "client closed request",
+        # as nginx logs it, and no error is logged for an ordinary event.
+        return 499, ErrorBody(error="client_disconnected", message=str(exc))
     if isinstance(exc, ChainExhaustedError):
         # Every target failed or is benched: the service is unavailable for now, and a
         # retry later may well succeed. Each target's reason helps whoever is on call.
@@ -282,9 +294,12 @@ router = APIRouter()
 
 
 @router.post("/ask", responses=ERROR_RESPONSES)
-async def ask(body: Prompt, service: ServiceDep) -> Answer:
+async def ask(body: Prompt, service: ServiceDep, request: Request) -> Answer:
     """Answer a prompt, failing over along the configured chain."""
-    response = await service.model().generate(body.prompt, *body.options())
+    # The server does not cancel an endpoint whose client left: without this, the call
+    # (its retries and failovers too) would run on for nobody.
+    async with cancel_on_disconnect(request):
+        response = await service.model().generate(body.prompt, *body.options())
     return Answer(
         text=response.text,
         model=response.model,
@@ -295,12 +310,14 @@ async def ask(body: Prompt, service: ServiceDep) -> Answer:
 
 
 @router.post("/stream", response_class=StreamingResponse, responses=ERROR_RESPONSES)
-async def stream(body: Prompt, service: ServiceDep) -> StreamingResponse:
+async def stream(body: Prompt, service: ServiceDep, request: Request) -> StreamingResponse:
     """Stream an answer as server-sent events."""
     # Opened here rather than inside the event generator: a chain fails over until its
     # first token, so a call that fails before then still answers with a real status
     # (503, 502, ...) through the exception handler, not a 200 with an error event.
-    opened = await service.model().stream(body.prompt, *body.options())
+    # Until then no response is being sent, so nothing else notices a client that left.
+    async with cancel_on_disconnect(request):
+        opened = await service.model().stream(body.prompt, *body.options())
     return StreamingResponse(
         sse_events(opened),
         media_type="text/event-stream",
@@ -338,10 +355,11 @@ def sse(payload: BaseModel, event: str | None = None) -> str:
 async def sse_events(opened: Stream) -> AsyncIterator[str]:
     """The stream as server-sent events.
 
-    When the client disconnects, Starlette cancels the task iterating this generator;
-    the cancellation reaches the provider's read inside `async with`, which closes the
-    upstream connection at once. A cancelled call is never counted against a target's
-    health.
+    When the client disconnects, Starlette cancels the task iterating this generator
+    (uvicorn and other servers of ASGI spec 2.3 and older; with spec 2.4 it stops at the
+    next write, which fails); the cancellation reaches the provider's read inside
+    `async with`, which closes the upstream connection at once. A cancelled call is
+    never counted against a target's health.
     """
     async with opened:
         try:

@@ -12,6 +12,8 @@ async with Registry() as registry:
 Everything importable from this module is public; every other module is private.
 """
 
+from ._asgi import ClientDisconnectedError as ClientDisconnectedError
+from ._asgi import cancel_on_disconnect as cancel_on_disconnect
 from ._capabilities import Capabilities as Capabilities
 from ._chain import Chain as Chain
 from ._chain import ChainConfig as ChainConfig
@@ -93,6 +95,7 @@ from ._protocols import Provider as Provider
 from ._provider_options import ProviderOptions as ProviderOptions
 from ._reasoning import Reasoning as Reasoning
 from ._redis_store import RedisHealthStore as RedisHealthStore
+from ._redis_store import RedisStoreEvent as RedisStoreEvent
 from ._registry import Registry as Registry
 from ._request import JSONMode as JSONMode
 from ._request import JSONSchema as JSONSchema
@@ -132,6 +135,7 @@ __all__ = (
     "Chain",
     "ChainConfig",
     "ChainExhaustedError",
+    "ClientDisconnectedError",
     "Clock",
     "ConfigurationError",
     "ContentPolicyError",
@@ -176,6 +180,7 @@ __all__ = (
     "ReasoningDelta",
     "ReasoningPart",
     "RedisHealthStore",
+    "RedisStoreEvent",
     "Registry",
     "Request",
     "Response",
@@ -213,6 +218,7 @@ __all__ = (
     "__version__",
     "as_request",
     "cache",
+    "cancel_on_disconnect",
     "classify",
     "first_token_timeout",
     "json_mode",

@@ -131,6 +131,8 @@ _MODELS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         # OpenAI
         "gpt-5": _ctx(400_000, **_REASONS),
         "gpt-5-chat": _ctx(128_000),
+        # GPT-5.1 and later reason only when asked (their default effort is "none").
+        "gpt-5.1": _ctx(400_000, **_CAN_REASON),
         "gpt-4.1": _ctx(1_047_576),
         "gpt-4.5": _ctx(128_000),
         "gpt-4o": _ctx(128_000),

@@ -1,17 +1,24 @@
 """The `majordomo` command line: ask a model through a failover chain, or show a chain.
 
 ```
-majordomo ask SPEC PROMPT [--stream] [--json] [--system TEXT] [--temperature F]
-                          [--max-tokens N] [--timeout SECONDS] [--image PATH|URL]...
-                          [--advance-on NAME[,NAME...]]... [--advance-on-permanent]
+majordomo [--config PATH] ask SPEC PROMPT [--stream] [--json] [--system TEXT]
+                          [--temperature F] [--max-tokens N] [--timeout SECONDS]
+                          [--image PATH|URL]... [--advance-on NAME[,NAME...]]...
+                          [--advance-on-permanent] [--attempt-timeout SECONDS]
+                          [--mid-stream raise|restart] [--first-token-timeout SECONDS]
+                          [--interactive] [--reasoning EFFORT] [--show-reasoning]
 majordomo resolve SPEC
 majordomo models PROVIDER
 majordomo health [SPEC]...
 ```
 
-The answer goes to stdout, so it can be piped; failed attempts and the answering target
-go to stderr. Exit codes: 0 answered, 1 the call failed, 2 usage or configuration error,
-130 interrupted. Errors are one line (`majordomo: error: ...`), never a traceback.
+Every command takes `--config PATH` (a TOML configuration file, see
+docs/configuration.md); without it, `MAJORDOMO_CONFIG` names one. The answer goes to
+stdout, so it can be piped; failed attempts and the answering target go to stderr.
+`--json --stream` prints one JSON object per line: one per stream event, then the
+response. Exit codes: 0 answered, 1 the call failed, 2 usage or configuration error
+(a missing API key included), 130 interrupted. Errors are one line
+(`majordomo: error: ...`), never a traceback.
 """
 
 from __future__ import annotations
@@ -28,9 +35,20 @@ from typing import Any
 import attrs
 
 from ._chain import ChainConfig
+from ._config_file import CONFIG_VARIABLE, KeylessProvider, provider_error_classes
 from ._download import sniff_image_type
-from ._events import ReasoningDelta, TextDelta
+from ._events import (
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    StreamRestart,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 from ._exceptions import (
+    AuthenticationError,
     ChainExhaustedError,
     ConfigurationError,
     MajordomoError,
@@ -50,7 +68,7 @@ from ._request import (
     temperature,
     timeout,
 )
-from ._response import Response
+from ._response import Response, Usage
 from ._version import __version__
 
 __all__ = ["main"]
@@ -69,9 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except ChainExhaustedError as exc:
         _report(exc.failures)
-        attempts = _plural(sum(not failure.skipped for failure in exc.failures), "attempt")
+        tried = [failure for failure in exc.failures if not failure.skipped]
+        attempts = _plural(len(tried), "attempt")
         targets = _plural(len({failure.key for failure in exc.failures}), "target")
         _error(f"all chain targets failed ({targets}, {attempts})")
+        # Every attempt stopped for want of a key: nothing was asked of any provider.
+        if tried and all(_is_missing_key(failure.error) for failure in tried):
+            return EXIT_USAGE
         return EXIT_FAILED
     except ConfigurationError as exc:
         _error(str(exc))
@@ -79,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProviderError as exc:
         for note in getattr(exc, "__notes__", ()):  # the chain's earlier attempts, if any
             _note(note)
+        if _is_missing_key(exc):
+            # No key is the user's configuration to fix, not a provider's failure.
+            _error(f"{exc.key}: {exc}")
+            return EXIT_USAGE
         _error(f"{exc.key}: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
     except MajordomoError as exc:
@@ -103,28 +129,53 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "ask":
         return asyncio.run(_ask(args, _request(args)))
     if args.command == "models":
-        return asyncio.run(_models(args.provider))
+        return asyncio.run(_models(args, args.provider))
     if args.command == "health":
-        return asyncio.run(_health(args.specs))
-    return asyncio.run(_resolve(args.spec))
+        return asyncio.run(_health(args, args.specs))
+    return asyncio.run(_resolve(args, args.spec))
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    """The registry of `--config PATH`, or of the environment (and `MAJORDOMO_CONFIG`)."""
+    path: str | None = args.config
+    return Registry() if path is None else Registry.from_config(path)
+
+
+_CONFIG_HELP = (
+    f"a TOML configuration file (providers, aliases, chain and health settings); "
+    f"default: the file {CONFIG_VARIABLE} names, if any"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Ask a language model through a failover chain of targets.",
-        epilog="Providers come from LLM_<NAME>=<DSN> environment variables; "
-        "'fake' is built in. Exit codes: 0 answered, 1 the call failed, 2 usage or "
-        "configuration error.",
+        epilog="Providers come from LLM_<NAME>=<DSN> environment variables and from a "
+        f"configuration file (--config, or {CONFIG_VARIABLE}); 'fake' is built in. Exit "
+        "codes: 0 answered, 1 the call failed, 2 usage or configuration error.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    # Every command takes --config too (after its name). SUPPRESS: when it is not given
+    # there, the parser's value (given before the command, or None) stays.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=_CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ask = commands.add_parser("ask", help="answer a prompt", description="Answer a prompt.")
+    ask = commands.add_parser(
+        "ask", help="answer a prompt", description="Answer a prompt.", parents=[config]
+    )
     ask.add_argument("spec", metavar="SPEC", help='targets or aliases, e.g. "fake/a,fake/b"')
     ask.add_argument("prompt", metavar="PROMPT", help="the prompt; '-' reads it from stdin")
     ask.add_argument("--stream", action="store_true", help="print the answer as it arrives")
-    ask.add_argument("--json", action="store_true", help="print the response as one JSON object")
+    ask.add_argument(
+        "--json",
+        action="store_true",
+        help="print the response as one JSON object; with --stream, one JSON object per "
+        "line: each event (text, tool_call, reasoning, usage, restart, end, ...), then "
+        "the response",
+    )
     ask.add_argument("--system", metavar="TEXT", help="the system prompt")
     ask.add_argument("--temperature", type=float, metavar="F", help="sampling temperature, 0-2")
     ask.add_argument("--max-tokens", type=int, metavar="N", help="upper bound on output tokens")
@@ -179,18 +230,35 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="advance to the next target on every permanent error",
     )
+    ask.add_argument(
+        "--attempt-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds for one attempt (a generate, or a stream up to its first content); "
+        "a target that exceeds it fails over",
+    )
+    ask.add_argument(
+        "--mid-stream",
+        choices=("raise", "restart"),
+        help="a stream that breaks after content: raise the error, or restart the answer "
+        "on the next target",
+    )
 
     resolve = commands.add_parser(
         "resolve",
         help="show a spec's chain and each target's health",
-        description="Show a spec's targets in the order they are tried, with their health.",
+        description="Show a spec's targets in the order they are tried, with their health "
+        "(or 'no key' for a target whose provider has no API key).",
+        parents=[config],
     )
     resolve.add_argument("spec", metavar="SPEC")
 
     models = commands.add_parser(
         "models",
         help="list the models a provider serves",
-        description="List the model ids a provider serves for its credential.",
+        description="List the model ids a provider serves for its credential. The "
+        "built-in fake provider has no list (it takes any model id): it says so on stderr.",
+        parents=[config],
     )
     models.add_argument("provider", metavar="PROVIDER", help='a provider name, e.g. "openai"')
 
@@ -198,6 +266,7 @@ def _parser() -> argparse.ArgumentParser:
         "health",
         help="show the health of targets as a table",
         description="Show every target with recorded health, plus the targets of each SPEC.",
+        parents=[config],
     )
     health.add_argument("specs", metavar="SPEC", nargs="*")
     return parser
@@ -205,7 +274,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _error_classes(text: str) -> tuple[type[ProviderError], ...]:
     """An `--advance-on` value: provider error classes exported by `majordomo_async`."""
-    known = _provider_error_classes()
+    known = provider_error_classes()
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise argparse.ArgumentTypeError("expected error class names, e.g. AuthenticationError")
@@ -218,30 +287,29 @@ def _error_classes(text: str) -> tuple[type[ProviderError], ...]:
     return tuple(known[name] for name in names)
 
 
-def _provider_error_classes() -> dict[str, type[ProviderError]]:
-    """`ProviderError` and its subclasses that the package exports, by name."""
-    import majordomo_async  # the public names; deferred: this module is part of it
-
-    found: dict[str, type[ProviderError]] = {}
-    for name in majordomo_async.__all__:
-        value = getattr(majordomo_async, name, None)
-        if isinstance(value, type) and issubclass(value, ProviderError):
-            found[name] = value
-    return found
-
-
-def _chain_config(args: argparse.Namespace) -> ChainConfig | None:
-    """The failover policy the `ask` options ask for, or None for the default."""
+def _chain_config(args: argparse.Namespace, base: ChainConfig) -> ChainConfig | None:
+    """The failover policy the `ask` options ask for, over `base` (the registry's: the
+    configuration file's, or the default), or None when no option changes it."""
     options: dict[str, Any] = {}
     if args.interactive:
-        options.update(attrs.asdict(ChainConfig.interactive(), recurse=False))
+        # The preset's values, over the file's: the command line is the last word.
+        default, preset = ChainConfig(), ChainConfig.interactive()
+        options.update(
+            (field.name, getattr(preset, field.name))
+            for field in attrs.fields(ChainConfig)
+            if getattr(preset, field.name) != getattr(default, field.name)
+        )
     if args.advance_on_permanent:
         options["advance_on_permanent"] = True
     # Repeated options and names: each class once, in the order given.
     advance_on = tuple(dict.fromkeys(error for group in args.advance_on for error in group))
     if advance_on:
         options["advance_on"] = advance_on
-    return ChainConfig(**options) if options else None
+    if args.attempt_timeout is not None:
+        options["attempt_timeout"] = args.attempt_timeout
+    if args.mid_stream is not None:
+        options["mid_stream"] = args.mid_stream
+    return attrs.evolve(base, **options) if options else None
 
 
 def _request(args: argparse.Namespace) -> Request:
@@ -284,13 +352,16 @@ def _image(value: str) -> ImagePart:
 async def _ask(args: argparse.Namespace, request: Request) -> int:
     """`majordomo ask`: print the answer (or the JSON response) and who gave it."""
     verbose = not args.json
-    async with Registry(chain=_chain_config(args)) as registry:
-        model = registry.parse(args.spec)
+    async with _registry(args) as registry:
+        model = registry.parse(args.spec, config=_chain_config(args, registry.chain_config))
         if args.stream:
             stream = await model.stream(request)
             async with stream:
                 if args.json:
-                    response = await stream.collect()
+                    # JSON lines: each event as it arrives, then the response.
+                    async for event in stream:
+                        _print_json(_event_as_json(event))
+                    response = stream.response
                 else:
                     _report(stream.failed_attempts)
                     thinking = False  # reasoning was shown: end its line before the answer
@@ -316,35 +387,57 @@ async def _ask(args: argparse.Namespace, request: Request) -> int:
                 if args.show_reasoning and response.reasoning:
                     _note(response.reasoning)
                 print(response.text, flush=True)
-    if args.json:
-        print(json.dumps(_as_json(response)), flush=True)
+    if args.json and args.stream:
+        _print_json({"type": "response", **_as_json(response)})
+    elif args.json:
+        _print_json(_as_json(response))
     else:
         _note(f"answered by {response.model}")
     return EXIT_OK
 
 
-async def _resolve(spec: str) -> int:
-    """`majordomo resolve`: the chain's targets in order, each with its health."""
-    async with Registry() as registry:
+async def _resolve(args: argparse.Namespace, spec: str) -> int:
+    """`majordomo resolve`: the chain's targets in order, each with its health, or "no
+    key" for one whose provider has no API key (its calls would fail before sending)."""
+    async with _registry(args) as registry:
         targets = registry.parse(spec).targets
         health = await registry.health.snapshot()
+        missing = {key: _missing_key(registry.provider(key.partition("/")[0])) for key in targets}
     width = max(map(len, targets))
     for key in targets:
-        print(f"{key:<{width}}  {_health_text(health.get(key))}".rstrip())
+        text = _health_text(health.get(key))
+        variables = missing[key]
+        if variables:
+            no_key = f"no key (set {' or '.join(variables)})"
+            text = no_key if key not in health else f"{text}  {no_key}"
+        print(f"{key:<{width}}  {text}".rstrip())
     return EXIT_OK
 
 
-async def _models(provider: str) -> int:
-    """`majordomo models`: one model id per line, sorted."""
-    async with Registry() as registry:
-        for model_id in sorted(await registry.list_models(provider)):
-            print(model_id)
+async def _models(args: argparse.Namespace, provider: str) -> int:
+    """`majordomo models`: one model id per line, sorted; an empty list is said on stderr."""
+    async with _registry(args) as registry:
+        model_ids = sorted(await registry.list_models(provider))
+        found = registry.provider(provider)
+    for model_id in model_ids:
+        print(model_id)
+    if not model_ids:
+        from ._providers.fake import FakeProvider
+
+        if isinstance(found, FakeProvider):
+            # It lists only the models this process made: none, in a fresh one.
+            _note(
+                f"provider {provider!r} is a fake: it has no model list and takes any "
+                f"model id ({provider}/NAME?key=value; see docs/fake-provider.md)"
+            )
+        else:
+            _note(f"provider {provider!r} lists no models")
     return EXIT_OK
 
 
-async def _health(specs: Sequence[str]) -> int:
+async def _health(args: argparse.Namespace, specs: Sequence[str]) -> int:
     """`majordomo health`: a table of targets and their health."""
-    async with Registry() as registry:
+    async with _registry(args) as registry:
         keys: dict[str, None] = {}
         for spec in specs:
             keys.update(dict.fromkeys(registry.parse(spec).targets))
@@ -372,6 +465,64 @@ async def _health(specs: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def _print_json(value: dict[str, Any]) -> None:
+    """One JSON object on one line of stdout, flushed (a reader may act on each line)."""
+    print(json.dumps(value), flush=True)
+
+
+def _usage_as_json(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
+def _event_as_json(event: StreamEvent) -> dict[str, Any]:
+    """One stream event as a JSON object whose "type" names the event.
+
+    Reasoning signatures and redacted reasoning are left out: they are opaque tokens
+    for the provider, not for a reader of the output.
+    """
+    if isinstance(event, TextDelta):
+        return {"type": "text", "text": event.text}
+    if isinstance(event, ToolCallDelta):
+        return {
+            "type": "tool_call",
+            "index": event.index,
+            "id": event.id,
+            "name": event.name,
+            "arguments": event.arguments,
+        }
+    if isinstance(event, ReasoningDelta):
+        return {"type": "reasoning", "index": event.index, "text": event.text}
+    if isinstance(event, UsageUpdate):
+        return {"type": "usage", "usage": _usage_as_json(event.usage)}
+    if isinstance(event, StreamRestart):
+        error = event.error
+        return {
+            "type": "restart",
+            "model": event.model,
+            "failed": event.failed,
+            "error": f"{type(error).__name__}: {error}",
+        }
+    if isinstance(event, StreamEnd):
+        return {
+            "type": "end",
+            "finish_reason": event.finish_reason.value,
+            "refusal": event.refusal,
+        }
+    assert isinstance(event, StreamStart)  # the last kind of StreamEvent
+    return {
+        "type": "start",
+        "model": event.model,
+        "request_id": event.request_id,
+        "served_model": event.served_model,
+    }
+
+
 def _as_json(response: Response) -> dict[str, Any]:
     return {
         "text": response.text,
@@ -380,13 +531,7 @@ def _as_json(response: Response) -> dict[str, Any]:
             for call in response.tool_calls
         ],
         "finish_reason": response.finish_reason.value,
-        "usage": {
-            "input_tokens": response.usage.input_tokens,
-            "output_tokens": response.usage.output_tokens,
-            "cached_input_tokens": response.usage.cached_input_tokens,
-            "cache_write_tokens": response.usage.cache_write_tokens,
-            "reasoning_tokens": response.usage.reasoning_tokens,
-        },
+        "usage": _usage_as_json(response.usage),
         "reasoning": response.reasoning,
         "refusal": response.refusal,
         "model": response.model,
@@ -403,6 +548,33 @@ def _health_text(health: TargetHealth | None) -> str:
     if until is None:
         return health.state
     return f"{health.state:<8}  until {until.strftime('%H:%M:%S.%f')[:-3]}"
+
+
+def _is_missing_key(error: BaseException) -> bool:
+    """An `AuthenticationError` raised before anything was sent: no key is configured.
+
+    A server's refusal of a key always has an HTTP status; the providers raise one
+    without a status only when they have no key to send (as `KeylessProvider` does).
+    """
+    return isinstance(error, AuthenticationError) and error.status is None
+
+
+def _missing_key(provider: object) -> tuple[str, ...] | None:
+    """The variables that would give `provider` the API key it needs and lacks, or None
+    when it has one (or needs none)."""
+    if isinstance(provider, KeylessProvider):
+        return provider.key_variables
+    # The HTTP providers keep their key private and have no public "has a key" yet: read
+    # their base class's members defensively. A provider without them is assumed to be
+    # fine (a user's own, or the fake).
+    required = getattr(provider, "_key_required", None)
+    if getattr(provider, "_api_key", "") is not None or not callable(required):
+        return None
+    if not required():
+        return None
+    variables = getattr(provider, "_key_variables", None)
+    found = tuple(variables()) if callable(variables) else ()
+    return found or ("the provider's API key variable",)
 
 
 def _report(failures: Sequence[TargetFailure]) -> None:

@@ -26,6 +26,7 @@ MajordomoError
 │       └── ServerError                    other 5xx
 ├── TargetSkippedError                     a chain target was not tried (benched, deadline)
 ├── ModelProtocolError (TypeError)         a model broke the AsyncModel protocol (names the target)
+├── ClientDisconnectedError                a service's HTTP client left (`cancel_on_disconnect`)
 ├── StreamError (RuntimeError)             misuse of a Stream
 │   ├── StreamConsumedError
 │   ├── StreamClosedError

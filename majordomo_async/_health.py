@@ -461,6 +461,13 @@ class HealthTracker:
             )
         return result
 
+    @property
+    def probe_lease(self) -> float:
+        """Seconds a half-open probe is held without news: the store's own lease when it
+        keeps one (a shared store may be built with another), else the config's."""
+        lease = getattr(self.store, "probe_lease", None)
+        return lease if isinstance(lease, int | float) and lease > 0 else self.config.probe_lease
+
     def local_time(self, until: float) -> float:
         """A time on the store's timeline (`Admission.until`) as a time on `clock`."""
         if self._same_timeline:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, final
+from urllib.parse import quote
 
 import attrs
 
@@ -32,6 +33,7 @@ from ._spec import parse_spec, spec_type_message
 if TYPE_CHECKING:
     import aiohttp
 
+    from ._config_file import ConfigFile, ProviderEntry
     from ._protocols import Provider
     from ._redis_store import RedisHealthStore
 
@@ -72,6 +74,9 @@ class Registry:
         clock: time source (a `ManualClock` in tests).
         env: where `LLM_<NAME>` DSNs and API keys are read: a mapping (scanned eagerly
             and looked up lazily) or a lookup function (lazy only). Default: `os.environ`.
+            From a mapping, `MAJORDOMO_CONFIG=path` also names a configuration file,
+            read at construction as `from_config` reads it (the arguments here replace
+            its sections).
         load_env: scan the environment for `LLM_<NAME>` at construction (lazy
             resolution during `parse()` happens either way).
         session: an `aiohttp.ClientSession` to use instead of creating one. It is
@@ -101,32 +106,141 @@ class Registry:
         capabilities: Mapping[str, CapabilityOverride] | None = None,
         hooks: Iterable[Hooks] = (),
     ) -> None:
-        self._lock = threading.Lock()
-        self._clock = clock or MonotonicClock()
         if env is None:
             env = os.environ
+        self._setup(
+            file=_file_from_env(env) if isinstance(env, Mapping) else None,
+            schemes=None,
+            health=health,
+            chain=chain,
+            clock=clock,
+            env=env,
+            load_env=load_env,
+            session=session,
+            health_store=health_store,
+            capabilities=capabilities,
+            hooks=hooks,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        schemes: Mapping[str, SchemeFactory] | None = None,
+        health: HealthConfig | None = None,
+        chain: ChainConfig | None = None,
+        clock: Clock | None = None,
+        env: Mapping[str, str] | EnvLookup | None = None,
+        load_env: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        health_store: HealthStore | None = None,
+        capabilities: Mapping[str, CapabilityOverride] | None = None,
+        hooks: Iterable[Hooks] = (),
+    ) -> Registry:
+        """A registry configured by the TOML file at `path` (see docs/configuration.md).
+
+        Like `Registry(...)`, it does no I/O but reading the file (and the environment
+        variables the file names), so it can be called in a service's lifespan. The file
+        gives providers, aliases, the chain policy, the health thresholds and store, and
+        capability overrides; `MAJORDOMO_CONFIG` is not read.
+
+        Example:
+            ```python
+            async with Registry.from_config("majordomo.toml") as registry:
+                response = await registry.parse("fast").generate("Hello")
+            ```
+
+        Precedence: an argument given here replaces the file's section (`chain=`,
+        `health=`, `health_store=`; `capabilities=` apply after the file's); the
+        environment's `LLM_<NAME>` replaces a file's provider of the same name, and
+        `MAJORDOMO_HEALTH_STORE` (when `env` is a mapping) the file's store, as they
+        replace the built-ins.
+
+        Args:
+            path: the configuration file.
+            schemes: DSN schemes the file's providers may use besides the built-in ones
+                (`{"myscheme": factory}`), as `register_scheme` adds them.
+            health: see `Registry`; the other arguments too.
+
+        Raises:
+            ConfigurationError: the file cannot be read, is not valid TOML, or has an
+                unknown key, a bad value or a secret written in it: one error naming the
+                file, the line and the key, with the accepted values. Also a variable
+                that `password_env` names but that is not set (a `key_env` variable that
+                is not set fails the provider's calls instead, as a missing key does).
+        """
+        from ._config_file import load_config
+
+        registry = cls.__new__(cls)
+        registry._setup(
+            file=load_config(path),
+            schemes=schemes,
+            health=health,
+            chain=chain,
+            clock=clock,
+            env=os.environ if env is None else env,
+            load_env=load_env,
+            session=session,
+            health_store=health_store,
+            capabilities=capabilities,
+            hooks=hooks,
+        )
+        return registry
+
+    def _setup(
+        self,
+        *,
+        file: ConfigFile | None,
+        schemes: Mapping[str, SchemeFactory] | None,
+        health: HealthConfig | None,
+        chain: ChainConfig | None,
+        clock: Clock | None,
+        env: Mapping[str, str] | EnvLookup,
+        load_env: bool,
+        session: aiohttp.ClientSession | None,
+        health_store: HealthStore | None,
+        capabilities: Mapping[str, CapabilityOverride] | None,
+        hooks: Iterable[Hooks],
+    ) -> None:
+        """The constructor's work, shared by `__init__` and `from_config`."""
+        self._lock = threading.Lock()
+        self._clock = clock or MonotonicClock()
         self._env_lookup: EnvLookup = env.get if isinstance(env, Mapping) else env
+        if file is not None:  # the file's sections, unless an argument replaces them
+            health = health or file.health
+            chain = chain or file.chain
         health = health or HealthConfig()
-        self._own_store: RedisHealthStore | None = None
-        if health_store is None and isinstance(env, Mapping):
-            # Read at construction, like the LLM_<NAME> scan: only from a mapping (a lookup
-            # function is consulted lazily, for providers only).
-            health_store = self._own_store = self._store_from_env(health)
-        self._tracker = HealthTracker(health, clock=self._clock, store=health_store)
         self._chain_config = chain or ChainConfig()
         self._http = HTTPSessionHolder(session)
         self._context = ProviderContext(http=self._http, clock=self._clock, env=self._env_lookup)
         self._providers: dict[str, Provider] = {}
+        # Providers of a configuration file: looked up after `LLM_<NAME>` (which replaces
+        # them, as it replaces a built-in) and before the built-ins.
+        self._configured: dict[str, Provider] = {}
         self._aliases: dict[str, str] = {}
         self._schemes: dict[str, SchemeFactory] = builtin_schemes()
+        for scheme, factory in (schemes or {}).items():
+            self._schemes[scheme.lower()] = factory
         self._env_errors: dict[str, ConfigurationError] = {}
         # Keyed by the spec, or by (spec, config) for a chain parsed with its own config.
         self._chains: dict[str | tuple[str, ChainConfig], Chain] = {}
         self._fetch_image = session_fetcher(self._http)
         self._hooks = HookSet(hooks)
         self._capability_overrides: list[tuple[str, CapabilityOverride]] = []
+        if file is not None:
+            self._apply_file(file)
         for pattern, override in (capabilities or {}).items():
             self.override_capabilities(pattern, override)
+        # The store last: a Redis store is only created once nothing else can fail.
+        self._own_store: RedisHealthStore | None = None
+        if health_store is None and isinstance(env, Mapping):
+            # Read at construction, like the LLM_<NAME> scan: only from a mapping (a lookup
+            # function is consulted lazily, for providers only).
+            health_store = self._own_store = self._store_from_env(health)
+        if health_store is None and file is not None and not _names_a_store(env):
+            health_store = self._own_store = file.health_store(health, self._env_lookup)
+        self._tracker = HealthTracker(health, clock=self._clock, store=health_store)
         if load_env and isinstance(env, Mapping):
             self.load_env(env)
 
@@ -258,6 +372,8 @@ class Registry:
         value = self._env_lookup(variable)
         if value is not None and not _blank(value):
             provider = self._from_dsn(key, value, variable)
+        elif key in self._configured:
+            provider = self._configured[key]
         elif key in builtin_provider_names():
             provider = builtin_provider(key, self._context)
         else:
@@ -368,8 +484,39 @@ class Registry:
                 override = attrs.evolve(override or model.capabilities, **change)
         return Target(key, model, override)
 
-    def _from_dsn(self, name: str, text: str, variable: str) -> Provider:
-        """Build provider `name` from DSN `text` read from `variable`."""
+    def _apply_file(self, file: ConfigFile) -> None:
+        """Register a configuration file's providers, aliases and capability overrides."""
+        for entry in file.providers:
+            self._configured[entry.name] = self._from_entry(file, entry)
+        for name, spec in file.aliases.items():
+            self.register_alias(name, spec)  # checked by the loader: cannot fail
+        for pattern, fields in file.capabilities:
+            self.override_capabilities(pattern, fields)
+
+    def _from_entry(self, file: ConfigFile, entry: ProviderEntry) -> Provider:
+        """Build a file's provider, its key read from the variable `key_env` names."""
+        from ._config_file import KeylessProvider
+
+        label = file.at((*entry.path, "dsn"))
+        if entry.key_env is None:
+            return self._from_dsn(entry.name, entry.dsn, label)
+        key = self._env_lookup(entry.key_env)
+        if key is None or _blank(key):
+            # Built blind to the environment, so that no other variable's key is used:
+            # the file said where the key comes from.
+            blind = ProviderContext(http=self._http, clock=self._clock, env=lambda _: None)
+            inner = self._from_dsn(entry.name, entry.dsn, label, context=blind)
+            return KeylessProvider(inner, entry.key_env, file.where((*entry.path, "key_env")))
+        scheme, _, rest = entry.dsn.strip().partition("://")
+        # Parsed again with the key as its credential, so that the DSN's checks apply to
+        # it (control characters); its messages never show a credential.
+        keyed = f"{scheme}://{quote(key.strip(), safe='')}@{rest}"
+        return self._from_dsn(entry.name, keyed, label)
+
+    def _from_dsn(
+        self, name: str, text: str, variable: str, *, context: ProviderContext | None = None
+    ) -> Provider:
+        """Build provider `name` from DSN `text` read from `variable` (or a file's key)."""
         try:
             dsn = DSN.parse(text)
         except DSNError as exc:
@@ -382,13 +529,33 @@ class Registry:
                 f"(known schemes: {known}; add one with Registry.register_scheme)"
             )
         try:
-            return factory(name, dsn, self._context)
+            return factory(name, dsn, context or self._context)
         except MajordomoError as exc:
             raise ConfigurationError(f"{variable}: {exc}") from exc
         except Exception as exc:
             raise ConfigurationError(
                 f"{variable}: the {dsn.scheme!r} factory failed: {type(exc).__name__}"
             ) from exc
+
+
+def _file_from_env(env: Mapping[str, str]) -> ConfigFile | None:
+    """The configuration file `MAJORDOMO_CONFIG` names, if any (read at construction,
+    like `MAJORDOMO_HEALTH_STORE`: only from a mapping)."""
+    from ._config_file import CONFIG_VARIABLE, load_config
+
+    path = env.get(CONFIG_VARIABLE)
+    if path is None or _blank(path):
+        return None
+    return load_config(path, name=f"{path} (from {CONFIG_VARIABLE})")
+
+
+def _names_a_store(env: Mapping[str, str] | EnvLookup) -> bool:
+    """Whether `MAJORDOMO_HEALTH_STORE` is set in `env` (a mapping): then it replaces a
+    configuration file's store, even when it says "memory"."""
+    if not isinstance(env, Mapping):
+        return False
+    value = env.get(_HEALTH_STORE_VARIABLE)
+    return value is not None and not _blank(value)
 
 
 def _blank(value: object) -> bool:

@@ -23,7 +23,8 @@ HEAD_RETRY_FAILED = "failed: fake/head?script=503 (attempt 2): OverloadedError: 
 def _env(**extra: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("LLM_")}
     env["PYTHONWARNINGS"] = "error"
-    env.pop("MAJORDOMO_DEBUG", None)
+    for name in ("MAJORDOMO_DEBUG", "MAJORDOMO_CONFIG", "MAJORDOMO_HEALTH_STORE"):
+        env.pop(name, None)
     env.update(extra)
     return env
 
@@ -98,15 +99,25 @@ def test_stream_prints_the_same_text_as_generate() -> None:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["generate", "stream"])
 def test_json_output(stream: bool) -> None:
-    """`--json` prints one parseable object with the answer, usage and failed attempts."""
+    """`--json` prints one parseable object with the answer, usage and failed attempts
+    (with `--stream`, as the last of its JSON lines)."""
     flags = ["--json", "--stream"] if stream else ["--json"]
     result = majordomo("ask", *flags, FAILOVER, "two words")
     assert result.returncode == 0
     assert result.stderr == ""
-    payload = json.loads(result.stdout)
+    lines = result.stdout.splitlines()
+    assert len(lines) > 1 if stream else len(lines) == 1
+    payload = json.loads(lines[-1])
+    assert payload.pop("type", "response") == "response"
     assert payload["text"] == "two words"
     assert payload["model"] == "fake/backup"
-    assert payload["usage"] == {"input_tokens": 2, "output_tokens": 2}
+    assert payload["usage"] == {
+        "input_tokens": 2,
+        "output_tokens": 2,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+    }
     assert payload["finish_reason"] == "stop"
     assert payload["tool_calls"] == []
     assert isinstance(payload["request_id"], str)
@@ -463,3 +474,296 @@ def test_reasoning_is_asked_for_and_shown_on_stderr() -> None:
     assert as_json["reasoning"] == "let me think"
     assert as_json["usage"]["reasoning_tokens"] == 3
     assert as_json["served_model"] == "m"
+
+
+# --------------------------------------------------------------------------- JSON lines
+
+
+def json_lines(stdout: str) -> list[dict[str, object]]:
+    """Every line of `stdout` as a JSON object (each must be one)."""
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_json_stream_prints_one_object_per_event_then_the_response() -> None:
+    """`--json --stream`: JSON lines, one per event as it arrives, then the response."""
+    spec = "fake/m?reasoning=let%20me%20think&reply=one two"
+    result = majordomo("ask", "--json", "--stream", spec, "q")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    events = json_lines(result.stdout)
+    assert [event["type"] for event in events] == [
+        "start",
+        "reasoning",
+        "reasoning",
+        "reasoning",
+        "text",
+        "text",
+        "usage",
+        "end",
+        "response",
+    ]
+    start, *_, usage, end, response = events
+    assert start == {"type": "start", "model": spec, "request_id": "fake-1", "served_model": "m"}
+    assert "".join(str(e["text"]) for e in events if e["type"] == "reasoning") == "let me think"
+    assert "".join(str(e["text"]) for e in events if e["type"] == "text") == "one two"
+    assert usage["usage"] == response["usage"]
+    assert end == {"type": "end", "finish_reason": "stop", "refusal": None}
+    assert (response["text"], response["reasoning"]) == ("one two", "let me think")
+
+
+def test_json_stream_tool_call_deltas() -> None:
+    spec = 'fake/m?tool=get_weather&args={"city": "Oslo"}'
+    events = json_lines(majordomo("ask", "--json", "--stream", spec, "q").stdout)
+
+    deltas = [event for event in events if event["type"] == "tool_call"]
+    assert deltas[0] == {
+        "type": "tool_call",
+        "index": 0,
+        "id": "call_1",
+        "name": "get_weather",
+        "arguments": "",
+    }
+    assert "".join(str(delta["arguments"]) for delta in deltas) == '{"city": "Oslo"}'
+    assert events[-1]["tool_calls"] == [
+        {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    ]
+    assert events[-1]["finish_reason"] == "tool_calls"
+
+
+BREAKS = "fake/head?reply=a b c d&break_after=2,fake/backup?reply=whole"
+
+
+def test_mid_stream_restart_is_a_restart_event() -> None:
+    """`--mid-stream restart`: the broken head's text, a restart event, the backup's answer."""
+    result = majordomo("ask", "--json", "--stream", "--mid-stream", "restart", BREAKS, "q")
+
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    types = [event["type"] for event in events]
+    assert types == [
+        "start",
+        "text",
+        "text",
+        "restart",
+        "start",
+        "text",
+        "usage",
+        "end",
+        "response",
+    ]
+    restart = events[3]
+    assert restart["model"] == "fake/backup?reply=whole"
+    assert restart["failed"] == "fake/head?reply=a b c d&break_after=2"
+    assert str(restart["error"]).startswith("ProviderConnectionError: ")
+    assert events[-1]["text"] == "whole"
+
+
+def test_mid_stream_raise_overrides_the_interactive_preset() -> None:
+    """Options after the preset win: `--interactive --mid-stream raise` does not restart."""
+    result = majordomo("ask", "--stream", "--interactive", "--mid-stream", "raise", BREAKS, "q")
+
+    assert result.returncode == 1
+    assert result.stdout == "a b \n"
+    assert "ProviderConnectionError" in result.stderr
+
+
+def test_attempt_timeout_moves_on_from_a_slow_target() -> None:
+    """`--attempt-timeout`: a generate slower than the limit fails over (the slow target
+    would take 30 s; the call returns long before the subprocess timeout)."""
+    result = majordomo("ask", "--attempt-timeout", "0.2", "fake/slow?latency=30,fake/backup", "hi")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi\n"
+    assert result.stderr.startswith("failed: fake/slow?latency=30: ProviderTimeoutError")
+    assert result.stderr.endswith("answered by fake/backup\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--attempt-timeout", "0"], "ChainConfig.attempt_timeout must be positive"),
+        (["--attempt-timeout", "soon"], "invalid float value: 'soon'"),
+        (["--mid-stream", "retry"], "invalid choice: 'retry' (choose from 'raise', 'restart')"),
+    ],
+    ids=["attempt-timeout-zero", "attempt-timeout-word", "mid-stream-choice"],
+)
+def test_bad_failover_options_exit_2(args: list[str], needle: str) -> None:
+    result = majordomo("ask", *args, "fake/x", "hi")
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert needle in result.stderr
+
+
+# --------------------------------------------------------------------------- keys, models
+
+
+def _without_keys(**extra: str) -> dict[str, str]:
+    """The environment without any provider key variable."""
+    env = _env(**extra)
+    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
+def test_resolve_says_no_key_for_a_target_without_one() -> None:
+    result = majordomo("resolve", "anthropic/claude-haiku-4-5,fake/b", env=_without_keys())
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "anthropic/claude-haiku-4-5  no key (set ANTHROPIC_API_KEY)",
+        "fake/b                      healthy",
+    ]
+    keyed = majordomo(
+        "resolve", "anthropic/claude-haiku-4-5", env=_without_keys(ANTHROPIC_API_KEY="k")
+    )
+    assert keyed.stdout == "anthropic/claude-haiku-4-5  healthy\n"
+
+
+def test_a_missing_key_in_ask_is_a_configuration_error() -> None:
+    """No key: exit 2 (the user's configuration), not 1 (a provider's failure); nothing
+    is sent."""
+    result = majordomo("ask", "anthropic/claude-haiku-4-5", "hi", env=_without_keys())
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_error_line(result.stderr)
+    assert "anthropic/claude-haiku-4-5: no API key for provider 'anthropic'" in result.stderr
+    assert "ANTHROPIC_API_KEY" in result.stderr
+
+
+def test_a_chain_that_fails_only_for_missing_keys_exits_2() -> None:
+    result = majordomo(
+        "ask",
+        "--advance-on",
+        "AuthenticationError",
+        "anthropic/claude-haiku-4-5,openai/gpt-4o-mini",
+        "hi",
+        env=_without_keys(),
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "majordomo: error: all chain targets failed (2 targets, 2 attempts)"
+    )
+
+
+def test_models_of_the_fake_says_it_has_no_list() -> None:
+    """The fake provider takes any model id: `models fake` says so, and exits 0."""
+    result = majordomo("models", "fake")
+
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert result.stderr == (
+        "provider 'fake' is a fake: it has no model list and takes any model id "
+        "(fake/NAME?key=value; see docs/fake-provider.md)\n"
+    )
+
+
+# --------------------------------------------------------------------------- --config
+
+CONFIG = """\
+[providers.canned]
+dsn = "fake://?reply=from%20the%20file"
+
+[providers.locked]
+dsn = "fake://"
+key_env = "LOCKED_KEY"
+
+[aliases]
+fast = "locked/a, canned/b"
+
+[chain]
+advance_on = ["AuthenticationError"]
+mid_stream = "restart"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "majordomo.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+def test_ask_with_a_config_file(config: Path) -> None:
+    """The file's providers, alias and chain policy: the keyless head advances (the
+    file's advance_on), and the backup answers."""
+    result = majordomo("ask", "--config", str(config), "fast", "hi")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "from the file\n"
+    failed, answered = result.stderr.splitlines()
+    assert failed.startswith("failed: locked/a: AuthenticationError: no API key for provider")
+    assert "set LOCKED_KEY (named by key_env in" in failed
+    assert answered == "answered by canned/b"
+    with_key = majordomo("--config", str(config), "ask", "fast", "hi", env=_env(LOCKED_KEY="k"))
+    assert with_key.stdout == "hi\n"  # the head echoes, now that it has its key
+
+
+def test_the_file_chain_policy_and_options_over_it(config: Path) -> None:
+    """The file says mid_stream = "restart"; `--mid-stream raise` overrides it."""
+    spec = "canned/head?reply=a b c d&break_after=2,fake/backup?reply=whole"
+    restarted = majordomo("ask", "--config", str(config), "--stream", spec, "q")
+    assert restarted.returncode == 0, restarted.stderr
+    assert restarted.stdout.endswith("whole\n")
+    raised = majordomo(
+        "ask", "--config", str(config), "--mid-stream", "raise", "--stream", spec, "q"
+    )
+    assert raised.returncode == 1
+
+
+def test_every_command_takes_config(config: Path) -> None:
+    resolve = majordomo("resolve", "--config", str(config), "fast")
+    assert resolve.stdout.splitlines() == ["locked/a  no key (set LOCKED_KEY)", "canned/b  healthy"]
+    health = majordomo("--config", str(config), "health", "fast")
+    assert [line.split()[:2] for line in health.stdout.splitlines()[1:]] == [
+        ["locked/a", "healthy"],
+        ["canned/b", "healthy"],
+    ]
+    models = majordomo("models", "--config", str(config), "locked")
+    assert models.returncode == 2
+    assert "set LOCKED_KEY" in models.stderr
+    canned = majordomo("models", "--config", str(config), "canned")
+    assert canned.returncode == 0
+    assert "provider 'canned' is a fake" in canned.stderr
+
+
+def test_majordomo_config_names_the_file(config: Path) -> None:
+    result = majordomo("ask", "fast", "hi", env=_env(MAJORDOMO_CONFIG=str(config)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "from the file\n"
+
+
+@pytest.mark.parametrize("command", [["ask", "fake/x", "hi"], ["resolve", "fake/x"], ["health"]])
+def test_a_bad_config_file_exits_2_naming_the_file_and_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[chain]\nmid_stream = "retry"\n', encoding="utf-8")
+
+    result = majordomo(command[0], "--config", str(path), *command[1:])
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_error_line(result.stderr)
+    assert result.stderr == (
+        f'majordomo: error: {path}, line 2: chain.mid_stream: expected "raise" or '
+        '"restart", got the string "retry"\n'
+    )
+
+
+def test_a_secret_in_a_config_file_is_refused_unseen(tmp_path: Path) -> None:
+    secret = "sk-ant-api03-NeverPrintThis0123456789"
+    path = tmp_path / "leaky.toml"
+    path.write_text(f'[providers.work]\ndsn = "anthropic://{secret}@"\n', encoding="utf-8")
+
+    result = majordomo("resolve", "--config", str(path), "work/x")
+
+    assert result.returncode == 2
+    assert_one_error_line(result.stderr)
+    assert "line 2: providers.work.dsn: the DSN holds a credential" in result.stderr
+    assert secret[:10] not in result.stderr

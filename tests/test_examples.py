@@ -6,6 +6,9 @@ configured through the environment only (`MAJORDOMO_SPEC`, `LLM_<NAME>` DSNs), a
 it with a real HTTP client. Every test but one (aiohttp's default server setting) runs
 against both apps.
 
+`tests/test_disconnect.py` runs both apps with clients that leave before the first
+token and mid-stream.
+
 Streaming is proven with a lockstep upstream: a local server speaking the OpenAI wire
 format that sends its next token only when the test allows it. The test reads token N
 from the app before it lets the upstream produce token N+1, so a reply the app buffered
@@ -28,6 +31,7 @@ import pytest
 from aiohttp import web
 
 from examples import aiohttp_app, fastapi_app
+from majordomo_async import ClientDisconnectedError
 
 from .helpers.servers import serve_app
 from .helpers.uvicorn_server import uvicorn_server
@@ -441,3 +445,13 @@ async def test_errors_map_to_statuses(
         assert body["message"].startswith("AuthenticationError: ")
     else:
         assert "LLM_NOWHERE" in body["message"]
+
+
+def test_a_client_that_left_is_answered_499_and_nothing_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`cancel_on_disconnect`'s error maps to 499, "client closed request" (a reply the
+    server drops: nobody is left to read it), quietly: it is no failure of the service."""
+    status, body = fastapi_app.error_reply(ClientDisconnectedError("the client left"))
+    assert (status, body.error, body.message) == (499, "client_disconnected", "the client left")
+    assert errors_logged(caplog) == []

@@ -13,6 +13,7 @@ from majordomo_async import (
     AuthenticationError,
     BadRequestError,
     ChainExhaustedError,
+    ClientDisconnectedError,
     ConfigurationError,
     ContentPolicyError,
     ContextLengthError,
@@ -283,6 +284,7 @@ SIMPLE_ERRORS: list[type[MajordomoError]] = [
     StreamClosedError,
     StreamNotFinishedError,
     ModelProtocolError,
+    ClientDisconnectedError,
 ]
 
 

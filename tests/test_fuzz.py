@@ -35,6 +35,7 @@ from majordomo_async import (
     HTTPSessionHolder,
     MajordomoError,
     ProviderError,
+    ReasoningDelta,
     Response,
     StreamEnd,
     StreamStart,
@@ -57,7 +58,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "p/m"
 SECRET = "sk-fuzz-SECRET-7f3a"
 HEADERS = {"x-request-id": "req_1", "request-id": "req_1", "content-type": "application/json"}
-EVENT_TYPES = (StreamStart, TextDelta, ToolCallDelta, UsageUpdate, StreamEnd)
+EVENT_TYPES = (StreamStart, TextDelta, ToolCallDelta, ReasoningDelta, UsageUpdate, StreamEnd)
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -326,3 +326,17 @@ def test_abandon_probe_without_a_loop_leaves_the_lease_to_expire(clock: ManualCl
     tracker = HealthTracker(HealthConfig(), clock=clock, store=shared)
     tracker.abandon_probe("p/m", "token")  # no running loop: nothing to do, no error
     assert shared.log == []
+
+
+def test_the_probe_lease_is_the_stores_when_it_keeps_its_own() -> None:
+    """A shared store built with a shorter lease than the tracker's config: a stream
+    renews its probe a third of the store's lease apart, not of the config's."""
+
+    class ShortLease(InMemoryHealthStore):
+        probe_lease = 6.0
+
+    clock = ManualClock()
+    config = HealthConfig(probe_lease=60.0)
+    assert HealthTracker(config, clock=clock).probe_lease == 60.0
+    tracker = HealthTracker(config, clock=clock, store=ShortLease(config, clock))
+    assert tracker.probe_lease == 6.0

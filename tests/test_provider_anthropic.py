@@ -419,7 +419,7 @@ def test_stream_flag_only_in_stream_bodies() -> None:
 
 
 async def test_text_reply_usage_and_request_id(http: HTTPSessionHolder) -> None:
-    """Text blocks join, thinking is skipped, cache tokens count as input, request-id is kept."""
+    """Text blocks join, thinking is kept apart, cache tokens count as input, request-id is kept."""
     with aioresponses() as mocked:
         mock_post(
             mocked, payload=fixture_json("message_text.json"), headers={"request-id": "req_011"}
@@ -428,8 +428,14 @@ async def test_text_reply_usage_and_request_id(http: HTTPSessionHolder) -> None:
     assert response.text == "Oslo is the capital."
     assert response.tool_calls == ()
     assert response.finish_reason is FinishReason.STOP
-    assert response.usage == Usage(input_tokens=21 + 4 + 100, output_tokens=6)
+    # Cache counts are part of the input total, and reported apart too (a deliberate
+    # change: they used to be folded into input_tokens only).
+    assert response.usage == Usage(
+        input_tokens=21 + 4 + 100, output_tokens=6, cached_input_tokens=100, cache_write_tokens=4
+    )
+    assert response.reasoning == "Short answer."
     assert response.model == f"anthropic/{MODEL}"
+    assert response.served_model == MODEL
     assert response.request_id == "req_011"
     assert response.raw["id"] == "msg_01Text"
 
@@ -496,7 +502,9 @@ async def test_text_stream_collects_text_usage_and_finish(
     stream = await anthropic(http, server.url).model(MODEL).stream("Fjords?")
     response = await stream.collect()
     assert response.text == "Fjords are long, narrow sea inlets. ✓"
-    assert response.usage == Usage(input_tokens=12 + 3 + 5, output_tokens=9)
+    assert response.usage == Usage(
+        input_tokens=12 + 3 + 5, output_tokens=9, cached_input_tokens=5, cache_write_tokens=3
+    )
     assert response.finish_reason is FinishReason.STOP
     assert response.request_id == "req_stream_1"
     assert response.model == f"anthropic/{MODEL}"
@@ -512,8 +520,10 @@ async def test_stream_event_sequence(http: HTTPSessionHolder, server: LocalServe
     events: list[StreamEvent] = []
     async with await anthropic(http, server.url).model(MODEL).stream("Fjords?") as stream:
         events.extend([event async for event in stream])
-    assert events[0] == StreamStart(model=f"anthropic/{MODEL}", request_id="req_stream_1")
-    assert events[1] == UsageUpdate(Usage(20, 1))
+    assert events[0] == StreamStart(
+        model=f"anthropic/{MODEL}", request_id="req_stream_1", served_model=MODEL
+    )
+    assert events[1] == UsageUpdate(Usage(20, 1, cached_input_tokens=5, cache_write_tokens=3))
     assert [type(event) for event in events[2:]] == [
         TextDelta,
         TextDelta,

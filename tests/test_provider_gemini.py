@@ -42,6 +42,7 @@ from majordomo_async import (
     ProviderError,
     QuotaExceededError,
     RateLimitError,
+    ReasoningPart,
     Request,
     ResponseFormatError,
     ServerError,
@@ -450,39 +451,37 @@ async def test_stream_url_and_tuned_model_path(holder: HTTPSessionHolder) -> Non
 
 
 def test_parse_text_reply() -> None:
-    """Text parts join (thought parts left out); usage counts thinking as output."""
+    """Text parts join (thought parts are reasoning); usage counts thinking as output."""
     response = _parse_response(fixture_json("generate_text.json"), f"gemini/{MODEL}", {})
     assert response.text == "Oslo is the capital of Norway."
+    assert response.reasoning == "The user wants the capital; answer in one line."
     assert response.tool_calls == ()
     assert response.finish_reason is FinishReason.STOP
-    assert response.usage == Usage(input_tokens=12, output_tokens=19)
+    assert response.usage == Usage(input_tokens=12, output_tokens=19, reasoning_tokens=11)
     assert response.request_id == "resp-text-0001"
     assert response.model == f"gemini/{MODEL}"
 
 
 def test_parse_parallel_tool_calls() -> None:
-    """Parallel calls get ids call_0, call_1; a signature rides in its call's id."""
+    """Parallel calls get ids call_0, call_1; a signature is a ReasoningPart, not in the id."""
     response = _parse_response(fixture_json("generate_tools.json"), f"gemini/{MODEL}", {})
     assert response.finish_reason is FinishReason.TOOL_CALLS
     assert response.tool_calls == (
-        ToolCall(
-            "call_0__thought__c2lnbmF0dXJlLW9uZQ==",
-            "get_weather",
-            '{"city": "Tromsø", "unit": "celsius"}',
-        ),
+        ToolCall("call_0", "get_weather", '{"city": "Tromsø", "unit": "celsius"}'),
         ToolCall("call_1", "get_time", '{"zone": "Europe/Oslo"}'),
+    )
+    assert response.reasoning_parts == (
+        ReasoningPart(signature="c2lnbmF0dXJlLW9uZQ==", provider="gemini"),
     )
     assert response.tool_calls[0].parse_arguments() == {"city": "Tromsø", "unit": "celsius"}
     assert response.text == ""
 
 
 def test_tool_calls_round_trip() -> None:
-    """Calls from a reply, replayed, give back the model turn Gemini sent (signature included)."""
+    """A reply's message, replayed, gives back the model turn Gemini sent (signature included)."""
     reply_body = fixture_json("generate_tools.json")
     response = _parse_response(reply_body, f"gemini/{MODEL}", {})
-    request = Request(
-        [Message.user("Weather?"), Message.assistant(*map(ToolCallPart, response.tool_calls))]
-    )
+    request = Request([Message.user("Weather?"), response.message])
     replayed = _build_body(request, MODEL, stream=False)["contents"][1]
     assert replayed == reply_body["candidates"][0]["content"]
 
@@ -640,7 +639,8 @@ async def test_text_stream(holder: HTTPSessionHolder, server: LocalServer) -> No
     assert texts == ["Gla", "d to hélp", " → always."]
     assert events[-1] == StreamEnd(FinishReason.STOP)
     assert response.text == "Glad to hélp → always."
-    assert response.usage == Usage(input_tokens=7, output_tokens=11)
+    assert response.usage == Usage(input_tokens=7, output_tokens=11, reasoning_tokens=5)
+    assert response.reasoning == "Greeting the user politely."
     assert response.request_id == "resp-stream-0001"
     assert response.model == f"gemini/{MODEL}"
     (request,) = server.requests
@@ -656,12 +656,13 @@ async def test_tool_call_stream(holder: HTTPSessionHolder, server: LocalServer) 
     events = [event async for event in stream]
     deltas = [event for event in events if isinstance(event, ToolCallDelta)]
     assert deltas == [
-        ToolCallDelta(0, "call_0__thought__c2lnLW9zbG8=", "get_weather", '{"city": "Oslo"}'),
+        ToolCallDelta(0, "call_0", "get_weather", '{"city": "Oslo"}'),
         ToolCallDelta(1, "call_1", "get_weather", '{"city": "Bergen"}'),
     ]
     response = stream.response
     assert response.finish_reason is FinishReason.TOOL_CALLS
     assert [call.parse_arguments()["city"] for call in response.tool_calls] == ["Oslo", "Bergen"]
+    assert response.reasoning_parts == (ReasoningPart(signature="c2lnLW9zbG8=", provider="gemini"),)
     assert response.usage == Usage(input_tokens=30, output_tokens=14)
 
 
@@ -673,7 +674,7 @@ async def test_usage_update_arrives_before_the_end(
     base = server.url + "/v1beta"
     stream = await provider(holder, base).model(MODEL).stream("Greet me")
     events = [event async for event in stream]
-    assert events[-2] == UsageUpdate(Usage(input_tokens=7, output_tokens=11))
+    assert events[-2] == UsageUpdate(Usage(input_tokens=7, output_tokens=11, reasoning_tokens=5))
 
 
 async def test_truncated_stream(holder: HTTPSessionHolder, server: LocalServer) -> None:

@@ -525,7 +525,7 @@ async def test_stream_event_order(http: HTTPSessionHolder, server: LocalServer) 
     async with await model.stream("Story?") as stream:
         events = [event async for event in stream]
     assert events == [
-        StreamStart(model="ollama/llama3.2"),
+        StreamStart(model="ollama/llama3.2", served_model="llama3.2"),
         TextDelta("Once upon"),
         UsageUpdate(Usage(12, 2)),
         StreamEnd(FinishReason.LENGTH),

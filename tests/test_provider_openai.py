@@ -380,10 +380,12 @@ def test_parallel_tool_calls_are_parsed() -> None:
     assert response.usage == Usage(87, 39)
 
 
-def test_refusal_is_a_content_filter_finish() -> None:
-    """A declined structured-output request reports CONTENT_FILTER, with no text."""
+def test_refusal_keeps_the_wire_finish_and_is_reported() -> None:
+    """A declined structured-output request keeps the wire's finish reason ("stop"), with
+    no text; the refusal text is `Response.refusal` (it no longer means CONTENT_FILTER)."""
     response = _parse_response(fixture_json("chat_refusal.json"), "openai/gpt-4o", {})
-    assert response.finish_reason is FinishReason.CONTENT_FILTER
+    assert response.finish_reason is FinishReason.STOP
+    assert response.refusal == "I can't help with that request."
     assert response.text == ""
 
 
@@ -449,7 +451,7 @@ async def test_stream_event_order(http: HTTPSessionHolder, server: LocalServer) 
     base = server.url + "/v1"
     events = await read_all(await make_provider(http, base).model("m").stream("Hi"))
     assert events == [
-        StreamStart("openai/m", "req_s1"),
+        StreamStart("openai/m", "req_s1", served_model="gpt-4o-mini-2024-07-18"),
         TextDelta("Hej"),
         TextDelta(" från"),
         TextDelta(" Malmö!"),

@@ -16,9 +16,7 @@ Cooldowns here are real (they are on the Redis server's clock), so they are shor
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import random
 import socket
 import subprocess
@@ -32,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from aiohttp import web
 
 from majordomo_async import (
     Admission,
@@ -46,9 +43,15 @@ from majordomo_async import (
 )
 from majordomo_async._health import Bench
 
-from .helpers.redis_server import REPOSITORY, RedisServer, worker_command
+from .helpers.redis_server import (
+    RedisServer,
+    eventually,
+    lease_of,
+    run_fleet,
+    server_time,
+    wait_until,
+)
 from .helpers.reference import LogEntry, replay
-from .helpers.servers import serve
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -65,6 +68,12 @@ MakeStore = Callable[..., RedisHealthStore]
 @pytest.fixture
 def prefix() -> str:
     return f"test:{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def keys(prefix: str) -> str:
+    """Where the keys of a store with this test's prefix start: the prefix as a hash tag."""
+    return f"{{{prefix}}}"
 
 
 @pytest.fixture
@@ -98,28 +107,6 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def server_time(redis: Redis) -> float:
-    seconds, micros = await redis.time()
-    return seconds + micros / 1e6
-
-
-async def wait_until(store: RedisHealthStore, when: float) -> None:
-    """Wait until the server's clock (as `store` estimates it) passes `when`."""
-    await anyio.sleep(max(when - store.now(), 0.0) + 0.003)
-    assert store.now() > when
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], within: float) -> float:
-    """Seconds until `condition()` holds (checked every 2 ms), failing after `within`."""
-    started = time.monotonic()
-    with anyio.fail_after(within):
-        # Polling: the change comes from another store, a process, or a server restart,
-        # none of which this test can await directly.
-        while not await condition():  # noqa: ASYNC110
-            await anyio.sleep(0.002)
-    return time.monotonic() - started
-
-
 async def bench(store: RedisHealthStore, key: str) -> float:
     """Record failures until `key` is benched; the cooldown's end."""
     for _ in range(CONFIG.failure_threshold):
@@ -128,15 +115,9 @@ async def bench(store: RedisHealthStore, key: str) -> float:
     return benched.until
 
 
-async def lease_of(redis: Redis, prefix: str, key: str) -> tuple[float | None, str | None]:
-    """(end of the lease, token) of `key`'s probe, as stored in Redis."""
-    lease, token = await redis.hmget(f"{prefix}t:{key}", ["p", "o"])
-    return (float(lease) if lease else None), (str(token) if token else None)
-
-
-async def expire_lease(redis: Redis, prefix: str, key: str) -> None:
+async def expire_lease(redis: Redis, keys: str, key: str) -> None:
     """End the lease of `key`'s probe now, as if its holder had gone silent long enough."""
-    await redis.hset(f"{prefix}t:{key}", "p", repr(await server_time(redis) - 0.001))
+    await redis.hset(f"{keys}t:{key}", "p", repr(await server_time(redis) - 0.001))
 
 
 def finished_at_once(coroutine: Awaitable[Any]) -> Any:
@@ -376,9 +357,7 @@ async def test_one_probe_per_expired_cooldown_across_the_fleet(stores: MakeStore
     assert [answer for _, answer in await admit_all() if not answer.admitted] == []
 
 
-async def test_a_crashed_probers_lease_expires(
-    stores: MakeStore, redis: Redis, prefix: str
-) -> None:
+async def test_a_crashed_probers_lease_expires(stores: MakeStore, redis: Redis, keys: str) -> None:
     """A prober that dies without a verdict blocks the next probe for its lease, no longer;
     only the probe's holder can give it back early."""
     crashed, other, bystander = (stores(probe_lease=0.5) for _ in range(3))
@@ -393,7 +372,7 @@ async def test_a_crashed_probers_lease_expires(
     await bystander.release_probe("p/m", "someone:1")  # not the holder: nothing happens
     await other.refresh()
     assert await other.admit("p/m") == Admission(False)
-    lease_end, token = await lease_of(redis, prefix, "p/m")
+    lease_end, token = await lease_of(redis, keys, "p/m")
     assert token == lost and lease_end is not None
     assert 0.5 <= lease_end - until < 2
 
@@ -405,7 +384,7 @@ async def test_a_crashed_probers_lease_expires(
 
 
 async def test_only_the_holder_of_a_probe_token_ends_the_probe(
-    stores: MakeStore, redis: Redis, prefix: str
+    stores: MakeStore, redis: Redis, keys: str
 ) -> None:
     """A token is the probe's identity across the fleet: a foreign or stale token (one
     whose lease ran out and was handed on) neither releases nor renews the new holder's
@@ -416,7 +395,7 @@ async def test_only_the_holder_of_a_probe_token_ends_the_probe(
     stale = (await first.admit("p/m")).probe
     assert stale is not None and stale.startswith(first._owner)
 
-    await expire_lease(redis, prefix, "p/m")  # its holder went silent past the lease
+    await expire_lease(redis, keys, "p/m")  # its holder went silent past the lease
     assert await first.renew_probe("p/m", stale) is False  # the lease is over
     await second.refresh()
     fresh = (await second.admit("p/m")).probe
@@ -425,18 +404,18 @@ async def test_only_the_holder_of_a_probe_token_ends_the_probe(
     await first.release_probe("p/m", stale)  # too late: not the holder any more
     await first.release_probe("p/m", "someone:1")
     assert await first.renew_probe("p/m", stale) is False
-    assert await lease_of(redis, prefix, "p/m") == (second._view["p/m"].lease, fresh)
+    assert await lease_of(redis, keys, "p/m") == (second._view["p/m"].lease, fresh)
     assert await first.admit("p/m") == Admission(False)  # the fresh probe is still out
     assert (await first.snapshot())["p/m"][3] is True
 
     await first.release_probe("p/m", fresh)  # the token, not the store, is the holder
-    assert await lease_of(redis, prefix, "p/m") == (None, None)
+    assert await lease_of(redis, keys, "p/m") == (None, None)
     await second.refresh()  # the release came from another store
     assert (await second.admit("p/m")).probe is not None
 
 
 async def test_a_failure_from_outside_the_probe_counts_but_does_not_end_it(
-    stores: MakeStore, redis: Redis, prefix: str
+    stores: MakeStore, redis: Redis, keys: str
 ) -> None:
     """While a probe is out, a late failure of a call admitted before the bench (no token,
     or another) counts toward the target's failures but neither benches the target nor
@@ -451,7 +430,7 @@ async def test_a_failure_from_outside_the_probe_counts_but_does_not_end_it(
     assert await late.record_failure("p/m", None, "someone:1") is None
     failures, benchings, _, probing = (await late.snapshot())["p/m"]
     assert (failures, benchings, probing) == (4, 1, True)
-    assert (await lease_of(redis, prefix, "p/m"))[1] == probe
+    assert (await lease_of(redis, keys, "p/m"))[1] == probe
     await late.refresh()
     assert await late.admit("p/m") == Admission(False)  # still the prober's
 
@@ -463,7 +442,7 @@ async def test_a_failure_from_outside_the_probe_counts_but_does_not_end_it(
     assert late_failure == Bench(benched.until, new=False)
 
 
-async def test_the_holder_renews_its_lease(stores: MakeStore, redis: Redis, prefix: str) -> None:
+async def test_the_holder_renews_its_lease(stores: MakeStore, redis: Redis, keys: str) -> None:
     """`renew_probe` extends the holder's lease to now + probe_lease (on the server's
     clock); it fails for anyone else, and once the lease has run out."""
     store, other = stores(probe_lease=0.3, key_ttl=0.4), stores(probe_lease=0.3)
@@ -472,46 +451,48 @@ async def test_the_holder_renews_its_lease(stores: MakeStore, redis: Redis, pref
     probe = (await store.admit("p/m")).probe
     assert probe is not None
     # Nearly over (rather than sleeping until it is).
-    await redis.hset(f"{prefix}t:p/m", "p", repr(await server_time(redis) + 0.05))
+    await redis.hset(f"{keys}t:p/m", "p", repr(await server_time(redis) + 0.05))
 
     before = await server_time(redis)
     assert await store.renew_probe("p/m", probe) is True
     after = await server_time(redis)
 
-    lease_end, token = await lease_of(redis, prefix, "p/m")
+    lease_end, token = await lease_of(redis, keys, "p/m")
     assert token == probe and lease_end is not None
     assert before + 0.3 <= lease_end <= after + 0.3
     assert store._view["p/m"].lease == lease_end  # this replica sees it at once
     # The key's TTL follows the lease (key_ttl from the renewal on).
-    ttl = await redis.pttl(f"{prefix}t:p/m")
+    ttl = await redis.pttl(f"{keys}t:p/m")
     assert 400 - (await server_time(redis) - before) * 1000 - 2 <= ttl <= 400
     await other.refresh()
     assert await other.admit("p/m") == Admission(False)
     assert await other.renew_probe("p/m", "someone:1") is False
-    assert (await lease_of(redis, prefix, "p/m"))[0] == lease_end  # untouched
+    assert (await lease_of(redis, keys, "p/m"))[0] == lease_end  # untouched
 
-    await expire_lease(redis, prefix, "p/m")
+    await expire_lease(redis, keys, "p/m")
     assert await store.renew_probe("p/m", probe) is False
 
 
 async def test_every_key_is_prefixed_and_expires(
-    stores: MakeStore, redis: Redis, prefix: str
+    stores: MakeStore, redis: Redis, prefix: str, keys: str
 ) -> None:
-    """Keys live under the prefix with a TTL of key_ttl past the cooldown's end; state that
-    nobody touches disappears."""
+    """Keys live under the hash-tagged prefix with a TTL of key_ttl past the cooldown's
+    end; state that nobody touches disappears."""
     config = HealthConfig(failure_threshold=2, base_cooldown=0.2, max_cooldown=0.2)
     store = stores(config=config, key_ttl=0.3, probe_lease=0.3)
+    assert store.key_prefix == keys == f"{{{prefix}}}"
     until = await bench(store, "p/benched")
     await store.record_failure("p/failing", None)
 
-    keys = sorted([key async for key in redis.scan_iter(match="*")])
-    ours = [key for key in keys if key.startswith(prefix)]
+    every_key = sorted([key async for key in redis.scan_iter(match="*")])
+    ours = [key for key in every_key if key.startswith(keys)]
     assert ours == sorted(
-        f"{prefix}{name}" for name in ("gen", "index", "t:p/benched", "t:p/failing")
+        f"{keys}{name}" for name in ("gen", "index", "t:p/benched", "t:p/failing")
     )
-    assert all(key.startswith("test:") for key in keys), keys  # nothing outside a prefix
+    # Every test's keys are under a "test:" prefix (a hash-tagged one, or one in braces).
+    assert all(key.startswith(("{test:", "test:")) for key in every_key), every_key
     cooldown_left = until - await server_time(redis)  # read first: TTLs only shrink after
-    ttls = {key.removeprefix(prefix): await redis.pttl(key) for key in ours}
+    ttls = {key.removeprefix(keys): await redis.pttl(key) for key in ours}
     assert 100 < ttls["t:p/failing"] <= 300
     # +2 ms: the script rounds the TTL up to a whole millisecond, and Redis measures it
     # against its own millisecond clock, which may lag the microseconds of TIME by one.
@@ -519,8 +500,84 @@ async def test_every_key_is_prefixed_and_expires(
     assert ttls["gen"] >= ttls["t:p/benched"] and ttls["index"] >= ttls["t:p/benched"]
 
     await wait_until(store, until + 0.35)
-    assert [key async for key in redis.scan_iter(match=f"{prefix}*")] == []
+    assert [key async for key in redis.scan_iter(match=f"{keys}*")] == []
     assert dict(await store.snapshot()) == {}
+
+
+async def ttls_under(redis: Redis, keys: str) -> dict[str, int]:
+    """Every key under `keys` with its PTTL (-1: no TTL, the bug this guards against)."""
+    return {key: await redis.pttl(key) async for key in redis.scan_iter(match=f"{keys}*")}
+
+
+async def test_the_first_write_under_a_prefix_leaves_no_key_without_a_ttl(
+    stores: MakeStore, redis: Redis, keys: str
+) -> None:
+    """Regression: the generation key was created without a TTL by the first write under
+    a prefix (the scripts set the TTLs before creating it), so a prefix written once kept
+    one key forever. Every key under the prefix has a TTL after that one write."""
+    store = stores(config=LONG, key_ttl=5, probe_lease=1)
+    assert await store.record_failure("p/m", None) is None  # the first write: a failure
+
+    ttls = await ttls_under(redis, keys)
+    assert set(ttls) == {f"{keys}gen", f"{keys}index", f"{keys}t:p/m"}
+    assert all(0 < ttl <= 5000 for ttl in ttls.values()), ttls
+
+
+async def test_no_key_ever_lives_without_a_ttl(stores: MakeStore, redis: Redis, keys: str) -> None:
+    """After every kind of change (including a reset that leaves the generation alone,
+    and one that recreates it after it expired), every key under the prefix has a TTL."""
+    config = HealthConfig(failure_threshold=1, base_cooldown=0.05, max_cooldown=0.05)
+    store = stores(config=config, key_ttl=5, probe_lease=1)
+
+    async def check(step: str) -> None:
+        ttls = await ttls_under(redis, keys)
+        assert ttls and all(ttl > 0 for ttl in ttls.values()), (step, ttls)
+
+    benched = await store.record_failure("p/m", None)
+    assert benched is not None
+    await check("benched")
+    await wait_until(store, benched.until)
+    probe = (await store.admit("p/m")).probe
+    assert probe is not None
+    await check("probe taken")
+    assert await store.renew_probe("p/m", probe)
+    await check("probe renewed")
+    await store.release_probe("p/m", probe)
+    await check("probe given back")
+    await store.record_failure("p/other", None)
+    await store.record_success("p/m")
+    await check("reset")
+    await redis.delete(f"{keys}gen")  # as if it had expired alone
+    await store.record_success("p/other")  # a reset that has to recreate the generation
+    assert await redis.pttl(f"{keys}gen") > 0
+
+
+async def test_a_write_back_into_an_empty_redis_leaves_no_key_without_a_ttl(
+    stores: MakeStore, redis: Redis, keys: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other first write under a prefix: the write-back after an outage, into a Redis
+    that came back empty. Every key it creates has a TTL."""
+    # No refresh, reconnection or subscription but the test's own.
+    store = stores(
+        config=LONG,
+        key_ttl=5,
+        probe_lease=1,
+        refresh_interval=3600,
+        reconnect_delay=3600,
+        pubsub=False,
+    )
+    assert await store.admit("p/warm") == Admission(True)
+    outage = Outage(store, monkeypatch)
+    outage.down = True
+    await bench(store, "p/m")
+    assert store.degraded and await ttls_under(redis, keys) == {}
+    outage.down = False
+
+    assert await store._reconnect() is True
+
+    ttls = await ttls_under(redis, keys)
+    assert set(ttls) == {f"{keys}gen", f"{keys}index", f"{keys}t:p/m"}
+    assert all(0 < ttl <= 5000 + LONG.base_cooldown * 1000 for ttl in ttls.values()), ttls
 
 
 async def test_deadlines_are_on_the_servers_clock(stores: MakeStore, redis: Redis) -> None:
@@ -603,7 +660,10 @@ def own_redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
 
 
 async def test_redis_killed_in_the_middle_of_a_load_run(
-    own_redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+    own_redis_server: RedisServer,
+    prefix: str,
+    keys: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Callers keep going through a Redis crash: none fails or stalls; the store carries
     on in process and, when Redis is back (empty), shares state again."""
@@ -663,7 +723,7 @@ async def test_redis_killed_in_the_middle_of_a_load_run(
             client = Redis.from_url(server.url, decode_responses=True)
             try:
                 # What the replica learned while Redis was away is shared again.
-                assert await client.hget(f"{prefix}t:{head}", "b") is not None
+                assert await client.hget(f"{keys}t:{head}", "b") is not None
             finally:
                 await client.aclose()
     finally:
@@ -701,11 +761,11 @@ class Outage:
         monkeypatch.setattr(store, "_call", wrapped)
 
 
-@pytest.mark.parametrize("pause_at", ["refresh", "seed"])
+@pytest.mark.parametrize("pause_at", ["list", "seed"])
 async def test_a_bench_recorded_while_reconnecting_is_not_lost(
     stores: MakeStore,
     redis: Redis,
-    prefix: str,
+    keys: str,
     monkeypatch: pytest.MonkeyPatch,
     pause_at: str,
 ) -> None:
@@ -714,7 +774,7 @@ async def test_a_bench_recorded_while_reconnecting_is_not_lost(
     stops at its first round trip ("is Redis back?") or in its write-back; a failure that
     benches the target arrives then. It ends in Redis, and in the view, as a new bench.
     Meanwhile the hot path (a degraded admit) still answers without waiting."""
-    store = stores(config=LONG, refresh_interval=3600, reconnect_delay=3600)
+    store = stores(config=LONG, refresh_interval=3600, reconnect_delay=3600, pubsub=False)
     assert await store.admit("p/warm") == Admission(True)  # read; the poller now sleeps
     outage = Outage(store, monkeypatch)
     outage.down = True
@@ -741,7 +801,7 @@ async def test_a_bench_recorded_while_reconnecting_is_not_lost(
     assert (results["reconnected"], results["degraded"]) == (True, False)
     benched = results["bench"]
     assert benched is not None and benched.new
-    state = await redis.hgetall(f"{prefix}t:p/m")
+    state = await redis.hgetall(f"{keys}t:p/m")
     until = float(state["u"])
     assert (state["f"], state["b"]) == ("2", "1")
     if pause_at == "seed":
@@ -753,13 +813,13 @@ async def test_a_bench_recorded_while_reconnecting_is_not_lost(
 
 
 async def test_the_fallback_carries_probe_tokens_both_ways(
-    stores: MakeStore, redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+    stores: MakeStore, redis: Redis, keys: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A probe out when Redis goes away stays out in the fallback, its holder's token
     still ends it, and no one else's does; a probe the fallback hands out has a token of
     this store's, is written back with its lease when Redis returns (empty), and its
     holder's verdict then lands in Redis."""
-    store = stores(refresh_interval=3600, reconnect_delay=3600, probe_lease=30)
+    store = stores(refresh_interval=3600, reconnect_delay=3600, probe_lease=30, pubsub=False)
     until = await bench(store, "p/m")
     await wait_until(store, until)
     probe = (await store.admit("p/m")).probe
@@ -781,11 +841,11 @@ async def test_the_fallback_carries_probe_tokens_both_ways(
     fresh = (await store.admit("p/m")).probe
     assert fresh is not None and fresh.startswith(f"{store._owner}:") and fresh != probe
 
-    await redis.delete(f"{prefix}t:p/m")  # Redis comes back empty
+    await redis.delete(f"{keys}t:p/m")  # Redis comes back empty
     outage.down = False
     assert await store._reconnect() is True
 
-    lease_end, token = await lease_of(redis, prefix, "p/m")
+    lease_end, token = await lease_of(redis, keys, "p/m")
     assert token == fresh and lease_end is not None
     assert 29 < lease_end - await server_time(redis) <= 30
     failures, benchings, half_open_since, probing = (await store.snapshot())["p/m"]
@@ -883,7 +943,7 @@ def test_redis_is_not_imported_unless_a_store_uses_it() -> None:
 
 
 async def test_a_borrowed_client_is_used_and_left_open(
-    redis_server: RedisServer, prefix: str
+    redis_server: RedisServer, prefix: str, keys: str
 ) -> None:
     """A redis.asyncio client (bytes responses) can be passed in; aclose() leaves it open."""
     from redis.asyncio import Redis
@@ -893,7 +953,7 @@ async def test_a_borrowed_client_is_used_and_left_open(
         async with RedisHealthStore(client, LONG, prefix=prefix) as store:
             until = await bench(store, "p/m")
             assert await store.admit("p/m") == Admission(False, until=until)
-        assert await client.hget(f"{prefix}t:p/m", "f") == b"2"
+        assert await client.hget(f"{keys}t:p/m", "f") == b"2"
     finally:
         await client.aclose()
 
@@ -915,88 +975,6 @@ async def test_aclose_stops_the_background_refresh(stores: MakeStore) -> None:
 WORKERS = 4
 CALLERS = 2
 COOLDOWN = 0.2
-DOWN = 2.0
-UP = 0.8
-
-_COMPLETION = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 1_900_000_000,
-    "model": "m",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-    ],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}
-_OVERLOADED = {"error": {"message": "overloaded", "type": "server_error", "code": None}}
-
-
-class Head:
-    """The chain's head: answers 503 while `down`, and records every attempt."""
-
-    def __init__(self) -> None:
-        self.down = True
-        self.attempts: list[tuple[float, int]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        await request.read()
-        status = 503 if self.down else 200
-        self.attempts.append((time.monotonic(), status))
-        if status == 503:
-            return web.json_response(_OVERLOADED, status=503)
-        return web.json_response(_COMPLETION)
-
-
-async def run_fleet(store: str, prefix: str) -> dict[str, Any]:
-    """Run WORKERS replica processes against a head that is down for DOWN s, then up."""
-    head = Head()
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
-    async with serve({"/v1/chat/completions": head.handle}) as base:
-        command = worker_command(base.removeprefix("http://"), store, prefix, COOLDOWN, CALLERS)
-        workers = [
-            await asyncio.create_subprocess_exec(
-                *command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                cwd=REPOSITORY,
-                env=env,
-            )
-            for _ in range(WORKERS)
-        ]
-        try:
-            for worker in workers:
-                assert worker.stdout is not None
-                with anyio.fail_after(60):
-                    assert await worker.stdout.readline() == b"ready\n"
-            started = time.monotonic()
-            await anyio.sleep(DOWN)
-            head.down = False
-            up_at = time.monotonic()
-            await anyio.sleep(UP)
-            summaries = []
-            for worker in workers:
-                assert worker.stdin is not None and worker.stdout is not None
-                worker.stdin.write(b"stop\n")
-                await worker.stdin.drain()
-            for worker in workers:
-                assert worker.stdout is not None
-                with anyio.fail_after(30):
-                    summaries.append(json.loads(await worker.stdout.readline()))
-                    assert await worker.wait() == 0
-        finally:
-            for worker in workers:
-                if worker.returncode is None:
-                    worker.kill()
-                    await worker.wait()
-    steady_from = started + 2 * COOLDOWN
-    steady = [at for at, status in head.attempts if status == 503 and steady_from <= at < up_at]
-    return {
-        "failed_attempts": sum(1 for _, status in head.attempts if status == 503),
-        "steady_attempts": steady,
-        "windows": (up_at - steady_from) / COOLDOWN,
-        "recovered": sum(summary["recovered"] for summary in summaries),
-        "summaries": summaries,
-    }
 
 
 async def test_a_fleet_shares_what_it_learns_through_redis(
@@ -1005,8 +983,8 @@ async def test_a_fleet_shares_what_it_learns_through_redis(
     """Four replica processes call a chain whose head is down, then recovers. With
     Redis, the fleet sends one probe per expired cooldown and exactly one recovery probe;
     with in-process stores each replica probes on its own."""
-    shared = await run_fleet(redis_server.url, prefix)
-    alone = await run_fleet("memory", prefix)
+    shared = await run_fleet(redis_server.url, prefix, workers=WORKERS, callers=CALLERS)
+    alone = await run_fleet("memory", prefix, workers=WORKERS, callers=CALLERS)
 
     for run in (shared, alone):
         for summary in run["summaries"]:
@@ -1016,7 +994,7 @@ async def test_a_fleet_shares_what_it_learns_through_redis(
             assert summary["store_warnings"] == []
     windows = shared["windows"]
     print(
-        f"\nfleet of {WORKERS}, cooldown {COOLDOWN} s, head down {DOWN} s "
+        f"\nfleet of {WORKERS}, cooldown {COOLDOWN} s, head down 2.0 s "
         f"({windows:.1f} steady cooldown windows):\n"
         f"  Redis:      {shared['failed_attempts']} failed attempts in all, "
         f"{len(shared['steady_attempts'])} in the steady windows "

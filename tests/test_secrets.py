@@ -72,9 +72,12 @@ key ("sk-***") passes and anything more of it fails."""
 
 TIMEOUT: Final = 0.3
 """Seconds: every time limit of every route (silent faults cost this)."""
-QUERY: Final = "?" + "&".join(
-    f"{key}={TIMEOUT:g}"
-    for key in ("headers", "generate", "first_token", "reasoning_first_token", "idle")
+QUERY: Final = (
+    "?"
+    + "&".join(f"{key}={TIMEOUT:g}" for key in ("headers", "generate", "idle"))
+    # The first token counts from the request, connect included: room for a loaded
+    # machine running every cell at once.
+    + "".join(f"&{key}={4 * TIMEOUT:g}" for key in ("first_token", "reasoning_first_token"))
 )
 MODES: Final[Sequence[Mode]] = ("generate", "stream")
 

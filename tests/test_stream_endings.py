@@ -469,7 +469,8 @@ async def test_a_chain_keeps_a_head_that_finished_without_the_terminal_signal(
     [
         ("length", False, FinishReason.LENGTH),
         ("content_filter", False, FinishReason.CONTENT_FILTER),
-        ("stop", True, FinishReason.CONTENT_FILTER),  # a refusal delta: as for [DONE]
+        # A refusal delta keeps the wire's finish and comes as the refusal: as for [DONE].
+        ("stop", True, FinishReason.STOP),
         ("tool_calls", False, FinishReason.TOOL_CALLS),
     ],
 )
@@ -482,8 +483,10 @@ async def test_openai_finish_reason_at_a_clean_end_is_the_same_as_at_done(
         stream = await model.stream(PROMPT)
         events, error = await read(stream)
     assert error is None, repr(error)
-    assert events[-2:] == [UsageUpdate(USAGE), StreamEnd(expected)]
+    refused = "I can't help with that." if refusal else None
+    assert events[-2:] == [UsageUpdate(USAGE), StreamEnd(expected, refused)]
     assert stream.response.finish_reason is expected
+    assert stream.response.refusal == refused
 
 
 async def test_openai_finish_reason_without_a_usage_chunk_then_clean_end() -> None:

@@ -183,7 +183,7 @@ class StreamVerdict:
         self.ends_call = ends_call
         self.started = started
         """When the attempt that opened the stream began (for the failure's elapsed time)."""
-        self.renew_at = self.started + call.tracker.config.probe_lease / 3
+        self.renew_at = self.started + call.tracker.probe_lease / 3
 
     def closed(
         self, model: str, usage: Usage, error: Exception | None, finished: bool
@@ -235,7 +235,7 @@ class StreamVerdict:
         now = self.call.clock.now()
         if now < self.renew_at or self.probe is None:
             return None
-        self.renew_at = now + self.call.tracker.config.probe_lease / 3
+        self.renew_at = now + self.call.tracker.probe_lease / 3
         return self.call.tracker.renew_probe(self.key, self.probe)
 
 

@@ -70,6 +70,7 @@ _SCHEMES: dict[str, SchemeFactory] = {
     "openai": _lazy("openai", "openai_factory"),
     "openai+http": _lazy("openai", "openai_factory"),
     "openai+https": _lazy("openai", "openai_factory"),
+    **{f"azure{t}": _lazy("openai", "azure_factory") for t in ("", "+http", "+https")},
     **{
         f"{preset}{transport}": _lazy_preset(preset)
         for preset in _OPENAI_PRESETS

@@ -26,6 +26,57 @@ Mapping from our types:
 - `JSONSchema` -> `output_config.format` (`{"type": "json_schema", "schema": ...}`;
   the schema's `name` and `strict` have no Anthropic field). Anthropic has no
   schema-less JSON mode, so `JSONMode` raises `UnsupportedRequestError`.
+
+Extended thinking (`Request.reasoning`):
+
+- enabled -> `"thinking": {"type": "enabled", "budget_tokens": B}` with
+  `B = reasoning.tokens(minimum=1024)` (1024 is the API's smallest budget; an effort
+  maps through `EFFORT_BUDGETS`). The budget counts toward `max_tokens`, which must
+  exceed it, so `max_tokens` is sent as `B + (request.max_tokens or the default)`:
+  the request's `max_tokens` stays the room left for the answer itself.
+- The API refuses sampling changes with thinking: `temperature` is not sent at all
+  (only its default, 1, is accepted) and `top_p` is raised to 0.95 when below it
+  (0.95 to 1 is the accepted range). `top_k` is not a field of ours.
+- Thinking cannot be combined with a forced tool (`tool_choice` "required" or a tool
+  name: the API answers 400): such a request is sent without thinking, as a target
+  that cannot reason gets it (reasoning is a way to answer, the forced tool is part of
+  the question).
+- `reasoning("none")` (or a budget of 0) sends no `thinking` field.
+- Only the budget form is sent. Newer models (Claude Opus 4.6, Sonnet 4.6) prefer
+  `{"type": "adaptive"}` with `output_config.effort`, and the newest accept only that;
+  for them, `provider_options("anthropic", body={"thinking": {"type": "adaptive",
+  "budget_tokens": None}, "output_config": {"effort": ...}})` replaces it.
+- Replies: `thinking` blocks (`thinking` text + `signature`) and `redacted_thinking`
+  blocks (`data`, opaque) become `Response.reasoning` (the thinking text joined) and
+  `Response.reasoning_parts` (one `ReasoningPart(provider="anthropic")` per block, in
+  order); streamed, `content_block_start` (thinking / redacted_thinking),
+  `thinking_delta` and `signature_delta` become `ReasoningDelta`s indexed by the
+  content block.
+- Sent back: an assistant message's `ReasoningPart`s of provider "anthropic" go first
+  in its turn, as `thinking` (text and signature, as received) or `redacted_thinking`
+  (`data`) blocks: a multi-turn tool conversation with thinking requires them. Parts of
+  other providers, and parts with neither a signature nor redacted data (the API
+  rejects an unsigned thinking block), are dropped.
+
+Prompt caching: `Request.cache_tools` puts `cache_control: {"type": "ephemeral"}` on the
+last tool definition, `Request.cache_system` on the system prompt (then sent as a list
+of one text block), and `Message.cache_breakpoint` on the last content block of that
+message that can carry one (not a thinking block). The API takes at most 4 breakpoints
+per request: when more are marked, the last 4 in the API's order (tools, system, then
+messages) are kept, since each covers the prefixes of those before it.
+
+Usage: `input_tokens` is the total input, `input_tokens + cache_read_input_tokens +
+cache_creation_input_tokens`; `cached_input_tokens` is `cache_read_input_tokens`,
+`cache_write_tokens` is `cache_creation_input_tokens`. `output_tokens` already counts
+thinking; `reasoning_tokens` comes from `usage.output_tokens_details.thinking_tokens`
+when the API sends it (newer API versions), 0 otherwise. In a stream, `message_start`
+carries the input counts and `message_delta` cumulative counts that overwrite them.
+
+The served model: the reply's `model` (generate) and `message_start.message.model`
+(stream) become `Response.served_model` / `StreamStart.served_model`.
+
+The finish reason: `stop_reason` is mapped, then `finish_with_tools` applies the one
+tool-call rule (a natural stop with `tool_use` blocks is `TOOL_CALLS`).
 """
 
 from __future__ import annotations
@@ -38,7 +89,15 @@ from urllib.parse import urlencode
 
 from .. import _json as fast_json
 from .._data_url import DataURLError, is_data_url, parse_data_url
-from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from .._events import (
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 from .._exceptions import (
     ConfigurationError,
     ContentPolicyError,
@@ -65,7 +124,14 @@ from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
 from .._sse import ServerSentEvent, SSEDecoder
 from ._base import HTTPModel, HTTPProvider
-from ._common import TIMEOUT_KEYS, dsn_timeouts, json_or_none, key_from_env, status_error
+from ._common import (
+    TIMEOUT_KEYS,
+    dsn_timeouts,
+    finish_with_tools,
+    json_or_none,
+    key_from_env,
+    status_error,
+)
 
 if TYPE_CHECKING:
     from .._context import HTTPSessionHolder, ProviderContext
@@ -94,6 +160,12 @@ _REQUEST_ID_HEADERS: Final = ("request-id",)
 _RESERVED_HEADERS: Final = frozenset({"x-api-key", "anthropic-version", "content-type"})
 _IMAGE_MIME_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _MODELS_PAGE_SIZE: Final = 1000  # the API's maximum `limit`
+_WIRE_FAMILY: Final = "anthropic"
+"""`ReasoningPart.provider` of the blocks this wire produces, and the only one sent back."""
+_MIN_THINKING_BUDGET: Final = 1024  # the API's smallest `budget_tokens`
+_THINKING_MIN_TOP_P: Final = 0.95  # with thinking, top_p must be within [0.95, 1]
+_MAX_CACHE_BREAKPOINTS: Final = 4  # `cache_control` blocks the API takes per request
+_THINKING_BLOCKS: Final = frozenset({"thinking", "redacted_thinking"})
 
 # stop_reason -> ours (providers.md 5.3, `types/stop_reason.py`). `pause_turn` (a
 # server-tool turn paused, to be resumed by the caller) fits none of ours: OTHER.
@@ -162,25 +234,40 @@ def _build_body(
             JSON object).
     """
     unsupported = functools.partial(_unsupported, provider=provider, model=model_id)
+    budget = _thinking_budget(request)
+    answer_tokens = request.max_tokens or default_max_tokens
+    messages, message_marks = _messages(request.messages, unsupported)
     body: dict[str, Any] = {
         "model": model_id,
-        "max_tokens": request.max_tokens or default_max_tokens,
-        "messages": _messages(request.messages, unsupported),
+        # The thinking budget is part of `max_tokens` and must stay below it: the budget
+        # is added, so that the request's `max_tokens` is still the answer's room.
+        "max_tokens": budget + answer_tokens,
+        "messages": messages,
     }
+    if budget:
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    system_block: dict[str, Any] | None = None
     if request.system:
         body["system"] = request.system
+        if request.cache_system:
+            system_block = {"type": "text", "text": request.system}
     if request.temperature is not None:
         if request.temperature > 1.0:
             raise unsupported(
                 f"Anthropic accepts a temperature from 0 to 1, got {request.temperature:g}"
             )
-        body["temperature"] = request.temperature
+        if not budget:  # with thinking only the default (1) is accepted: leave it out
+            body["temperature"] = request.temperature
     if request.top_p is not None:
-        body["top_p"] = request.top_p
+        # With thinking the API takes a top_p from 0.95 to 1: the closest allowed value.
+        body["top_p"] = max(request.top_p, _THINKING_MIN_TOP_P) if budget else request.top_p
     if request.stop:
         body["stop_sequences"] = list(request.stop)
+    tool_marks: list[dict[str, Any]] = []
     if request.tools:
         body["tools"] = [_tool(tool) for tool in request.tools]
+        if request.cache_tools:
+            tool_marks.append(body["tools"][-1])
     if request.tool_choice is not None:
         body["tool_choice"] = _tool_choice(request.tool_choice)
     if isinstance(request.response_format, JSONSchema):
@@ -191,9 +278,29 @@ def _build_body(
         raise unsupported(
             "Anthropic has no JSON mode without a schema: ask with json_schema(...) instead"
         )
+    # The API reads the prompt as tools, then system, then messages, and takes at most 4
+    # breakpoints: the last 4 are kept (each one's prefix holds the earlier ones).
+    marks = [*tool_marks, *([system_block] if system_block else []), *message_marks]
+    for block in marks[-_MAX_CACHE_BREAKPOINTS:]:
+        block["cache_control"] = {"type": "ephemeral"}
+    if system_block is not None and "cache_control" in system_block:
+        body["system"] = [system_block]  # a breakpoint needs the block form
+    _collapse_single_text(messages)
     if stream:
         body["stream"] = True
     return body
+
+
+def _thinking_budget(request: Request) -> int:
+    """The `budget_tokens` to send for `request`, or 0 for no `thinking` field."""
+    reasoning = request.reasoning
+    if reasoning is None or not reasoning.enabled:
+        return 0
+    if request.tool_choice is not None and request.tool_choice not in ("auto", "none"):
+        # "Thinking may not be enabled when tool_choice forces tool use" (a 400): the
+        # forced tool is part of the question, reasoning only a way to answer it.
+        return 0
+    return reasoning.tokens(minimum=_MIN_THINKING_BUDGET)
 
 
 def _unsupported(message: str, *, provider: str, model: str) -> UnsupportedRequestError:
@@ -221,36 +328,85 @@ def _tool_choice(choice: str) -> dict[str, str]:
     return {"type": "tool", "name": choice}
 
 
-def _messages(messages: tuple[Message, ...], unsupported: _Unsupported) -> list[dict[str, Any]]:
-    """Our messages as Anthropic turns.
+def _messages(
+    messages: tuple[Message, ...], unsupported: _Unsupported
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Our messages as Anthropic turns, and the blocks that carry their cache breakpoints.
 
     `tool` messages become `user` turns of `tool_result` blocks. A turn next to a tool
     turn with the same wire role is merged into it: consecutive results then share one
     user message, as the API asks, and a user's text after them follows the results
-    (which must come first in the turn).
+    (which must come first in the turn). An assistant turn starts with its Anthropic
+    reasoning blocks (see `_reasoning_block`).
+
+    A message with `cache_breakpoint` marks its own last block that can carry
+    `cache_control` (thinking blocks cannot); the caller sets the field, keeping the
+    API's limit. One text block is not yet collapsed to a plain string: that is
+    `_collapse_single_text`, once the breakpoints are set.
     """
     turns: list[dict[str, Any]] = []
+    marks: list[dict[str, Any]] = []
     previous_was_tool = False
     for message in messages:
         role = "assistant" if message.role == "assistant" else "user"
-        blocks = [block for part in message.parts if (block := _block(part, unsupported))]
+        blocks = _message_blocks(message, unsupported)
+        if message.cache_breakpoint:
+            cacheable = [block for block in blocks if block["type"] not in _THINKING_BLOCKS]
+            if cacheable:
+                marks.append(cacheable[-1])
         is_tool = message.role == "tool"
         if turns and turns[-1]["role"] == role and (is_tool or previous_was_tool):
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
         previous_was_tool = is_tool
+    return turns, marks
+
+
+def _collapse_single_text(turns: list[dict[str, Any]]) -> None:
+    """Send a turn of one plain text block as a string: the shorter form the docs use.
+
+    A block with `cache_control` keeps the block form, which the field needs.
+    """
     for turn in turns:
         content = turn["content"]
-        # One text block is sent as a plain string: the shorter form the docs use.
-        if len(content) == 1 and content[0]["type"] == "text":
+        if len(content) == 1 and content[0]["type"] == "text" and "cache_control" not in content[0]:
             turn["content"] = content[0]["text"]
-    return turns
+
+
+def _message_blocks(message: Message, unsupported: _Unsupported) -> list[dict[str, Any]]:
+    """The content blocks of one message; an assistant's reasoning blocks first."""
+    reasoning: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, ReasoningPart):
+            # Only an assistant turn holds reasoning, and only Anthropic's own is sent.
+            if message.role == "assistant" and (block := _reasoning_block(part)):
+                reasoning.append(block)
+        elif block := _block(part, unsupported):
+            blocks.append(block)
+    return reasoning + blocks if reasoning else blocks
+
+
+def _reasoning_block(part: ReasoningPart) -> dict[str, Any] | None:
+    """A reasoning part as the block it was received as, or None when it is not sent.
+
+    The API checks a thinking block's signature, so the text and signature go back
+    unchanged; a redacted block is its opaque `data`. A part of another family means
+    nothing here, and an unsigned one would be refused: both are dropped.
+    """
+    if part.provider != _WIRE_FAMILY:
+        return None
+    if part.redacted is not None:
+        return {"type": "redacted_thinking", "data": part.redacted}
+    if part.signature is None:
+        return None
+    return {"type": "thinking", "thinking": part.text, "signature": part.signature}
 
 
 def _block(part: Part, unsupported: _Unsupported) -> dict[str, Any] | None:
     if isinstance(part, ReasoningPart):
-        return None  # not sent back yet
+        return None  # see `_message_blocks`
     if isinstance(part, TextPart):
         # The API rejects empty text blocks; an empty part carries nothing anyway.
         return {"type": "text", "text": part.text} if part.text else None
@@ -335,6 +491,7 @@ def _parse_response(body: object, key: str, headers: Mapping[str, str]) -> Respo
         )
     text: list[str] = []
     calls: list[ToolCall] = []
+    reasoning: list[ReasoningPart] = []
     for block in content:
         if not isinstance(block, dict):
             continue
@@ -349,16 +506,38 @@ def _parse_response(body: object, key: str, headers: Mapping[str, str]) -> Respo
                     json.dumps(block.get("input") or {}, ensure_ascii=False),
                 )
             )
-        # thinking, redacted_thinking and server-tool blocks carry no answer text.
+        elif kind == "thinking":
+            reasoning.append(
+                ReasoningPart(
+                    _text(block.get("thinking")),
+                    signature=_text(block.get("signature")) or None,
+                    provider=_WIRE_FAMILY,
+                )
+            )
+        elif kind == "redacted_thinking":
+            # Encrypted reasoning: no text, only `data`, sent back as it came.
+            reasoning.append(
+                ReasoningPart(redacted=_text(block.get("data")), provider=_WIRE_FAMILY)
+            )
+        # server-tool and other blocks carry no answer text.
+    model_id = body.get("model")
     return Response(
         text="".join(text),
         tool_calls=calls,
-        finish_reason=_finish_reason(body.get("stop_reason")),
+        finish_reason=finish_with_tools(_finish_reason(body.get("stop_reason")), bool(calls)),
         usage=_UsageCounter().update(body.get("usage")).usage,
         model=key,
         request_id=request_id_from(headers, _REQUEST_ID_HEADERS),
         raw=body,
+        reasoning="".join(part.text for part in reasoning),
+        reasoning_parts=tuple(reasoning),
+        served_model=model_id if isinstance(model_id, str) and model_id else None,
     )
+
+
+def _text(value: object) -> str:
+    """A string field of a block ("" when it is missing or not a string)."""
+    return value if isinstance(value, str) else ""
 
 
 def _finish_reason(stop_reason: object) -> FinishReason:
@@ -375,8 +554,11 @@ def _preview(value: object) -> str:
 class _UsageCounter:
     """Token counts; every update overwrites the counts it carries.
 
-    `message_delta.usage` is cumulative (providers.md 5.4), so it replaces. Input is
-    `input_tokens` plus both cache counts: cached tokens are still context (5.3).
+    `message_delta.usage` is cumulative (providers.md 5.4), so it replaces, and a count
+    it leaves out (the input counts, often) keeps its `message_start` value. Input is
+    `input_tokens` plus both cache counts: Anthropic reports cached tokens apart from its
+    `input_tokens`, and ours is the total (5.3). `output_tokens` already counts thinking;
+    `output_tokens_details.thinking_tokens`, when sent, is the part spent reasoning.
     """
 
     __slots__ = ("_counts",)
@@ -387,26 +569,38 @@ class _UsageCounter:
         "cache_read_input_tokens",
         "output_tokens",
     )
+    _THINKING = "thinking_tokens"
 
     def __init__(self) -> None:
-        self._counts = dict.fromkeys(self._FIELDS, 0)
+        self._counts = dict.fromkeys((*self._FIELDS, self._THINKING), 0)
 
     def update(self, usage: object) -> _UsageCounter:
+        """Take the counts `usage` (a wire `usage` object) carries; return self."""
         if isinstance(usage, dict):
             for name in self._FIELDS:
-                value = usage.get(name)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    self._counts[name] = value
+                self._take(name, usage.get(name))
+            details = usage.get("output_tokens_details")
+            if isinstance(details, dict):
+                self._take(self._THINKING, details.get(self._THINKING))
         return self
+
+    def _take(self, name: str, value: object) -> None:
+        # null (a count the event does not carry) and anything odd keep the last value.
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            self._counts[name] = value
 
     @property
     def usage(self) -> Usage:
+        """The counts as our totals."""
         counts = self._counts
+        cache_read = counts["cache_read_input_tokens"]
+        cache_write = counts["cache_creation_input_tokens"]
         return Usage(
-            input_tokens=counts["input_tokens"]
-            + counts["cache_creation_input_tokens"]
-            + counts["cache_read_input_tokens"],
+            input_tokens=counts["input_tokens"] + cache_read + cache_write,
             output_tokens=counts["output_tokens"],
+            cached_input_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            reasoning_tokens=counts[self._THINKING],
         )
 
 
@@ -514,6 +708,12 @@ class _StreamTranslator:
     `message_delta` and `message_stop`; `ping` anywhere. Unknown events are ignored,
     as the docs ask. `StreamEnd` comes with `message_stop`, or from `finish()` when the
     body ended cleanly after a `message_delta` with a `stop_reason`.
+
+    Thinking blocks become `ReasoningDelta`s indexed by their content block: the start
+    of a `thinking` block (its text, normally empty), each `thinking_delta`, then the
+    block's `signature_delta` (its last piece); a `redacted_thinking` block arrives
+    whole in its `content_block_start` (`data`, opaque). `message_start` names the
+    served model (`StreamStart.served_model`).
     """
 
     __slots__ = (
@@ -581,9 +781,16 @@ class _StreamTranslator:
 
     def _message_start(self, data: dict[str, Any]) -> list[StreamEvent]:
         message = data.get("message")
-        self._usage.update(message.get("usage") if isinstance(message, dict) else None)
+        if not isinstance(message, dict):
+            message = {}
+        self._usage.update(message.get("usage"))
+        served = message.get("model")
         return [
-            StreamStart(model=self._key, request_id=self._request_id),
+            StreamStart(
+                model=self._key,
+                request_id=self._request_id,
+                served_model=served if isinstance(served, str) and served else None,
+            ),
             UsageUpdate(self._usage.usage),
         ]
 
@@ -591,9 +798,17 @@ class _StreamTranslator:
         block = data.get("content_block")
         if not isinstance(block, dict):
             return []
-        if block.get("type") == "text" and block.get("text"):
+        kind = block.get("type")
+        if kind == "text" and block.get("text"):
             return [TextDelta(str(block["text"]))]
-        if block.get("type") != "tool_use":
+        if kind == "thinking":
+            # Normally `{"thinking": "", "signature": ""}`: the pieces follow as deltas.
+            return self._reasoning(
+                data, text=_text(block.get("thinking")), signature=_text(block.get("signature"))
+            )
+        if kind == "redacted_thinking":
+            return self._reasoning(data, redacted=_text(block.get("data")))
+        if kind != "tool_use":
             return []
         index = self._tools[_index(data)] = len(self._tools)
         # The input is normally `{}` here and arrives as `input_json_delta` pieces.
@@ -618,8 +833,29 @@ class _StreamTranslator:
             index = self._tools.get(_index(data))
             if index is not None:
                 return [ToolCallDelta(index, arguments=str(delta["partial_json"]))]
-        # thinking_delta, signature_delta, citations_delta: not part of the answer text.
+        elif kind == "thinking_delta":
+            return self._reasoning(data, text=_text(delta.get("thinking")))
+        elif kind == "signature_delta":
+            return self._reasoning(data, signature=_text(delta.get("signature")))
+        # citations_delta and unknown deltas: not part of the answer.
         return []
+
+    def _reasoning(
+        self, data: Mapping[str, Any], *, text: str = "", signature: str = "", redacted: str = ""
+    ) -> list[StreamEvent]:
+        """A `ReasoningDelta` for the block at `data["index"]`; none when it carries nothing
+        (an empty start would commit the stream with no content)."""
+        if not (text or signature or redacted):
+            return []
+        return [
+            ReasoningDelta(
+                text,
+                index=_index(data),
+                signature=signature or None,
+                redacted=redacted or None,
+                provider=_WIRE_FAMILY,
+            )
+        ]
 
     def _message_delta(self, data: dict[str, Any]) -> list[StreamEvent]:
         delta = data.get("delta")
@@ -633,7 +869,11 @@ class _StreamTranslator:
 
     def _message_stop(self, data: dict[str, Any]) -> list[StreamEvent]:
         self.done = True
-        return [StreamEnd(self._finish)]
+        return [self._end()]
+
+    def _end(self) -> StreamEnd:
+        # The one tool-call rule: `end_turn` with tool_use blocks stopped to call them.
+        return StreamEnd(finish_with_tools(self._finish, bool(self._tools)))
 
     def finish(self) -> list[StreamEvent]:
         """The body ended cleanly (its reader returned b""): the stream's last events.
@@ -657,7 +897,7 @@ class _StreamTranslator:
                 request_id=self._request_id,
             )
         self.done = True
-        return [StreamEnd(self._finish)]
+        return [self._end()]
 
     def _error(self, data: dict[str, Any]) -> list[StreamEvent]:
         raise _in_band_error(

@@ -18,14 +18,8 @@ by the function's name. So:
 
 - A call without an id gets a synthesized one, `call_<n>`, where `n` is the call's
   position in the reply (0, 1, ... for parallel calls). A call that has an id keeps it.
-- Gemini 3 attaches an opaque `thoughtSignature` to (the first of) its function calls and
-  rejects the next request with 400 unless that signature comes back on the same call.
-  `ToolCall` has no field for it, so it rides in the id: `call_0__thought__<signature>`
-  (the convention LiteLLM uses). Replaying the `ToolCall` in a `ToolCallPart` restores
-  it; the id is opaque to callers, who only echo it in `ToolResultPart.call_id`.
-- A replayed model turn whose first call has no signature (a call another provider made,
-  or an older Gemini's) gets the documented placeholder `skip_thought_signature_validator`
-  (ai.google.dev/gemini-api/docs/thought-signatures, FAQ), which Gemini 3 accepts.
+  The id never carries a thought signature (see Thinking): it stays short and plain, so
+  the conversation can go on with any other provider.
 - A `ToolResultPart` is sent as `functionResponse` named `ToolResultPart.name` when set,
   else by the name of the `ToolCallPart` with the same id earlier in the conversation.
   Ids other than the synthesized `call_<n>` are echoed as `functionCall.id` and
@@ -34,14 +28,72 @@ by the function's name. So:
   sent as it is; anything else is wrapped as `{"output": value}` (`{"error": value}` when
   `is_error`), the keys Gemini documents for function output and failures.
 
+Thinking (`Request.reasoning`; ai.google.dev/gemini-api/docs/thinking, .../gemini-3):
+
+- Gemini 2.5 and other budget models: `generationConfig.thinkingConfig` =
+  `{"thinkingBudget": reasoning.tokens(), "includeThoughts": reasoning.summary}`;
+  `reasoning("none")` (a budget of 0) is `thinkingBudget: 0`. The budget is kept within
+  the range each model documents: 2.5 Pro 128-32768 (it cannot stop thinking: "none"
+  becomes 128, its smallest budget), 2.5 Flash 1-24576 (0 turns thinking off), 2.5
+  Flash-Lite 512-24576 (0 turns it off). Other models get the budget as asked.
+  `includeThoughts` is false for "none" (also where the model thinks anyway: no summary
+  was asked for).
+- Gemini 3 (ids starting "gemini-3") takes `thinkingLevel` instead (a budget and a level
+  together are a 400): `reasoning.level()` goes to the nearest level the model
+  documents. 3 Pro: "low", "high"; other 3.x Pro models: "low", "medium", "high"; Flash
+  and Flash-Lite models: "minimal", "low", "medium", "high". Gemini 3 cannot stop
+  thinking: "none" is the model's lowest level, without `includeThoughts`. A level the
+  model lacks rounds up ("medium" on 3 Pro is "high"; "minimal" on a Pro is "low").
+- Replies: a part with `"thought": true` is a thought summary, never answer text. A run
+  of consecutive thought parts is one reasoning block (`Response.reasoning`, one
+  `ReasoningPart(provider="gemini")` per block; `ReasoningDelta(provider="gemini")`
+  with the block's index in streams); a `thoughtSignature` on a thought part comes with
+  that block and closes it.
+- Thought signatures on other parts (Gemini puts one on the first `functionCall` of a
+  step, on the last text part of an answer without calls, or, streamed, on a final
+  part with empty text) are kept, in reply order, as text-less
+  `ReasoningPart(signature=..., provider="gemini")`s: a block of their own each.
+- Sent back (a replayed assistant turn; `Response.message` puts its reasoning parts
+  first): Gemini parts only, other families' are dropped. A signed thought block goes
+  first, as the thought part it was (`text`, `thought: true`, `thoughtSignature`); an
+  unsigned summary is dropped (Gemini reads nothing from it). The text-less signatures
+  go back onto the turn's parts by Gemini's own placement rules, since a `Message` keeps
+  no positions: the first signature onto the first `functionCall` part, the next onto
+  the next call (a turn that merges several steps), and any left over onto the turn's
+  text parts, the last signature onto the last text part (an answer without calls).
+  Gemini 3 validates exactly the first call of each step, which this restores; a 2.5 reply that
+  signed a text part before its call gets the signature back on the call, which 2.5 does
+  not check. A call that still has no signature after that gets, if it is the turn's
+  first, the documented placeholder `skip_thought_signature_validator`
+  (ai.google.dev/gemini-api/docs/thought-signatures, FAQ): a call another provider made.
+- Ids of the older form `call_0__thought__<signature>` (this library's earlier way of
+  carrying a signature) are still read on replay: the signature goes back on its call.
+
+Usage: `input_tokens` is `promptTokenCount` (which already counts the cached part of the
+prompt) plus `toolUsePromptTokenCount`; `cached_input_tokens` is
+`cachedContentTokenCount`; `output_tokens` is `candidatesTokenCount` plus
+`thoughtsTokenCount` (thinking is billed as output and is not part of
+`candidatesTokenCount`: the counts add up to `totalTokenCount`); `reasoning_tokens` is
+`thoughtsTokenCount`. Gemini reports no cache writes.
+
+Caching: Gemini caches repeated prompt prefixes by itself (implicit caching) and reports
+the hits in `cachedContentTokenCount`; the prompt-cache breakpoints
+(`Request.cache_system`, `Request.cache_tools`, `Message.cache_breakpoint`) are
+Anthropic's and are ignored here. An explicit cache (`cachedContent`) can be named with
+`provider_options("gemini", body={"cachedContent": "cachedContents/..."})`.
+
+The served model: the reply's `modelVersion` (generate; in a stream, the first chunk that
+has one) becomes `Response.served_model` / `StreamStart.served_model`.
+
+The finish reason: `finishReason` is mapped, then `finish_with_tools` applies the one
+tool-call rule: Gemini has no tool-call reason and ends a reply with calls with STOP (or
+no reason), which is `TOOL_CALLS`; MAX_TOKENS stays `LENGTH`, a safety stop
+`CONTENT_FILTER`.
+
 Images: inline bytes become `inlineData` (base64); a `data:` URL is decoded into
 `inlineData` locally; an http(s) URL becomes `fileData.fileUri`, which the Developer API
 fetches itself (public and signed URLs, and Files API URIs); other URL schemes raise
 `UnsupportedRequestError`.
-
-Usage: `input_tokens` is `promptTokenCount` plus `toolUsePromptTokenCount`; `output_tokens`
-is `candidatesTokenCount` plus `thoughtsTokenCount` (thinking tokens are billed as output
-and are not part of `candidatesTokenCount`: the three add up to `totalTokenCount`).
 """
 
 from __future__ import annotations
@@ -54,7 +106,15 @@ from urllib.parse import quote, urlsplit
 
 from .. import _json as fast_json
 from .._data_url import DataURLError, parse_data_url
-from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from .._events import (
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 from .._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -79,12 +139,13 @@ from .._messages import (
     ToolCallPart,
     ToolResultPart,
 )
+from .._reasoning import Reasoning, ReasoningEffort
 from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
 from .._retry_after import gemini_retry_delay
 from .._sse import DEFAULT_MAX_LINE_BYTES, ServerSentEvent, SSEDecoder
 from ._base import HTTPModel, HTTPProvider
-from ._common import dsn_timeouts, json_or_none, key_from_env, status_error
+from ._common import dsn_timeouts, finish_with_tools, json_or_none, key_from_env, status_error
 
 if TYPE_CHECKING:
     from .._context import ProviderContext
@@ -98,8 +159,12 @@ DEFAULT_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta"
 KEY_ENV_VARS: Final = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 """Where the factory looks for a key when the DSN has none, in this order."""
 
+_WIRE: Final = "gemini"
+"""The wire family named in `ReasoningPart.provider` / `ReasoningDelta.provider`."""
+
 _THOUGHT_SEP: Final = "__thought__"
-"""Separates a tool call id from the thought signature carried in it (see the module doc)."""
+"""Separates a tool call id from a thought signature in the ids this library made before
+signatures became `ReasoningPart`s: still read on replay (see the module doc)."""
 
 _SKIP_SIGNATURE: Final = "skip_thought_signature_validator"
 """Gemini's documented placeholder for a function call that has no real signature."""
@@ -127,6 +192,23 @@ _FINISH_REASONS: Final[Mapping[str, FinishReason]] = {
 
 _TOOL_MODES: Final[Mapping[str, str]] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
+_BUDGET_RANGES: Final[tuple[tuple[str, int, int, bool], ...]] = (
+    # (model-name prefix, smallest budget, largest budget, can turn thinking off);
+    # longer prefixes first. ai.google.dev/gemini-api/docs/thinking, "thinking budgets".
+    ("gemini-2.5-flash-lite", 512, 24576, True),
+    ("gemini-2.5-flash", 1, 24576, True),
+    ("gemini-2.5-pro", 128, 32768, False),
+)
+"""The thinking budgets the 2.5 models take; other budget models get the budget as asked."""
+
+_LEVEL_RANK: Final[Mapping[str, int]] = {
+    level: rank for rank, level in enumerate(("none", "minimal", "low", "medium", "high"))
+}
+_GEMINI_3_PRO_LEVELS: Final[tuple[str, ...]] = ("low", "high")
+_GEMINI_3X_PRO_LEVELS: Final[tuple[str, ...]] = ("low", "medium", "high")
+_GEMINI_3_FLASH_LEVELS: Final[tuple[str, ...]] = ("minimal", "low", "medium", "high")
+"""The `thinkingLevel`s Gemini 3 models document: 3 Pro, later 3.x Pro, Flash/Flash-Lite."""
+
 
 # --------------------------------------------------------------------------- request body
 
@@ -137,7 +219,8 @@ def _build_body(
     """The `generateContent` JSON body for `request`.
 
     The model id and streaming live in the URL for Gemini, so the body is the same for
-    both calls; `model_id` and `provider` only label the errors.
+    both calls; `model_id` picks the thinking control (a budget or a level, and its
+    range) and labels the errors, as `provider` does.
 
     Raises:
         UnsupportedRequestError: an image URL Gemini cannot take, or a tool result whose
@@ -154,6 +237,9 @@ def _build_body(
     if tool_config is not None:
         body["toolConfig"] = tool_config
     config = _generation_config(request)
+    thinking = _thinking_config(request.reasoning, model_id)
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     if config:
         body["generationConfig"] = config
     return body
@@ -177,6 +263,55 @@ def _generation_config(request: Request) -> dict[str, Any]:
         # subset that rejects common keywords. Gemini has no schema name or strict flag.
         config["responseJsonSchema"] = dict(fmt.schema)
     return config
+
+
+def _model_name(model_id: str) -> str:
+    """The bare, lower-case model name of an id ("models/Gemini-3-Pro" -> "gemini-3-pro")."""
+    return model_id.strip().lower().rpartition("/")[2]
+
+
+def _thinking_config(reasoning: Reasoning | None, model_id: str) -> dict[str, Any] | None:
+    """`generationConfig.thinkingConfig` for `reasoning` (None: the model's default).
+
+    Gemini 3 takes a `thinkingLevel`, earlier models a `thinkingBudget` (see the module
+    doc); each is kept to what the model documents, since anything else is a 400.
+    """
+    if reasoning is None:
+        return None
+    name = _model_name(model_id)
+    if name.startswith("gemini-3"):
+        return {
+            "thinkingLevel": _thinking_level(name, reasoning.level()),
+            "includeThoughts": reasoning.summary and reasoning.enabled,
+        }
+    budget = reasoning.tokens()
+    for prefix, smallest, largest, can_stop in _BUDGET_RANGES:
+        if name.startswith(prefix):
+            if budget > 0 or not can_stop:
+                budget = min(max(budget, smallest), largest)
+            break
+    # A model that cannot stop thinking still thinks for "none": its summary was not asked for.
+    summary = reasoning.summary and reasoning.enabled and budget > 0
+    return {"thinkingBudget": budget, "includeThoughts": summary}
+
+
+def _thinking_level(name: str, wanted: ReasoningEffort) -> str:
+    """The Gemini 3 `thinkingLevel` nearest `wanted` that model `name` takes.
+
+    A level the model lacks rounds up to the next one it has (the request asked for at
+    least that much thought); "none" is the lowest, since Gemini 3 always thinks.
+    """
+    if "pro" not in name:
+        levels = _GEMINI_3_FLASH_LEVELS
+    elif name.startswith(("gemini-3-pro", "gemini-3.0-pro")):
+        levels = _GEMINI_3_PRO_LEVELS
+    else:
+        levels = _GEMINI_3X_PRO_LEVELS
+    rank = _LEVEL_RANK[wanted]
+    for level in levels:
+        if _LEVEL_RANK[level] >= rank:
+            return level
+    return levels[-1]
 
 
 def _declaration(tool: Tool) -> dict[str, Any]:
@@ -211,13 +346,14 @@ def _contents(request: Request, provider: str, model: str) -> list[dict[str, Any
     contents: list[dict[str, Any]] = []
     previous_role = ""
     for message in request.messages:
-        parts = [
-            _part(part, names, provider, model)
-            for part in message.parts
-            if not isinstance(part, ReasoningPart)  # not sent back yet
-        ]
         if message.role == "assistant":
-            _sign_first_call(parts)
+            parts = _model_turn(message, names, provider, model)
+        else:
+            parts = [
+                _part(part, names, provider, model)
+                for part in message.parts
+                if not isinstance(part, ReasoningPart)  # reasoning is the model's own
+            ]
         if not parts:
             continue  # Gemini rejects a turn without parts
         # Parallel results answer one model turn: Gemini wants them in one content.
@@ -229,6 +365,45 @@ def _contents(request: Request, provider: str, model: str) -> list[dict[str, Any
         )
         previous_role = message.role
     return contents
+
+
+def _model_turn(
+    message: Message, names: Mapping[str, str], provider: str, model: str
+) -> list[dict[str, Any]]:
+    """The parts of a replayed assistant turn, its Gemini thought signatures put back.
+
+    Signed thought blocks go first, as the thought parts they were; text-less signatures
+    go back by Gemini's placement rules (see the module doc): in order onto the turn's
+    function calls, then any left over onto its text parts, aligned to the last one.
+    """
+    thoughts: list[dict[str, Any]] = []
+    signatures: list[str] = []
+    parts: list[dict[str, Any]] = []
+    for part in message.parts:
+        if not isinstance(part, ReasoningPart):
+            parts.append(_part(part, names, provider, model))
+        elif part.provider != _WIRE or not part.signature:
+            continue  # another family's (meaningless here), or an unsigned summary
+        elif part.text:
+            thoughts.append(
+                {"text": part.text, "thought": True, "thoughtSignature": part.signature}
+            )
+        else:
+            signatures.append(part.signature)
+    if signatures:
+        left = iter(signatures)
+        for call in (p for p in parts if "functionCall" in p and "thoughtSignature" not in p):
+            signature = next(left, None)
+            if signature is None:
+                break
+            call["thoughtSignature"] = signature
+        rest = list(left)
+        texts = [p for p in parts if "text" in p and "thoughtSignature" not in p]
+        # Gemini signs the last part of an answer without calls: align to the end.
+        for text, signature in zip(texts[::-1], rest[::-1], strict=False):
+            text["thoughtSignature"] = signature
+    _sign_first_call(parts)
+    return thoughts + parts
 
 
 def _call_names(messages: tuple[Message, ...]) -> dict[str, str]:
@@ -254,17 +429,15 @@ def _part(part: Part, names: Mapping[str, str], provider: str, model: str) -> di
 
 
 def _split_id(call_id: str) -> tuple[str, str | None]:
-    """`(id, thought signature or None)` from an id built by `_call_id`."""
+    """`(id, thought signature or None)` of a call id; the signature is only in ids of the
+    older `<id>__thought__<signature>` form (see the module doc)."""
     base, sep, signature = call_id.partition(_THOUGHT_SEP)
     return base, (signature or None) if sep else None
 
 
-def _call_id(index: int, given: object, signature: object) -> str:
-    """The `ToolCall.id` of Gemini's call number `index` (see the module doc)."""
-    base = given if isinstance(given, str) and given else f"{_SYNTHESIZED_PREFIX}{index}"
-    if isinstance(signature, str) and signature:
-        return f"{base}{_THOUGHT_SEP}{signature}"
-    return base
+def _call_id(index: int, given: object) -> str:
+    """The `ToolCall.id` of Gemini's call number `index`: its own id, else `call_<index>`."""
+    return given if isinstance(given, str) and given else f"{_SYNTHESIZED_PREFIX}{index}"
 
 
 def _echoed_id(base: str) -> str | None:
@@ -384,6 +557,9 @@ def _decode_data_url(url: str, fallback_mime: str | None) -> tuple[str, str]:
 def _parse_response(body: object, key: str, headers: Mapping[str, str]) -> Response:
     """A `generateContent` reply as our `Response`.
 
+    Its parts go through the same `_PartReader` a stream's chunks do, so that a reply
+    and the same reply streamed give the same answer, reasoning blocks included.
+
     Args:
         body: the decoded JSON reply.
         key: the "provider/model-id" key of the target that answered.
@@ -404,14 +580,19 @@ def _parse_response(body: object, key: str, headers: Mapping[str, str]) -> Respo
     if "error" in body:
         raise _map_error(provider, model, _status_of(body), headers, json.dumps(body))
     candidate = _first_candidate(body, provider, model)
+    reader = _PartReader(provider, model)
     text: list[str] = []
     calls: list[ToolCall] = []
+    blocks: dict[int, list[ReasoningDelta]] = {}
     for part in _parts(candidate):
-        if _is_answer_text(part):
-            text.append(part["text"])
-        call = part.get("functionCall")
-        if isinstance(call, dict):
-            calls.append(_tool_call(len(calls), call, part, provider, model))
+        for event in reader.events(part):
+            if isinstance(event, TextDelta):
+                text.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                calls.append(ToolCall(event.id or "", event.name or "", event.arguments))
+            elif isinstance(event, ReasoningDelta):
+                blocks.setdefault(event.index, []).append(event)
+    reasoning = tuple(_reasoning_part(blocks[index]) for index in sorted(blocks))
     return Response(
         text="".join(text),
         tool_calls=calls,
@@ -420,7 +601,18 @@ def _parse_response(body: object, key: str, headers: Mapping[str, str]) -> Respo
         model=key,
         request_id=_response_id(body),
         raw=body,
+        reasoning="".join(part.text for part in reasoning),
+        reasoning_parts=reasoning,
+        served_model=_served_model(body),
     )
+
+
+def _reasoning_part(pieces: list[ReasoningDelta]) -> ReasoningPart:
+    """One reasoning block from its pieces, as `Stream.response` assembles them."""
+    signature = None
+    for piece in pieces:
+        signature = piece.signature if piece.signature is not None else signature
+    return ReasoningPart("".join(piece.text for piece in pieces), signature, provider=_WIRE)
 
 
 def _first_candidate(body: dict[str, Any], provider: str, model: str) -> dict[str, Any]:
@@ -457,14 +649,68 @@ def _parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:
     return [part for part in parts if isinstance(part, dict)]
 
 
-def _is_answer_text(part: dict[str, Any]) -> bool:
-    # Parts marked `thought` are reasoning summaries, not the answer.
-    return isinstance(part.get("text"), str) and not part.get("thought")
+class _PartReader:
+    """Turns a reply's parts, in order, into content events: one per text part, function
+    call, thought piece and signature (see the module doc for the reasoning blocks).
+
+    One reader per reply, fed every part of its first candidate in order (a stream's
+    parts across its chunks): it numbers the tool calls and the reasoning blocks.
+    """
+
+    __slots__ = ("_blocks", "_model", "_open", "_provider", "calls")
+
+    def __init__(self, provider: str, model: str) -> None:
+        self._provider = provider
+        self._model = model
+        self.calls = 0
+        """Function calls so far: the next call's index."""
+        self._blocks = 0  # reasoning blocks started so far: the next block's index
+        self._open = False  # the last block is a run of thought parts that may go on
+
+    def events(self, part: dict[str, Any]) -> list[StreamEvent]:
+        """The events of one part.
+
+        Raises:
+            ResponseFormatError: a `functionCall` without a name.
+        """
+        signature = part.get("thoughtSignature")
+        if not isinstance(signature, str) or not signature:
+            signature = None
+        text = part.get("text")
+        if not isinstance(text, str):
+            text = ""
+        call = part.get("functionCall")
+        if part.get("thought") is True and not isinstance(call, dict):
+            # A thought summary: never answer text. Consecutive thought parts are one
+            # block, which its signature (if the thought part carries one) closes.
+            if not text and signature is None:
+                return []
+            if not self._open:
+                self._blocks += 1
+                self._open = True
+            index = self._blocks - 1
+            if signature is not None:
+                self._open = False
+            return [ReasoningDelta(text, index, signature, provider=_WIRE)]
+        self._open = False
+        events: list[StreamEvent] = []
+        if text:
+            events.append(TextDelta(text))
+        if isinstance(call, dict):
+            tool_call = _tool_call(self.calls, call, self._provider, self._model)
+            events.append(
+                ToolCallDelta(self.calls, tool_call.id, tool_call.name, tool_call.arguments)
+            )
+            self.calls += 1
+        if signature is not None:
+            # A signature on an answer part or a call: a text-less block of its own,
+            # in reply order, which a replayed turn puts back (`_model_turn`).
+            events.append(ReasoningDelta("", self._blocks, signature, provider=_WIRE))
+            self._blocks += 1
+        return events
 
 
-def _tool_call(
-    index: int, call: dict[str, Any], part: dict[str, Any], provider: str, model: str
-) -> ToolCall:
+def _tool_call(index: int, call: dict[str, Any], provider: str, model: str) -> ToolCall:
     name = call.get("name")
     if not isinstance(name, str) or not name:
         raise ResponseFormatError(
@@ -472,17 +718,13 @@ def _tool_call(
         )
     args = call.get("args")
     arguments = json.dumps(args if isinstance(args, dict) else {}, ensure_ascii=False)
-    return ToolCall(_call_id(index, call.get("id"), part.get("thoughtSignature")), name, arguments)
+    return ToolCall(_call_id(index, call.get("id")), name, arguments)
 
 
 def _finish_reason(value: object, has_calls: bool) -> FinishReason:
     reason = _FINISH_REASONS.get(value, FinishReason.OTHER) if isinstance(value, str) else None
-    if reason is None:
-        reason = FinishReason.STOP
-    # Gemini ends a tool-calling reply with STOP; callers need to know to run the tools.
-    if has_calls and reason is FinishReason.STOP:
-        return FinishReason.TOOL_CALLS
-    return reason
+    # Gemini has no tool-call reason: a reply with calls says STOP (or nothing).
+    return finish_with_tools(reason or FinishReason.STOP, has_calls)
 
 
 def _count(metadata: dict[str, Any], name: str) -> int:
@@ -491,18 +733,28 @@ def _count(metadata: dict[str, Any], name: str) -> int:
 
 
 def _usage(metadata: object) -> Usage | None:
+    """Our totals from `usageMetadata` (see the module doc: thoughts are added to the
+    output; the prompt count already holds the cached part)."""
     if not isinstance(metadata, dict):
         return None
+    thoughts = _count(metadata, "thoughtsTokenCount")
     return Usage(
         input_tokens=_count(metadata, "promptTokenCount")
         + _count(metadata, "toolUsePromptTokenCount"),
-        output_tokens=_count(metadata, "candidatesTokenCount")
-        + _count(metadata, "thoughtsTokenCount"),
+        output_tokens=_count(metadata, "candidatesTokenCount") + thoughts,
+        cached_input_tokens=_count(metadata, "cachedContentTokenCount"),
+        reasoning_tokens=thoughts,
     )
 
 
 def _response_id(body: dict[str, Any]) -> str | None:
     value = body.get("responseId")
+    return value if isinstance(value, str) and value else None
+
+
+def _served_model(body: dict[str, Any]) -> str | None:
+    """The model Gemini says answered (`modelVersion`, "gemini-2.5-flash")."""
+    value = body.get("modelVersion")
     return value if isinstance(value, str) and value else None
 
 
@@ -617,18 +869,22 @@ def _rate_limit_error(
 class _StreamTranslator:
     """Turns decoded `streamGenerateContent` chunks into our stream events.
 
-    States: before the first chunk (`StreamStart` not sent yet); streaming; terminal
-    (a chunk carried `finishReason`: `StreamEnd` was produced, `done`). A body that
-    ends before the terminal state is truncated (`finish()` raises). The decoder
+    States: before the start (`StreamStart` not sent yet); streaming; terminal (a chunk
+    carried `finishReason`: `StreamEnd` was produced, `done`). `StreamStart` goes out
+    with the first chunk that names the served model (`modelVersion`) or has anything
+    to report, with the request id (`responseId`) and served model seen by then. A body
+    that ends before the terminal state is truncated (`finish()` raises). The decoder
     (`_GeminiDecoder`) hands an error JSON sent without `data:` over as one more event.
     """
 
     __slots__ = (
-        "_calls",
         "_headers",
         "_key",
         "_model",
         "_provider",
+        "_reader",
+        "_request_id",
+        "_served",
         "_started",
         "done",
     )
@@ -638,7 +894,9 @@ class _StreamTranslator:
         self._provider, _, self._model = key.partition("/")
         self._headers = headers
         self._started = False
-        self._calls = 0  # function calls so far: the next call's index
+        self._request_id: str | None = None
+        self._served: str | None = None
+        self._reader = _PartReader(self._provider, self._model)
         self.done = False  # a chunk carried a finishReason: the answer is complete
 
     def decoder(self) -> _GeminiDecoder:
@@ -681,40 +939,31 @@ class _StreamTranslator:
             raise _map_error(
                 self._provider, self._model, _status_of(chunk), self._headers, json.dumps(chunk)
             )
-        events: list[StreamEvent] = []
         if not self._started:
-            self._started = True
-            events.append(StreamStart(model=self._key, request_id=_response_id(chunk)))
+            self._request_id = self._request_id or _response_id(chunk)
+            self._served = self._served or _served_model(chunk)
+        events: list[StreamEvent] = []
         candidates = chunk.get("candidates")
         candidate = candidates[0] if isinstance(candidates, list) and candidates else None
         if not isinstance(candidate, dict):
             _raise_if_blocked(chunk, self._provider, self._model)
             candidate = {}
+        # Gemini (Developer API) sends each call whole in one chunk: one delta per call.
+        reader = self._reader
         for part in _parts(candidate):
-            events.extend(self._part_events(part))
+            events.extend(reader.events(part))
         usage = _usage(chunk.get("usageMetadata"))
         if usage is not None:
             events.append(UsageUpdate(usage))
         reason = candidate.get("finishReason")
         if isinstance(reason, str) and reason and not self.done:
             self.done = True
-            events.append(StreamEnd(_finish_reason(reason, self._calls > 0)))
+            events.append(StreamEnd(_finish_reason(reason, reader.calls > 0)))
+        if not self._started and (events or self._served):
+            self._started = True
+            start = StreamStart(self._key, self._request_id, self._served)
+            events.insert(0, start)
         return events
-
-    def _part_events(self, part: dict[str, Any]) -> list[StreamEvent]:
-        if _is_answer_text(part) and part["text"]:
-            return [TextDelta(part["text"])]
-        call = part.get("functionCall")
-        if not isinstance(call, dict):
-            return []
-        # Gemini (Developer API) sends each call whole in one chunk: one delta per call.
-        tool_call = _tool_call(self._calls, call, part, self._provider, self._model)
-        self._calls += 1
-        return [
-            ToolCallDelta(
-                self._calls - 1, id=tool_call.id, name=tool_call.name, arguments=tool_call.arguments
-            )
-        ]
 
     def finish(self) -> list[StreamEvent]:
         """The body ended cleanly: nothing more if the terminal chunk arrived.

@@ -16,8 +16,36 @@ api/types.go, and the official `ollama-python` client):
 - Replies: `message.content` (a text delta when streaming), `message.tool_calls` (whole
   calls, often without ids: `call_N` ids are made up, N counting calls in the reply),
   and a final object with `"done": true`, `done_reason` and the token counts
-  `prompt_eval_count` / `eval_count`. Tool calls end with `done_reason: "stop"`, so the
-  finish reason is `TOOL_CALLS` whenever the reply had any.
+  `prompt_eval_count` / `eval_count`.
+- The finish reason: `done_reason` "stop" (or none) is `STOP`, "length" `LENGTH`,
+  anything else ("load", "unload") `OTHER`; then `finish_with_tools` applies the one
+  tool-call rule: Ollama ends tool calls with "stop", so a natural stop with calls is
+  `TOOL_CALLS`, while a "length" cut stays `LENGTH` (its calls may be incomplete).
+- Usage: `prompt_eval_count` -> `input_tokens`, `eval_count` -> `output_tokens` (it
+  counts the thinking too); missing counts are 0. Ollama reports no cached-prompt or
+  reasoning counts, so `cached_input_tokens` and `reasoning_tokens` stay 0.
+- The served model: the reply's `model` (a stream's first object that names one)
+  becomes `Response.served_model` / `StreamStart.served_model`.
+- No prompt-cache controls: the server reuses its KV cache for a repeated prefix by
+  itself; `Request.cache_system`, `cache_tools` and `Message.cache_breakpoint` are ignored.
+
+Thinking (`Request.reasoning`; docs/capabilities/thinking.mdx, docs/api.md):
+
+- `"think": true | false` from `reasoning.enabled` (models that cannot turn thinking off
+  may think anyway; a model that cannot think at all answers 400 "does not support
+  thinking", an `UnsupportedRequestError`, but the chain only sends the option to
+  models the capability table says can reason).
+- gpt-oss models (ids starting "gpt-oss") take a level instead: `"think": "low" |
+  "medium" | "high"` from `reasoning.level()`; "none" and "minimal" are "low", since
+  gpt-oss cannot stop reasoning (and older servers ignore a boolean for it, falling back
+  to its "medium" default).
+- Replies: `message.thinking` (the whole trace, or a piece of it per stream object) ->
+  `Response.reasoning`, one `ReasoningPart(provider="ollama")`, and
+  `ReasoningDelta(provider="ollama")` pieces (block 0) in streams. Ollama has no switch
+  for the trace apart from thinking itself: `reasoning(summary=False)` still gets it.
+- Sent back: an assistant message's "ollama" `ReasoningPart`s become its `thinking`
+  field (the texts joined), which Ollama accepts in history and some model templates
+  render (gpt-oss's, before a tool call). Parts of other families are dropped.
 - Streams are NDJSON and Ollama streams by default, so `"stream"` is always sent. The
   terminal signal is `"done": true`; a body that ends without it is truncated. An
   `{"error": "..."}` line (before or after content) raises the mapped, typed error.
@@ -56,7 +84,15 @@ from urllib.parse import urlsplit
 import attrs
 
 from .._data_url import DataURLError, is_data_url, parse_data_url
-from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from .._events import (
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 from .._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -74,12 +110,22 @@ from .._exceptions import (
     UnsupportedRequestError,
 )
 from .._http import ON_DEMAND_TIMEOUTS, request_id_from
-from .._messages import ImagePart, Message, TextPart, Tool, ToolCall, ToolCallPart, ToolResultPart
+from .._messages import (
+    ImagePart,
+    Message,
+    ReasoningPart,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallPart,
+    ToolResultPart,
+)
+from .._reasoning import Reasoning
 from .._request import JSONMode, JSONSchema, Request
 from .._response import FinishReason, Response, Usage
 from .._sse import NDJSONDecoder
 from ._base import HTTPModel, HTTPProvider
-from ._common import dsn_timeouts, json_or_none, status_error
+from ._common import dsn_timeouts, finish_with_tools, json_or_none, status_error
 
 if TYPE_CHECKING:
     import aiohttp
@@ -106,6 +152,17 @@ _HOST_ENV: Final = "OLLAMA_HOST"
 # Ollama documents no request id header; ollama.com and proxies in front of a local
 # server may send the common one.
 _REQUEST_ID_HEADERS: Final = ("x-request-id",)
+_WIRE: Final = "ollama"
+"""The wire family named in `ReasoningPart.provider` / `ReasoningDelta.provider`."""
+_LEVEL_MODELS: Final = ("gpt-oss",)
+"""Model-name prefixes whose `think` is a level ("low", "medium", "high"), not a boolean."""
+_THINK_LEVELS: Final[Mapping[str, str]] = {
+    "none": "low",
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+}
 _LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
 # The first request to a model loads it into memory, which takes from seconds to minutes
 # for a large model: the time to the headers gets more room than a hosted API's.
@@ -243,9 +300,26 @@ def _build_body(
     options = _options(request)
     if options:
         body["options"] = options
+    think = _think(request.reasoning, model_id)
+    if think is not None:
+        body["think"] = think
     # Ollama streams unless told otherwise, so the choice is always explicit.
     body["stream"] = stream
     return body
+
+
+def _think(reasoning: Reasoning | None, model_id: str) -> bool | str | None:
+    """The `think` field for `reasoning` (None: not sent, the model's default).
+
+    A boolean, or a level for the models that take one (see the module doc).
+    """
+    if reasoning is None:
+        return None
+    # "gpt-oss:20b", "library/gpt-oss:120b-cloud": the bare name decides.
+    name = model_id.strip().lower().rpartition("/")[2]
+    if name.startswith(_LEVEL_MODELS):
+        return _THINK_LEVELS[reasoning.level()]
+    return reasoning.enabled
 
 
 def _options(request: Request) -> dict[str, Any]:
@@ -303,20 +377,28 @@ def _message_entries(
 ) -> Iterator[dict[str, Any]]:
     """One wire message for the text, images and tool calls; one per tool result."""
     text: list[str] = []
+    thinking: list[str] = []
     images: list[str] = []
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for part in message.parts:
         if isinstance(part, TextPart):
             text.append(part.text)
+        elif isinstance(part, ReasoningPart):
+            # Only Ollama's own trace goes back (another family's means nothing here),
+            # and only in the model's own turns.
+            if part.provider == _WIRE and part.text and message.role == "assistant":
+                thinking.append(part.text)
         elif isinstance(part, ImagePart):
             images.append(_image_data(part, target))
         elif isinstance(part, ToolCallPart):
             calls.append(_tool_call_entry(part.call, target))
         elif isinstance(part, ToolResultPart):
             results.append(_tool_result_entry(part, names))
-    if text or images or calls or not results:
+    if text or images or calls or thinking or not results:
         entry: dict[str, Any] = {"role": message.role, "content": "".join(text)}
+        if thinking:
+            entry["thinking"] = "".join(thinking)
         if images:
             entry["images"] = images
         if calls:
@@ -395,6 +477,7 @@ def _parse_response(
         )
     text = _content(message, provider, model)
     calls = _tool_calls(message, 0, provider, model)
+    thinking = _thinking(message, provider, model)
     return Response(
         text=text,
         tool_calls=calls,
@@ -403,7 +486,28 @@ def _parse_response(
         model=key,
         request_id=request_id,
         raw=body,
+        reasoning=thinking,
+        reasoning_parts=(ReasoningPart(thinking, provider=_WIRE),) if thinking else (),
+        served_model=_served_model(body),
     )
+
+
+def _served_model(body: Mapping[str, Any]) -> str | None:
+    """The model the server says answered (`model`, "qwen3:8b")."""
+    value = body.get("model")
+    return value if isinstance(value, str) and value else None
+
+
+def _thinking(message: Mapping[str, Any], provider: str, model: str) -> str:
+    """`message.thinking`: the model's reasoning trace (a piece of it, in a stream)."""
+    thinking = message.get("thinking")
+    if thinking is None:
+        return ""
+    if not isinstance(thinking, str):
+        raise ResponseFormatError(
+            "the Ollama reply's message.thinking is not a string", provider=provider, model=model
+        )
+    return thinking
 
 
 def _content(message: Mapping[str, Any], provider: str, model: str) -> str:
@@ -451,14 +555,14 @@ def _arguments_text(arguments: Any) -> str:
 
 
 def _finish_reason(done_reason: Any, *, has_tool_calls: bool) -> FinishReason:
-    # Ollama ends tool calls with "stop" (providers.md 7.3): the calls decide.
-    if has_tool_calls:
-        return FinishReason.TOOL_CALLS
     if done_reason is None or done_reason == "stop":
-        return FinishReason.STOP
-    if done_reason == "length":
-        return FinishReason.LENGTH
-    return FinishReason.OTHER  # "load", "unload", or something newer
+        reason = FinishReason.STOP
+    elif done_reason == "length":
+        reason = FinishReason.LENGTH
+    else:
+        reason = FinishReason.OTHER  # "load", "unload", or something newer
+    # Ollama ends tool calls with "stop" (providers.md 7.3): the calls decide then.
+    return finish_with_tools(reason, has_tool_calls)
 
 
 def _usage(body: Mapping[str, Any]) -> Usage:
@@ -478,7 +582,9 @@ class _StreamTranslator:
 
     Feed objects in order; `done` turns True at the terminal object (`"done": true`),
     after which nothing more is fed. `finish()` raises if it never came: without it
-    the answer is incomplete.
+    the answer is incomplete. `StreamStart` goes out with the first object that names
+    the served model (`model`: every object of Ollama's own does) or has anything to
+    report.
     """
 
     __slots__ = ("_calls", "_key", "_model", "_provider", "_request_id", "_started", "done")
@@ -502,10 +608,6 @@ class _StreamTranslator:
             ProviderError: the object is an in-band `{"error": ...}` (mapped, typed).
             ResponseFormatError: the object is not a chat stream object.
         """
-        events: list[StreamEvent] = []
-        if not self._started:
-            self._started = True
-            events.append(StreamStart(model=self._key, request_id=self._request_id))
         if not isinstance(obj, dict):
             raise ResponseFormatError(
                 f"an Ollama stream line is not a JSON object: {str(obj)[:200]!r}",
@@ -514,8 +616,13 @@ class _StreamTranslator:
             )
         if "error" in obj:
             raise _in_band_error(obj["error"], self._provider, self._model, self._request_id)
+        events: list[StreamEvent] = []
         message = obj.get("message")
         if isinstance(message, dict):
+            thinking = _thinking(message, self._provider, self._model)
+            if thinking:
+                # Ollama's trace is one block: every piece has index 0.
+                events.append(ReasoningDelta(thinking, provider=_WIRE))
             text = _content(message, self._provider, self._model)
             if text:
                 events.append(TextDelta(text))
@@ -527,6 +634,11 @@ class _StreamTranslator:
             events.append(UsageUpdate(_usage(obj)))
             reason = _finish_reason(obj.get("done_reason"), has_tool_calls=self._calls > 0)
             events.append(StreamEnd(reason))
+        if not self._started:
+            served = _served_model(obj)
+            if events or served:
+                self._started = True
+                events.insert(0, StreamStart(self._key, self._request_id, served))
         return events
 
     def finish(self) -> list[StreamEvent]:

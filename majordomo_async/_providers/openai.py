@@ -1,4 +1,5 @@
-"""The built-in `openai` provider: OpenAI Chat Completions, and every OpenAI-compatible server.
+"""The built-in `openai` provider: OpenAI Chat Completions, Azure OpenAI, and every
+OpenAI-compatible server.
 
 Wire format (providers.md 3): `POST {base}/chat/completions` with `Authorization: Bearer
 KEY`; a stream is Server-Sent Events of `data:` lines only, ending with `data: [DONE]`;
@@ -9,7 +10,7 @@ Mapping from our types:
 
 - `Request.system` -> a leading `system` message (not `developer`: compatible servers
   only know `system`, and OpenAI still accepts it).
-- `max_tokens` -> `max_completion_tokens` for OpenAI itself (reasoning models reject
+- `max_tokens` -> `max_completion_tokens` for OpenAI and Azure (reasoning models reject
   `max_tokens`), `max_tokens` for every compatible server (Mistral rejects the other
   with a 422); see `Preset.max_tokens_field`.
 - `ImagePart` -> an `image_url` content part: inline bytes as a `data:` URL, URLs as given.
@@ -20,6 +21,48 @@ Mapping from our types:
 - `JSONMode` -> `{"type": "json_object"}`; `JSONSchema` -> `{"type": "json_schema", ...}`.
 - Streams ask for usage with `stream_options: {"include_usage": true}` (unless the
   preset says the server rejects it): it arrives in one last chunk with empty `choices`.
+- Prompt-cache breakpoints (`Request.cache_system`, `cache_tools`,
+  `Message.cache_breakpoint`) are ignored: these servers cache prompts by themselves.
+
+Reasoning (`Request.reasoning`), decided per server and per model family by data
+(`Preset.reasoning`, `Preset.reasoning_models`, each a `ReasoningControl`), not branches:
+
+- OpenAI and Azure: `reasoning_effort` = `Reasoning.level()`, clamped to what the model
+  family takes (o-series: low/medium/high; GPT-5: minimal and up; GPT-5.1 and later:
+  none and up; gpt-5-pro: high only; o1-mini / o1-preview: no field at all).
+- Groq: `reasoning_effort` (gpt-oss: low/medium/high; Qwen3: "none" or "default", with
+  `reasoning_format: "parsed"` so the reasoning comes apart from the answer; DeepSeek-R1
+  distills: `reasoning_format` only); `summary=False` asks Groq to hide the reasoning.
+- xAI: `reasoning_effort` (grok-3-mini: low/high; grok-4 and its fast variants take no
+  field; later grok-4.x as asked). Mistral: `reasoning_effort` "high" or "none"
+  (Magistral reasons always and takes no field). DeepSeek: `thinking: {"type":
+  "enabled" | "disabled"}` with `reasoning_effort` low/high. OpenRouter: its
+  `reasoning: {"effort": ...}` object (`{"max_tokens": n}` for a budget alone,
+  `"exclude": true` for `summary=False`). Every other server: `reasoning_effort`.
+- Replies: `reasoning_content` (DeepSeek, vLLM, xAI, many servers) or `reasoning` (Groq,
+  OpenRouter, newer vLLM) on the message and on stream deltas, and Mistral's
+  `{"type": "thinking"}` content parts, become `Response.reasoning` with one
+  `ReasoningPart(provider="openai")`, and `ReasoningDelta` events (block 0) in streams.
+  OpenAI's own chat completions never return reasoning text.
+- History: a `ReasoningPart` of another wire family is dropped; an "openai" one is sent
+  back only where the server wants it (`Preset.replay_reasoning`): DeepSeek requires the
+  `reasoning_content` of an assistant turn that called tools, and ignores it elsewhere.
+
+What comes back, beside text and tool calls:
+
+- Usage: `prompt_tokens` / `completion_tokens` are totals already (cached input and
+  reasoning included); `prompt_tokens_details.cached_tokens` (or DeepSeek's
+  `prompt_cache_hit_tokens`) -> `cached_input_tokens`, `prompt_tokens_details.
+  cache_write_tokens` -> `cache_write_tokens`, `completion_tokens_details.
+  reasoning_tokens` -> `reasoning_tokens`; the same for a stream's usage chunk.
+- The served model: the reply's `model` (a stream's first chunk that names one) ->
+  `Response.served_model` / `StreamStart.served_model`. A stream's `StreamStart` waits
+  for that chunk, or for the first chunk with anything to report (Azure's first chunk,
+  its prompt filter results, names no model).
+- Refusals (`message.refusal`, `delta.refusal` pieces) -> `Response.refusal` /
+  `StreamEnd.refusal`; the finish reason is the wire's own.
+- The finish reason: the wire's, except that an answer with tool calls that stopped
+  naturally reports `TOOL_CALLS` (compatible servers say "stop"); `finish_with_tools`.
 
 The end of a stream: it is complete at `data: [DONE]` (with no finish reason seen, the
 finish is STOP), or when the body ends cleanly (the chunked terminator, Content-Length
@@ -30,8 +73,27 @@ transport error (no chunked terminator, even after a finish reason: the usage ma
 missing), raise `StreamTruncatedError`.
 
 OpenAI-compatible servers differ mostly in base URL, key variable and error bodies
-(providers.md 4); the differences that change the request are flags of `Preset`, and
+(providers.md 4); the differences that change the request are fields of `Preset`, and
 `OPENAI_COMPATIBLE_PRESETS` holds one per known server.
+
+Azure OpenAI (`azure://`, `AzureOpenAIProvider`): the same wire, with the key in an
+`api-key` header (never `Authorization`) and two URL forms:
+
+- `azure://KEY@RESOURCE.openai.azure.com` (or `.../openai/v1`): the v1 API,
+  `POST https://RESOURCE.openai.azure.com/openai/v1/chat/completions` with the
+  deployment name as the body's `model`, no api-version;
+- `azure://KEY@RESOURCE.openai.azure.com?api-version=2024-10-21` (path `/openai` by
+  default): the classic deployment URLs, `POST .../openai/deployments/{model}/chat/
+  completions?api-version=2024-10-21`, where the spec's model id is the deployment name.
+
+A path that ends in `/v1` always means the v1 API (an `api-version` then goes on its
+URLs as a query, as the v1 preview wanted). The key comes from the DSN, else from
+`AZURE_OPENAI_API_KEY`; the endpoint from the DSN's host, else from
+`AZURE_OPENAI_ENDPOINT` (`https://RESOURCE.openai.azure.com/`). Azure's content-filter
+chunks (a first chunk with `"choices": []` and `prompt_filter_results`, and
+`content_filter_results` inside choices) carry nothing we report and are read past; its
+error bodies go through the one error mapper (400 `code: "content_filter"` is a
+`ContentPolicyError`, a 429's `retry-after` header is its `retry_after`).
 """
 
 from __future__ import annotations
@@ -42,10 +104,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from urllib.parse import quote, urlencode
 
 import attrs
 
-from .._events import StreamEnd, StreamEvent, StreamStart, TextDelta, ToolCallDelta, UsageUpdate
+from .._events import (
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 from .._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -75,6 +146,7 @@ from .._messages import (
     ImagePart,
     Message,
     Part,
+    ReasoningPart,
     TextPart,
     Tool,
     ToolCall,
@@ -89,6 +161,7 @@ from ._common import (
     TIMEOUT_KEYS,
     body_summary,
     dsn_timeouts,
+    finish_with_tools,
     json_or_none,
     key_from_env,
     status_error,
@@ -100,14 +173,19 @@ if TYPE_CHECKING:
     from .._context import HTTPSessionHolder, ProviderContext, SchemeFactory
     from .._dsn import DSN
     from .._http import BodyReader
+    from .._reasoning import Reasoning
 
 __all__ = [
+    "AZURE_PRESET",
     "DEFAULT_BASE_URL",
     "OPENAI_COMPATIBLE_PRESETS",
     "OPENAI_PRESET",
+    "AzureOpenAIProvider",
     "OpenAIModel",
     "OpenAIProvider",
     "Preset",
+    "ReasoningControl",
+    "azure_factory",
     "openai_compatible_factory",
     "openai_factory",
 ]
@@ -115,20 +193,99 @@ __all__ = [
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 """OpenAI's API root (the SDK's default); `/chat/completions` and `/models` are appended."""
 
-REQUEST_ID_HEADERS: Final = ("x-request-id",)
-"""Where OpenAI (and most compatible servers) put the request id (providers.md 1)."""
+REQUEST_ID_HEADERS: Final = ("x-request-id", "apim-request-id")
+"""Where OpenAI (and most compatible servers) put the request id (providers.md 1);
+Azure's API Management gateway also sends `apim-request-id`."""
+
+REASONING_PROVIDER: Final = "openai"
+"""The wire family on our `ReasoningDelta` / `ReasoningPart`: the one a replayed part
+must name to be sent back to a server of this module."""
 
 MaxTokensField: TypeAlias = Literal["max_tokens", "max_completion_tokens"]
+ReasoningField: TypeAlias = Literal["reasoning_effort", "reasoning"]
+
+
+def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+def _model_name(model_id: str) -> str:
+    """The part of a model id a per-model rule matches: "qwen/qwen3-32b" (Groq,
+    OpenRouter) and "ft:gpt-4o:org::id" (fine-tunes) name their base model."""
+    name = model_id.strip().lower()
+    if name.startswith("ft:"):
+        name = name[3:]
+    return name.rpartition("/")[2]
 
 
 # --------------------------------------------------------------------------- presets
 
 
 @attrs.frozen
+class ReasoningControl:
+    """How a server (or a model family on it) takes `Request.reasoning`: data, not branches.
+
+    The effort is `Reasoning.level()` (a budget alone becomes its nearest effort),
+    translated by `efforts`; `field` says where it goes; the `when_*` fields go with it.
+    """
+
+    field: ReasoningField | None = "reasoning_effort"
+    """Where the effort goes: `reasoning_effort` (a string: OpenAI and most servers),
+    `reasoning` (OpenRouter's object: `{"effort": ...}`, or `{"max_tokens": n}` for a
+    budget alone), or None for a model that takes no control (it always reasons)."""
+    efforts: Mapping[str, str | None] = attrs.field(factory=dict, converter=_frozen, hash=False)
+    """Our effort -> the server's, for efforts it does not take as they are (None: send
+    no effort). An effort not listed is sent as it is."""
+    when_on: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen, hash=False)
+    """Body fields sent when the request asks to reason (Groq's `reasoning_format`,
+    DeepSeek's `thinking`)."""
+    when_off: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen, hash=False)
+    """Body fields sent when the request asks not to reason (`reasoning("none")`)."""
+    when_hidden: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen, hash=False)
+    """Body fields sent, over `when_on`'s, when the reasoning's text is not wanted
+    (`Reasoning.summary` is False)."""
+
+    def fields(self, reasoning: Reasoning) -> dict[str, Any]:
+        """The body fields that ask for `reasoning`."""
+        body: dict[str, Any] = {}
+        if reasoning.enabled:
+            body.update(self.when_on)
+            if not reasoning.summary:
+                body.update(self.when_hidden)
+        else:
+            body.update(self.when_off)
+        if self.field is None:
+            return body
+        level = reasoning.level()
+        effort = self.efforts.get(level, level)
+        if self.field == "reasoning_effort":
+            if effort is not None:
+                body["reasoning_effort"] = effort
+            return body
+        control: dict[str, Any] = {}
+        budget = reasoning.budget_tokens
+        if reasoning.effort is None and budget:
+            control["max_tokens"] = budget  # a budget alone: OpenRouter takes it as it is
+        elif effort is not None:
+            control["effort"] = effort
+        if reasoning.enabled and not reasoning.summary:
+            control["exclude"] = True
+        if control:
+            body["reasoning"] = control
+        return body
+
+
+_PASS_THROUGH: Final = ReasoningControl()
+# Most compatible servers know low/medium/high (gpt-oss's levels), not OpenAI's "minimal".
+_COMPATIBLE_REASONING: Final = ReasoningControl(efforts={"minimal": "low"})
+_NO_FIELD: Final = ReasoningControl(field=None)
+
+
+@attrs.frozen
 class Preset:
     """An OpenAI-compatible server: where it lives, its key, and its wire quirks.
 
-    Only quirks that change the request are flags here; differences in error bodies
+    Only quirks that change the request are fields here; differences in error bodies
     are handled by the one error mapper, which accepts every documented shape.
     """
 
@@ -152,29 +309,167 @@ class Preset:
     """The time limits a DSN's query keys override: `HOSTED_TIMEOUTS` for hosted APIs
     and generic endpoints, `SELF_HOSTED_TIMEOUTS` for vllm and llamacpp,
     `ON_DEMAND_TIMEOUTS` for lmstudio (which loads a model on the first request)."""
+    reasoning: ReasoningControl = _COMPATIBLE_REASONING
+    """How the server takes `Request.reasoning`, for a model no `reasoning_models` rule
+    names."""
+    reasoning_models: tuple[tuple[str, ReasoningControl], ...] = ()
+    """Per model family: (model-name prefix, control); the longest matching prefix wins.
+    Matched against the model id in lower case, after its last "/"."""
+    replay_reasoning: bool = False
+    """Send an assistant turn's "openai" `ReasoningPart`s back as `reasoning_content`
+    when the turn called tools. DeepSeek's thinking mode requires it (a 400 otherwise);
+    everywhere else the reasoning of past turns is dropped."""
 
+    def reasoning_for(self, model_id: str) -> ReasoningControl:
+        """The reasoning control for `model_id` on this server."""
+        name = _model_name(model_id)
+        chosen, length = self.reasoning, -1
+        for prefix, control in self.reasoning_models:
+            if len(prefix) > length and name.startswith(prefix):
+                chosen, length = control, len(prefix)
+        return chosen
+
+
+# OpenAI's reasoning_effort values differ by model family (the API reference's enum:
+# "gpt-5.1 ... supports none, low, medium, and high"; "all models before gpt-5.1 ... do
+# not support none"; "gpt-5-pro ... only supports high"; the o-series take low, medium
+# and high). An effort a family does not take becomes its nearest one, so a portable
+# `reasoning("none")` or `reasoning("minimal")` never turns into a 400.
+_OPENAI_REASONING_MODELS: Final = (
+    ("o1", ReasoningControl(efforts={"none": "low", "minimal": "low"})),
+    # The previews predate `reasoning_effort`: they reject the field.
+    ("o1-mini", _NO_FIELD),
+    ("o1-preview", _NO_FIELD),
+    ("o3", ReasoningControl(efforts={"none": "low", "minimal": "low"})),
+    ("o4", ReasoningControl(efforts={"none": "low", "minimal": "low"})),
+    ("gpt-5", ReasoningControl(efforts={"none": "minimal"})),
+    ("gpt-5.", ReasoningControl(efforts={"minimal": "low"})),  # gpt-5.1 and later
+    (
+        "gpt-5-pro",
+        ReasoningControl(efforts=dict.fromkeys(("none", "minimal", "low", "medium"), "high")),
+    ),
+)
 
 OPENAI_PRESET: Final = Preset(
     DEFAULT_BASE_URL,
     ("OPENAI_API_KEY",),
     max_tokens_field="max_completion_tokens",
     family="openai",
+    reasoning=_PASS_THROUGH,
+    reasoning_models=_OPENAI_REASONING_MODELS,
 )
 """OpenAI itself (the `openai://` scheme)."""
+
+AZURE_PRESET: Final = Preset(
+    "",  # the resource's endpoint: from the DSN or AZURE_OPENAI_ENDPOINT
+    ("AZURE_OPENAI_API_KEY",),
+    max_tokens_field="max_completion_tokens",
+    family="azure",
+    reasoning=_PASS_THROUGH,
+    # A deployment is often named after its model ("gpt-5-mini"): then OpenAI's rules
+    # apply; any other name gets the effort as asked.
+    reasoning_models=_OPENAI_REASONING_MODELS,
+)
+"""Azure OpenAI (the `azure://` scheme): OpenAI's wire and models, Azure's URLs and key
+header (see `AzureOpenAIProvider`). Its capability family, "azure", is not in the
+built-in table, which gives OpenAI's defaults for it."""
 
 # `openai+http://host:port/v1` and `openai+https://...`: any compatible server. The key
 # comes from the DSN only: OPENAI_API_KEY must never be sent to some other host.
 _GENERIC_PRESET: Final = Preset("", (), requires_key=False)
 
+# Groq (console.groq.com/docs/reasoning): `reasoning_effort` is "none" / "default" for
+# Qwen3 and "low" / "medium" / "high" for gpt-oss; `reasoning_format` ("parsed" puts the
+# reasoning in `message.reasoning`; the default, "raw", leaves it in <think> tags inside
+# the content) is "not supported" by gpt-oss, which takes `include_reasoning` instead.
+_GROQ_GPT_OSS: Final = ReasoningControl(
+    efforts={"none": "low", "minimal": "low"}, when_hidden={"include_reasoning": False}
+)
+_GROQ_REASONING: Final = (
+    ("gpt-oss", _GROQ_GPT_OSS),
+    (
+        "qwen3",
+        ReasoningControl(
+            efforts=dict.fromkeys(("minimal", "low", "medium", "high"), "default"),
+            when_on={"reasoning_format": "parsed"},
+            when_hidden={"reasoning_format": "hidden"},
+        ),
+    ),
+    (
+        "deepseek-r1",
+        ReasoningControl(
+            field=None,
+            when_on={"reasoning_format": "parsed"},
+            when_hidden={"reasoning_format": "hidden"},
+        ),
+    ),
+)
+
+# DeepSeek (api-docs.deepseek.com/guides/thinking_mode): thinking is switched by
+# `thinking: {"type": "enabled" | "disabled"}` (on by default) and its effort is
+# `reasoning_effort` "low" / "high" ("max" has no effort of ours); the server maps
+# minimal to low and medium to high itself, which is written out here.
+_DEEPSEEK_REASONING: Final = ReasoningControl(
+    efforts={"none": None, "minimal": "low", "medium": "high"},
+    when_on={"thinking": {"type": "enabled"}},
+    when_off={"thinking": {"type": "disabled"}},
+)
+
+# OpenRouter (openrouter.ai/docs/use-cases/reasoning-tokens): one `reasoning` object for
+# every upstream; it takes every effort of ours ("xhigh" ... "none").
+_OPENROUTER_REASONING: Final = ReasoningControl(field="reasoning")
+
+# Mistral (docs.mistral.ai/capabilities/reasoning): `reasoning_effort` is "high" or
+# "none" on mistral-small-latest and mistral-medium-3-5; Magistral models "always
+# reason; no parameter needed"; Mistral Large 4 takes low, medium and high.
+_MISTRAL_REASONING: Final = ReasoningControl(
+    efforts=dict.fromkeys(("minimal", "low", "medium"), "high")
+)
+_MISTRAL_REASONING_MODELS: Final = (
+    ("magistral", _NO_FIELD),
+    ("mistral-large-4", ReasoningControl(efforts={"none": "low", "minimal": "low"})),
+)
+
+# xAI (docs.x.ai/guides/reasoning): grok-3-mini takes "low" or "high"; grok-4 and its
+# fast variants reject the field; the grok-4.x models after them take it (grok-4.3
+# none/low/medium/high, grok-4.5 low/medium/high: "none" is sent as asked).
+_XAI_REASONING_MODELS: Final = (
+    ("grok-3-mini", ReasoningControl(efforts={"none": "low", "minimal": "low", "medium": "high"})),
+    ("grok-4", _NO_FIELD),
+    ("grok-4.", _COMPATIBLE_REASONING),
+)
+
 _KNOWN_SERVERS: Final[Mapping[str, Preset]] = MappingProxyType(
     {
         # Base URLs per providers.md 4; key variables as each vendor's docs name them.
-        "groq": Preset("https://api.groq.com/openai/v1", ("GROQ_API_KEY",)),
-        "deepseek": Preset("https://api.deepseek.com", ("DEEPSEEK_API_KEY",)),
-        "openrouter": Preset("https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",)),
+        "groq": Preset(
+            "https://api.groq.com/openai/v1",
+            ("GROQ_API_KEY",),
+            reasoning=_GROQ_GPT_OSS,
+            reasoning_models=_GROQ_REASONING,
+        ),
+        "deepseek": Preset(
+            "https://api.deepseek.com",
+            ("DEEPSEEK_API_KEY",),
+            reasoning=_DEEPSEEK_REASONING,
+            replay_reasoning=True,
+        ),
+        "openrouter": Preset(
+            "https://openrouter.ai/api/v1",
+            ("OPENROUTER_API_KEY",),
+            reasoning=_OPENROUTER_REASONING,
+        ),
         "together": Preset("https://api.together.xyz/v1", ("TOGETHER_API_KEY",)),
-        "mistral": Preset("https://api.mistral.ai/v1", ("MISTRAL_API_KEY",), stream_usage=False),
-        "xai": Preset("https://api.x.ai/v1", ("XAI_API_KEY",)),
+        "mistral": Preset(
+            "https://api.mistral.ai/v1",
+            ("MISTRAL_API_KEY",),
+            stream_usage=False,
+            reasoning=_MISTRAL_REASONING,
+            reasoning_models=_MISTRAL_REASONING_MODELS,
+        ),
+        "xai": Preset(
+            "https://api.x.ai/v1", ("XAI_API_KEY",), reasoning_models=_XAI_REASONING_MODELS
+        ),
         "fireworks": Preset("https://api.fireworks.ai/inference/v1", ("FIREWORKS_API_KEY",)),
         # Local servers: default ports, no key unless the server was started with one
         # (the variables are the ones each server itself reads its key from).
@@ -225,7 +520,9 @@ def _build_body(
     """
     body: dict[str, Any] = {
         "model": model_id,
-        "messages": _wire_messages(request, provider=provider, model=model_id),
+        "messages": _wire_messages(
+            request, provider=provider, model=model_id, replay=preset.replay_reasoning
+        ),
     }
     if request.temperature is not None:
         body["temperature"] = request.temperature
@@ -241,6 +538,9 @@ def _build_body(
         body["tool_choice"] = _wire_tool_choice(request.tool_choice)
     if request.response_format is not None:
         body["response_format"] = _wire_response_format(request.response_format)
+    if request.reasoning is not None:
+        # The chain's fitter already dropped the option for a model that cannot reason.
+        body.update(preset.reasoning_for(model_id).fields(request.reasoning))
     if stream:
         body["stream"] = True
         if preset.stream_usage:
@@ -248,13 +548,15 @@ def _build_body(
     return body
 
 
-def _wire_messages(request: Request, *, provider: str, model: str) -> list[dict[str, Any]]:
+def _wire_messages(
+    request: Request, *, provider: str, model: str, replay: bool = False
+) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
     for message in request.messages:
         try:
-            messages.extend(_wire_message(message))
+            messages.extend(_wire_message(message, replay=replay))
         except _Unsupported as exc:
             raise UnsupportedRequestError(str(exc), provider=provider, model=model) from None
     return messages
@@ -264,8 +566,11 @@ class _Unsupported(Exception):
     """A part the wire format cannot carry; re-raised with the provider and model."""
 
 
-def _wire_message(message: Message) -> list[dict[str, Any]]:
-    """One of our messages as wire messages: tool results each become a `tool` message."""
+def _wire_message(message: Message, *, replay: bool = False) -> list[dict[str, Any]]:
+    """One of our messages as wire messages: tool results each become a `tool` message.
+
+    `replay`: send an assistant turn's reasoning back (see `Preset.replay_reasoning`).
+    """
     parts = message.parts
     if len(parts) == 1 and message.role == "user" and type(parts[0]) is TextPart:
         return [{"role": "user", "content": parts[0].text}]  # the usual prompt
@@ -278,7 +583,7 @@ def _wire_message(message: Message) -> list[dict[str, Any]]:
     if message.role == "assistant":
         if results:
             raise _Unsupported("an assistant message cannot hold a tool result")
-        wire.append(_wire_assistant(rest))
+        wire.append(_wire_assistant(rest, replay=replay))
     elif rest:
         if message.role == "tool":
             raise _Unsupported(
@@ -289,12 +594,19 @@ def _wire_message(message: Message) -> list[dict[str, Any]]:
     return wire
 
 
-def _wire_assistant(parts: Iterable[Part]) -> dict[str, Any]:
+def _wire_assistant(parts: Iterable[Part], *, replay: bool = False) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     for part in parts:
         if isinstance(part, TextPart):
             texts.append(part.text)
+        elif isinstance(part, ReasoningPart):
+            # Reasoning goes back only to a server that wants it, and only reasoning
+            # this wire family produced; any other part (another family's signature)
+            # means nothing here and is dropped.
+            if replay and part.provider == REASONING_PROVIDER and part.text:
+                reasoning.append(part.text)
         elif isinstance(part, ToolCallPart):
             call = part.call
             calls.append(
@@ -310,6 +622,11 @@ def _wire_assistant(parts: Iterable[Part]) -> dict[str, Any]:
     wire: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         wire["tool_calls"] = calls
+        if reasoning:
+            # DeepSeek: "for turns that do perform tool calls, the reasoning_content must
+            # be fully passed back"; for a turn without tool calls it is ignored, so it
+            # is not sent (older deepseek-reasoner releases answered it with a 400).
+            wire["reasoning_content"] = "".join(reasoning)
     return wire
 
 
@@ -388,10 +705,27 @@ def _finish_reason(value: object) -> FinishReason:
 
 
 def _usage(value: object) -> Usage | None:
-    """`usage` as our `Usage`, or None when the reply has none (`null` in stream chunks)."""
+    """`usage` as our `Usage`, or None when the reply has none (`null` in stream chunks).
+
+    `prompt_tokens` counts cached input and `completion_tokens` reasoning already (OpenAI,
+    DeepSeek: `prompt_cache_hit_tokens + prompt_cache_miss_tokens = prompt_tokens`; Groq):
+    they are our totals as they are, and the details are parts of them.
+    """
     if not isinstance(value, dict):
         return None
-    return Usage(_count(value.get("prompt_tokens")), _count(value.get("completion_tokens")))
+    prompt = value.get("prompt_tokens_details")
+    prompt = prompt if isinstance(prompt, dict) else {}
+    completion = value.get("completion_tokens_details")
+    completion = completion if isinstance(completion, dict) else {}
+    # DeepSeek reports its cache hits at the top level (and lately in the details too).
+    cached = _count(prompt.get("cached_tokens")) or _count(value.get("prompt_cache_hit_tokens"))
+    return Usage(
+        _count(value.get("prompt_tokens")),
+        _count(value.get("completion_tokens")),
+        cached_input_tokens=cached,
+        cache_write_tokens=_count(prompt.get("cache_write_tokens")),
+        reasoning_tokens=_count(completion.get("reasoning_tokens")),
+    )
 
 
 def _count(value: object) -> int:
@@ -400,15 +734,60 @@ def _count(value: object) -> int:
 
 def _content_text(content: object) -> str:
     """`message.content` as text: a string, null, or (some servers) a list of text parts."""
+    return _content_parts(content)[0]
+
+
+def _content_parts(content: object) -> tuple[str, str]:
+    """(text, reasoning) of a `content`: a string, null, or a list of parts.
+
+    Mistral's reasoning models send the list form (docs.mistral.ai, reasoning):
+    `[{"type": "thinking", "thinking": [{"type": "text", "text": ...}], "closed": true},
+    {"type": "text", "text": ...}]`, in messages and in stream deltas alike.
+    """
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
+        return content, ""
+    if not isinstance(content, list):
+        return "", ""
+    texts: list[str] = []
+    thoughts: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "thinking":
+            thoughts.append(_thinking_text(part.get("thinking")))
+        elif isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return "".join(texts), "".join(thoughts)
+
+
+def _thinking_text(thinking: object) -> str:
+    """The text of a Mistral thinking part: a list of text chunks (or, leniently, a string)."""
+    if isinstance(thinking, str):
+        return thinking
+    if not isinstance(thinking, list):
+        return ""
+    return "".join(
+        chunk["text"]
+        for chunk in thinking
+        if isinstance(chunk, dict) and isinstance(chunk.get("text"), str)
+    )
+
+
+def _reasoning_field(holder: Mapping[str, Any]) -> str:
+    """The reasoning text of a message or a delta: `reasoning_content` (DeepSeek, vLLM,
+    xAI, llama.cpp), else `reasoning` (Groq, OpenRouter, newer vLLM). A server that sends
+    both spells the same text twice: it is read once."""
+    for key in ("reasoning_content", "reasoning"):
+        value = holder.get(key)
+        if isinstance(value, str) and value:
+            return value
     return ""
+
+
+def _served_model(body: Mapping[str, Any]) -> str | None:
+    """The model id the server reports (`model`), or None when it names none ("")."""
+    model = body.get("model")
+    return model if isinstance(model, str) and model else None
 
 
 def _arguments_text(arguments: object) -> str:
@@ -445,9 +824,10 @@ def _parse_tool_calls(value: object, where: Callable[[str], ResponseFormatError]
 def _parse_response(body: Any, key: str, headers: Mapping[str, str]) -> Response:
     """A chat completion reply as our `Response`.
 
-    A refusal (`message.refusal`, sent when a structured-output request is declined)
-    gives `FinishReason.CONTENT_FILTER`. An error it raises may echo the API key: the
-    provider masks it (`_redact_error`) on its way out.
+    A refusal (`message.refusal`, sent when a structured-output request is declined) is
+    `Response.refusal`; the finish reason stays the wire's ("stop", usually). Tool calls
+    with a natural stop finish with TOOL_CALLS. An error it raises may echo the API key:
+    the provider masks it (`_redact_error`) on its way out.
 
     Raises:
         ProviderStatusError: the body is an error (OpenRouter reports errors that happen
@@ -472,17 +852,26 @@ def _parse_response(body: Any, key: str, headers: Mapping[str, str]) -> Response
     message = choice.get("message")
     if not isinstance(message, dict):
         raise where("choices[0] has no message")
-    finish = _finish_reason(choice.get("finish_reason"))
-    if message.get("refusal"):
-        finish = FinishReason.CONTENT_FILTER
+    tool_calls = _parse_tool_calls(message.get("tool_calls"), where)
+    text, thoughts = _content_parts(message.get("content"))
+    reasoning = _reasoning_field(message) + thoughts
+    refusal = message.get("refusal")
     return Response(
-        text=_content_text(message.get("content")),
-        tool_calls=_parse_tool_calls(message.get("tool_calls"), where),
-        finish_reason=finish,
+        text=text,
+        tool_calls=tool_calls,
+        finish_reason=finish_with_tools(
+            _finish_reason(choice.get("finish_reason")), bool(tool_calls)
+        ),
         usage=_usage(body.get("usage")) or Usage(),
         model=key,
         request_id=request_id_from(headers, REQUEST_ID_HEADERS),
         raw=body,
+        reasoning=reasoning,
+        reasoning_parts=(ReasoningPart(reasoning, provider=REASONING_PROVIDER),)
+        if reasoning
+        else (),
+        refusal=refusal if isinstance(refusal, str) and refusal else None,
+        served_model=_served_model(body),
     )
 
 
@@ -510,6 +899,7 @@ _POLICY_CODES: Final = frozenset(
         "invalid_prompt",  # OpenAI: the prompt was flagged by the safety system
         "content_policy_violation",  # OpenAI image requests flagged by the safety system
         "content_filter",  # Azure OpenAI's code for a filtered prompt
+        "responsibleaipolicyviolation",  # ... and its `innererror.code` beside it
     }
 )
 _OVERLOADED_CODES: Final = frozenset({"capacity_exceeded"})  # Groq 498: flex tier full
@@ -583,10 +973,15 @@ def _error_info(body: Any) -> _ErrorInfo:
         # four-digit codes ("1500"), which `_is_status` rejects.
         status = int(raw_code) if _is_status(int(raw_code)) else None
     metadata = fields.get("metadata")
+    # Azure nests its own code: `innererror.code` ("ResponsibleAIPolicyViolation" beside
+    # the content filter's verdict; `inner_error` in some of its APIs).
+    inner = fields.get("innererror") or fields.get("inner_error")
+    inner_code = inner.get("code") if isinstance(inner, dict) else None
+    inner_code = inner_code if isinstance(inner_code, str) and inner_code else None
     return _ErrorInfo(
         message=_message_text(message),
         code=(code if code and not code.isdigit() else None) or kind,
-        tokens=frozenset(token.lower() for token in (code, kind) if token),
+        tokens=frozenset(token.lower() for token in (code, kind, inner_code) if token),
         status=status,
         moderation=isinstance(metadata, dict)
         and ("reasons" in metadata or "flagged_input" in metadata),
@@ -699,10 +1094,13 @@ def _error_from_body(
 class _StreamTranslator:
     """Turns chat completion chunks (decoded SSE events) into our stream events.
 
-    `StreamStart` comes with the first chunk (the role chunk, usually). `StreamEnd` comes
-    with `data: [DONE]`, or from `finish()` when the body ended cleanly after a finish
-    reason; it carries the finish reason seen on the last choice chunk, and the usage
-    chunk sits before it. An in-band error event raises the mapped error.
+    `StreamStart` comes with the first chunk that names the served model (`model`) or
+    has anything to report: Azure's first chunk (prompt filter results, no choices)
+    names none, so the start waits for the next. `StreamEnd` comes with `data: [DONE]`,
+    or from `finish()` when the body ended cleanly after a finish reason; it carries the
+    finish reason seen on the last choice chunk (TOOL_CALLS for tool calls that stopped
+    naturally) and the refusal pieces joined, and the usage chunk sits before it. An
+    in-band error event raises the mapped error.
 
     Args:
         key: the target key ("provider/model-id").
@@ -716,8 +1114,10 @@ class _StreamTranslator:
         "_key",
         "_model",
         "_provider",
-        "_refused",
+        "_refusal",
         "_request_id",
+        "_served",
+        "_tool_calls",
         "done",
         "started",
     )
@@ -728,7 +1128,9 @@ class _StreamTranslator:
         self._headers = headers
         self._request_id = request_id
         self._finish: FinishReason | None = None
-        self._refused = False
+        self._refusal: list[str] = []
+        self._served: str | None = None
+        self._tool_calls = False  # a tool-call piece arrived
         self.started = False  # StreamStart was emitted
         self.done = False  # `[DONE]` arrived (or `finish()` ended it): the answer is complete
 
@@ -763,7 +1165,9 @@ class _StreamTranslator:
             raise _error_from_body(
                 chunk, provider=self._provider, model=self._model, headers=self._headers
             )
-        events: list[StreamEvent] = [] if self.started else self._start()
+        if self._served is None:
+            self._served = _served_model(chunk)
+        events: list[StreamEvent] = []
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
@@ -775,6 +1179,8 @@ class _StreamTranslator:
             parsed = _usage(usage)
             if parsed is not None:
                 events.append(UsageUpdate(parsed))
+        if not self.started and (events or self._served is not None):
+            events[:0] = self._start()
         return events
 
     def finish(self) -> list[StreamEvent]:
@@ -798,33 +1204,64 @@ class _StreamTranslator:
                 model=self._model,
                 request_id=self._request_id,
             )
-        return [self._end()]
+        return [*self._start(), self._end()]
 
     def _end(self) -> StreamEnd:
-        """The terminal event (content_filter for a refusal; STOP when no reason came)."""
+        """The terminal event: the wire's finish reason (STOP when none came; TOOL_CALLS
+        for tool calls that stopped naturally) and the refusal, if the model declined."""
         self.done = True
-        finish = FinishReason.CONTENT_FILTER if self._refused else self._finish
-        return StreamEnd(finish or FinishReason.STOP)
+        finish = finish_with_tools(self._finish or FinishReason.STOP, self._tool_calls)
+        return StreamEnd(finish, "".join(self._refusal) or None)
 
     def _start(self) -> list[StreamEvent]:
         if self.started:
             return []
         self.started = True
-        return [StreamStart(self._key, self._request_id)]
+        return [StreamStart(self._key, self._request_id, self._served)]
 
     def _choice(self, choice: dict[str, Any], events: list[StreamEvent]) -> None:
         delta = choice.get("delta")
         if isinstance(delta, dict):
+            reasoning = _reasoning_field(delta)
+            if reasoning:
+                events.append(ReasoningDelta(reasoning, provider=REASONING_PROVIDER))
             content = delta.get("content")
-            if isinstance(content, str) and content:
-                events.append(TextDelta(content))
-            if delta.get("refusal"):
-                self._refused = True
+            if isinstance(content, str):
+                if content:
+                    events.append(TextDelta(content))
+            elif isinstance(content, list):
+                events.extend(_content_deltas(content))
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                self._refusal.append(refusal)
             tool_calls = delta.get("tool_calls")
             if isinstance(tool_calls, list):
-                events.extend(_tool_call_deltas(tool_calls))
+                deltas = _tool_call_deltas(tool_calls)
+                if deltas:
+                    self._tool_calls = True
+                    events.extend(deltas)
+        # Azure's `content_filter_results` (and a choice with no delta at all, which its
+        # asynchronous filter sends) carry nothing we report.
         if choice.get("finish_reason"):
             self._finish = _finish_reason(choice["finish_reason"])
+
+
+def _content_deltas(parts: list[Any]) -> list[StreamEvent]:
+    """The events of a list-form `delta.content` (Mistral's reasoning models): a thinking
+    part's text as reasoning, a text part's as text, in order."""
+    events: list[StreamEvent] = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "thinking":
+            thought = _thinking_text(part.get("thinking"))
+            if thought:
+                events.append(ReasoningDelta(thought, provider=REASONING_PROVIDER))
+        else:
+            text = part.get("text")
+            if isinstance(text, str) and text:
+                events.append(TextDelta(text))
+    return events
 
 
 def _tool_call_deltas(items: list[Any]) -> list[StreamEvent]:
@@ -871,7 +1308,7 @@ class OpenAIModel(HTTPModel["OpenAIProvider"]):
         )
 
     def _endpoint(self, *, stream: bool) -> str:
-        return self._provider._url("/chat/completions")
+        return self._provider._chat_url(self._model_id)
 
     def _parse(self, data: Any, headers: Mapping[str, str]) -> Response:
         return _parse_response(data, self._key, headers)
@@ -975,11 +1412,20 @@ class OpenAIProvider(HTTPProvider[OpenAIModel]):
             AuthenticationError: no API key is configured, or the server refused it.
             ProviderError: any other failure.
         """
-        body, _ = await self._request_json("GET", self._url("/models"), model_id="")
+        body, _ = await self._request_json("GET", self._models_url(), model_id="")
         return _model_ids(body, self._name)
 
     def _new_model(self, model_id: str) -> OpenAIModel:
         return OpenAIModel(self, model_id)
+
+    def _chat_url(self, model_id: str) -> str:
+        """Where a chat completion for `model_id` goes (`{base}/chat/completions`)."""
+        del model_id  # the model goes in the body
+        return self._url("/chat/completions")
+
+    def _models_url(self) -> str:
+        """Where the model list is (`{base}/models`)."""
+        return self._url("/models")
 
     def _key_required(self) -> bool:
         return self._preset.requires_key
@@ -991,6 +1437,83 @@ class OpenAIProvider(HTTPProvider[OpenAIModel]):
         self, model_id: str, status: int, headers: Mapping[str, str], body_text: str
     ) -> ProviderError:
         return _map_error(status, headers, body_text, provider=self._name, model=model_id)
+
+
+class AzureOpenAIProvider(OpenAIProvider):
+    """Azure OpenAI: OpenAI's chat completions wire on a resource's endpoint.
+
+    The key goes in an `api-key` header, never in `Authorization`. Two URL forms:
+
+    - the v1 API (no `api_version`, or a base URL ending in `/v1`): `POST
+      {base}/chat/completions`, the deployment name as the body's `model`;
+    - deployment URLs (an `api_version` and a base URL not ending in `/v1`, such as
+      `https://RESOURCE.openai.azure.com/openai`): `POST {base}/deployments/{model}/
+      chat/completions?api-version=...`, where the model id is the deployment's name.
+
+    Args:
+        name: the registry name.
+        api_key: the resource's key, or None (a call then fails naming
+            `AZURE_OPENAI_API_KEY`).
+        base_url: `https://RESOURCE.openai.azure.com/openai/v1`, or `.../openai` with an
+            `api_version`.
+        http: the Registry's session holder.
+        api_version: the dated API version ("2024-10-21"), or None for the v1 API.
+        timeouts: the time limits (default: the preset's, `HOSTED_TIMEOUTS`).
+        extra_headers: more headers for every request.
+        preset: the wire quirks (default: `AZURE_PRESET`).
+    """
+
+    __slots__ = ("_api_version", "_deployment_urls")
+
+    _DSN_KEY_EXAMPLE = "azure://KEY@RESOURCE.openai.azure.com"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str | None,
+        base_url: str,
+        http: HTTPSessionHolder,
+        api_version: str | None = None,
+        timeouts: Timeouts | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        preset: Preset | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            api_key=api_key,
+            base_url=base_url,
+            http=http,
+            timeouts=timeouts,
+            extra_headers=extra_headers,
+            preset=preset if preset is not None else AZURE_PRESET,
+        )
+        self._api_version = api_version or None
+        self._deployment_urls = self._api_version is not None and not self._base_url.endswith("/v1")
+
+    @property
+    def api_version(self) -> str | None:
+        """The dated API version sent as `api-version`, or None (the v1 API)."""
+        return self._api_version
+
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
+        # Azure's key header; `Authorization` carries Entra ID tokens, never the key.
+        return {"api-key": api_key}
+
+    def _chat_url(self, model_id: str) -> str:
+        if self._deployment_urls:
+            return self._with_version(
+                self._url(f"/deployments/{quote(model_id, safe='')}/chat/completions")
+            )
+        return self._with_version(self._url("/chat/completions"))
+
+    def _models_url(self) -> str:
+        return self._with_version(self._url("/models"))
+
+    def _with_version(self, url: str) -> str:
+        if self._api_version is None:
+            return url
+        return f"{url}?{urlencode({'api-version': self._api_version})}"
 
 
 # --------------------------------------------------------------------------- factories
@@ -1093,3 +1616,85 @@ def _path_of(url: str) -> str:
     rest = url.partition("://")[2]
     slash = rest.find("/")
     return rest[slash:] if slash != -1 else ""
+
+
+AZURE_ENDPOINT_VARIABLE: Final = "AZURE_OPENAI_ENDPOINT"
+"""Where `azure://` finds the resource's endpoint when the DSN names no host (the
+variable Azure's SDKs read)."""
+
+_API_VERSION_KEY: Final = "api-version"
+
+
+def azure_factory(name: str, dsn: DSN, context: ProviderContext) -> AzureOpenAIProvider:
+    """The `azure://` (and `azure+http://`, `azure+https://`) scheme factory: Azure OpenAI.
+
+    - `azure://KEY@RESOURCE.openai.azure.com[/openai/v1]`: the v1 API (the default
+      path is `/openai/v1`).
+    - `azure://KEY@RESOURCE.openai.azure.com[/openai]?api-version=2024-10-21`: the
+      deployment URLs (the default path is `/openai`); model ids are deployment names.
+
+    A path ending in `/v1` always speaks the v1 API (with `?api-version=` on its URLs
+    when the DSN gives one). The key comes from the DSN, else from
+    `AZURE_OPENAI_API_KEY`; the endpoint from the DSN's host, else from
+    `AZURE_OPENAI_ENDPOINT` (`https://RESOURCE.openai.azure.com/`, optionally with its
+    path). Query keys: `api-version` and the `Timeouts` fields.
+
+    Raises:
+        ConfigurationError: no host and no `AZURE_OPENAI_ENDPOINT`, an unknown query key,
+            a bad value, or a path that names neither API (not ending in `/v1`, and no
+            `api-version`).
+    """
+    label = f"provider {name!r}"
+    timeouts = dsn_timeouts(
+        dsn.query,
+        label=label,
+        accepted=(*TIMEOUT_KEYS, _API_VERSION_KEY),
+        base=AZURE_PRESET.timeouts,
+    )
+    api_version = dsn.query.get(_API_VERSION_KEY, "").strip() or None
+    if dsn.host:
+        root = dsn.base_url[: len(dsn.base_url) - len(dsn.path)]
+        path = dsn.path
+    else:
+        root, path = _azure_endpoint(context.env(AZURE_ENDPOINT_VARIABLE), label)
+    if path == "/":
+        path = ""  # the resource's root, as written
+    elif not path:
+        path = "/openai" if api_version else "/openai/v1"
+    elif api_version is None and not path.endswith("/v1"):
+        raise ConfigurationError(
+            f"{label}: an azure:// DSN without api-version speaks the v1 API, whose path "
+            f"ends in /v1 (/openai/v1); for the deployment URLs under {path} add "
+            "?api-version=2024-10-21"
+        )
+    return AzureOpenAIProvider(
+        name,
+        api_key=dsn.credential or key_from_env(context.env, AZURE_PRESET.env_vars),
+        base_url=root + path,
+        http=context.http,
+        api_version=api_version,
+        timeouts=timeouts,
+    )
+
+
+def _azure_endpoint(value: str | None, label: str) -> tuple[str, str]:
+    """(scheme://host[:port], path) of `AZURE_OPENAI_ENDPOINT`.
+
+    Raises:
+        ConfigurationError: the variable is unset, or not an http(s) URL.
+    """
+    endpoint = (value or "").strip()
+    if not endpoint:
+        raise ConfigurationError(
+            f"{label}: an azure:// DSN needs the resource's endpoint: "
+            f"azure://KEY@RESOURCE.openai.azure.com, or set {AZURE_ENDPOINT_VARIABLE}"
+        )
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise ConfigurationError(
+            f"{label}: {AZURE_ENDPOINT_VARIABLE} must be an https URL such as "
+            "https://RESOURCE.openai.azure.com/"
+        )
+    host, slash, path = rest.partition("/")
+    path = ("/" + path).rstrip("/") if slash else ""
+    return f"{scheme.lower()}://{host}", path

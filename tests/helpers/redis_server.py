@@ -7,10 +7,18 @@ and no config file; `stop()` kills it (SIGKILL: a crash, as far as clients can t
 `unavailable()` says why Redis tests cannot run here (no binary, no redis-py); the
 session fixture skips on it, or fails when `MAJORDOMO_REQUIRE_REDIS=1` (CI).
 
-Run as `python -m tests.helpers.redis_server HEAD_URL STORE PREFIX COOLDOWN CALLERS`, this
-module is one replica of a service: a Registry with its own health store (`STORE` is a
-Redis URL or "memory") calling the chain "head/m,tail/m" from CALLERS concurrent loops
-until a line arrives on stdin, then printing what it saw as one JSON line.
+`RedisCluster` runs three `redis-server`s in cluster mode on free loopback ports, with
+the 16384 slots split between them (CLUSTER ADDSLOTSRANGE and MEET by hand: a second or
+two, no `redis-cli --cluster` needed).
+
+`store_factory`, `server_time`, `wait_until`, `eventually` and `lease_of` are what the
+Redis test modules share (each keeps its own small fixtures on top of them).
+
+Run as `python -m tests.helpers.redis_server HEAD_URL STORE PREFIX COOLDOWN CALLERS
+[OPTIONS]`, this module is one replica of a service: a Registry with its own health store
+(`STORE` is a Redis URL or "memory"; OPTIONS, a URL query, is added to it) calling the
+chain "head/m,tail/m" from CALLERS concurrent loops until a line arrives on stdin, then
+printing what it saw as one JSON line.
 """
 
 from __future__ import annotations
@@ -26,10 +34,32 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-__all__ = ["REPOSITORY", "RedisServer", "redis_binary", "required", "unavailable", "worker_command"]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from majordomo_async import HealthConfig, RedisHealthStore
+
+__all__ = [
+    "REPOSITORY",
+    "RedisCluster",
+    "RedisServer",
+    "eventually",
+    "lease_of",
+    "redis_binary",
+    "required",
+    "run_fleet",
+    "server_time",
+    "store_factory",
+    "unavailable",
+    "wait_until",
+    "worker_command",
+]
 
 REQUIRE_VARIABLE = "MAJORDOMO_REQUIRE_REDIS"
 _START_TIMEOUT = 10.0
@@ -148,10 +178,343 @@ class RedisServer:
         self._dir.cleanup()
 
 
+# --------------------------------------------------------------------------- cluster
+
+_SLOTS = 16384
+
+
+class RedisCluster:
+    """Three cluster-mode redis-servers on 127.0.0.1, the slots split between them.
+
+    `url` names the first node (a cluster client finds the others). Started by hand: each
+    node gets a third of the slots (CLUSTER ADDSLOTSRANGE), meets the first (CLUSTER
+    MEET), and the cluster is ready once every node says `cluster_state:ok`.
+    """
+
+    def __init__(self, binary: str | None = None, nodes: int = 3) -> None:
+        found = binary or redis_binary()
+        if found is None:
+            raise RuntimeError("redis-server is not installed")
+        self.binary = found
+        self.ports: list[int] = []
+        self._count = nodes
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._dir = tempfile.TemporaryDirectory(prefix="majordomo-redis-cluster-")
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:PORT` of the first node."""
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> RedisCluster:
+        """Start the nodes and join them into one cluster covering every slot."""
+        try:
+            for index in range(self._count):
+                self._spawn(index)
+            share = _SLOTS // self._count
+            for index, port in enumerate(self.ports):
+                last = _SLOTS - 1 if index == self._count - 1 else (index + 1) * share - 1
+                first = index * share
+                reply = _command(port, "CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
+                if reply.startswith("-"):  # before Redis 7: one slot per argument
+                    slots = [str(slot) for slot in range(first, last + 1)]
+                    reply = _command(port, "CLUSTER", "ADDSLOTS", *slots)
+                if reply != "+OK":
+                    raise RuntimeError(f"CLUSTER ADDSLOTSRANGE on {port}: {reply}")
+            for port in self.ports[1:]:
+                _command(port, "CLUSTER", "MEET", "127.0.0.1", str(self.ports[0]))
+            for port in self.ports:
+                _wait_for(
+                    lambda port=port: "cluster_state:ok" in _command(port, "CLUSTER", "INFO"),
+                    "cluster_state:ok",
+                )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _spawn(self, index: int) -> None:
+        """Start node `index` on a free port whose cluster-bus port (+10000) is free too."""
+        folder = Path(self._dir.name) / str(index)
+        folder.mkdir()
+        for _ in range(5):
+            port = _free_cluster_port()
+            command = [
+                self.binary,
+                "--bind", "127.0.0.1",
+                "--port", str(port),
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(folder / "nodes.conf"),
+                "--cluster-node-timeout", "2000",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(folder),
+                "--daemonize", "no",
+                "--loglevel", "warning",
+                "--logfile", "",
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            self._processes.append(process)
+            deadline = time.monotonic() + _START_TIMEOUT
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    if _command(port, "PING") == "+PONG":
+                        self.ports.append(port)
+                        return
+                except OSError:
+                    pass
+                time.sleep(0.01)  # a separate process: nothing to await
+            # A port taken meanwhile: the node exited. Try another.
+        raise RuntimeError("a cluster node of redis-server did not start")
+
+    def close(self) -> None:
+        """Kill every node and remove their directories."""
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=10)
+        self._processes.clear()
+        self._dir.cleanup()
+
+
+def _free_cluster_port() -> int:
+    for _ in range(100):
+        port = _free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _command(port: int, *words: str) -> str:
+    """Send one command (RESP) and return the reply's text (a bulk string's body)."""
+    payload = f"*{len(words)}\r\n".encode() + b"".join(
+        f"${len(word.encode())}\r\n{word}\r\n".encode() for word in words
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(payload)
+        data = b""
+        while True:
+            header, found, body = data.partition(b"\r\n")
+            if found and not header.startswith(b"$"):
+                return header.decode(errors="replace")  # +OK, -ERR ..., :1
+            if found and len(body) >= int(header[1:]) + 2:
+                return body[: int(header[1:])].decode(errors="replace")
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data.decode(errors="replace")
+            data += chunk
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)  # a separate process: nothing to await
+    raise RuntimeError(f"the Redis cluster did not reach {what}")
+
+
+# --------------------------------------------------------------------------- test helpers
+
+
+@asynccontextmanager
+async def store_factory(
+    url: str, prefix: str | None = None
+) -> AsyncIterator[Callable[..., RedisHealthStore]]:
+    """Yields `make(config=None, **options)`: stores on `url` under `prefix` (one of its
+    own by default) with a generous timeout (tests of sharing must not slip into the
+    fallback on a loaded machine); closes them all on the way out."""
+    from majordomo_async import RedisHealthStore
+
+    prefix = prefix or f"test:{uuid.uuid4().hex[:8]}:"
+    made: list[RedisHealthStore] = []
+
+    def make(config: HealthConfig | None = None, **options: Any) -> RedisHealthStore:
+        options.setdefault("prefix", prefix)
+        options.setdefault("timeout", 2.0)
+        store = RedisHealthStore(options.pop("url", url), config, **options)
+        made.append(store)
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in made:
+            await store.aclose()
+
+
+async def server_time(redis: Redis) -> float:
+    """The Redis server's clock, in seconds."""
+    seconds, micros = await redis.time()
+    return float(seconds) + float(micros) / 1e6
+
+
+async def wait_until(store: RedisHealthStore, when: float) -> None:
+    """Wait until the server's clock (as `store` estimates it) passes `when`.
+
+    The estimate can step back by up to half a round trip when a quicker one corrects it
+    (early on, while the first connection is made): then this sleeps again.
+    """
+    import anyio
+
+    for _ in range(10):
+        await anyio.sleep(max(when - store.now(), 0.0) + 0.003)
+        if store.now() > when:
+            return
+    raise AssertionError(f"the server's clock did not pass {when}")
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], within: float) -> float:
+    """Seconds until `condition()` holds (checked every 2 ms), failing after `within`."""
+    import anyio
+
+    started = time.monotonic()
+    with anyio.fail_after(within):
+        # Polling: the change comes from another store, a process, or a server restart,
+        # none of which this test can await directly.
+        while not await condition():  # noqa: ASYNC110
+            await anyio.sleep(0.002)
+    return time.monotonic() - started
+
+
+async def lease_of(redis: Redis, keys: str, key: str) -> tuple[float | None, str | None]:
+    """(end of the lease, token) of `key`'s probe, as stored in Redis under `keys`."""
+    lease, token = await redis.hmget(f"{keys}t:{key}", ["p", "o"])
+    return (float(lease) if lease else None), (str(token) if token else None)
+
+
+# --------------------------------------------------------------------------- fleet runs
+
+_COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1_900_000_000,
+    "model": "m",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+_OVERLOADED = {"error": {"message": "overloaded", "type": "server_error", "code": None}}
+
+
+class Head:
+    """The chain's head: answers 503 while `down`, and records every attempt."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.attempts: list[tuple[float, int]] = []
+
+    async def handle(self, request: Any) -> Any:
+        """Answer one chat completion (an aiohttp handler)."""
+        from aiohttp import web
+
+        await request.read()
+        status = 503 if self.down else 200
+        self.attempts.append((time.monotonic(), status))
+        if status == 503:
+            return web.json_response(_OVERLOADED, status=503)
+        return web.json_response(_COMPLETION)
+
+
+async def run_fleet(
+    store: str,
+    prefix: str,
+    *,
+    workers: int = 4,
+    callers: int = 2,
+    cooldown: float = 0.2,
+    down: float = 2.0,
+    up: float = 0.8,
+    options: str = "",
+) -> dict[str, Any]:
+    """Run `workers` replica processes (`callers` concurrent loops each) against a head
+    that is down for `down` s, then up for `up` s; what the head saw and what they saw.
+
+    `store` is a Redis URL (with `options`, a query, added) or "memory" (each replica on
+    its own). Every replica is ready (its Registry made) before the head's clock starts.
+    `all_back_after`: seconds from the head's recovery until every replica had an answer
+    from it (they share CLOCK_MONOTONIC: one host).
+    """
+    import asyncio
+
+    import anyio
+
+    from .servers import serve
+
+    head = Head()
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    async with serve({"/v1/chat/completions": head.handle}) as base:
+        command = worker_command(
+            base.removeprefix("http://"), store, prefix, cooldown, callers, options
+        )
+        processes = [
+            await asyncio.create_subprocess_exec(
+                *command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=REPOSITORY,
+                env=env,
+            )
+            for _ in range(workers)
+        ]
+        try:
+            for process in processes:
+                assert process.stdout is not None
+                with anyio.fail_after(60):
+                    assert await process.stdout.readline() == b"ready\n"
+            started = time.monotonic()
+            await anyio.sleep(down)
+            head.down = False
+            up_at = time.monotonic()
+            await anyio.sleep(up)
+            summaries = []
+            for process in processes:
+                assert process.stdin is not None
+                process.stdin.write(b"stop\n")
+                await process.stdin.drain()
+            for process in processes:
+                assert process.stdout is not None
+                with anyio.fail_after(30):
+                    summaries.append(json.loads(await process.stdout.readline()))
+                    assert await process.wait() == 0
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    failed = [at for at, status in head.attempts if status == 503]
+    steady_from = started + 2 * cooldown
+    steady = [at for at in failed if steady_from <= at < up_at]
+    back = [summary["first_head_at"] for summary in summaries]
+    return {
+        "failed_attempts": len(failed),
+        "all_back_after": max(back) - up_at if None not in back else None,
+        "opening_attempts": len([at for at in failed if at < steady_from]),
+        "steady_attempts": steady,
+        "windows": (up_at - steady_from) / cooldown,
+        "recovered": sum(summary["recovered"] for summary in summaries),
+        "summaries": summaries,
+    }
+
+
 # --------------------------------------------------------------------------- fleet worker
 
 
-def _worker(head: str, store: str, prefix: str, cooldown: float, callers: int) -> None:
+def _worker(
+    head: str, store: str, prefix: str, cooldown: float, callers: int, options: str
+) -> None:
     import anyio
 
     from majordomo_async import ChainConfig, HealthConfig, Hooks, Registry
@@ -177,6 +540,8 @@ def _worker(head: str, store: str, prefix: str, cooldown: float, callers: int) -
 
     logging.getLogger("majordomo_async").addHandler(Warnings(logging.WARNING))
     answers = {"head/m": 0, "tail/m": 0}
+    first_head: list[float] = []
+    """When the head first answered this replica (time.monotonic: one clock per host)."""
     errors: list[str] = []
     counts = Counts()
 
@@ -185,6 +550,8 @@ def _worker(head: str, store: str, prefix: str, cooldown: float, callers: int) -
             try:
                 response = await chain.generate("hi")  # type: ignore[attr-defined]
                 answers[response.model] += 1
+                if response.model == "head/m" and not first_head:
+                    first_head.append(time.monotonic())
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -193,8 +560,8 @@ def _worker(head: str, store: str, prefix: str, cooldown: float, callers: int) -
         if store != "memory":
             # A generous timeout: this run measures sharing, not the fallback, and two
             # cores shared by five processes can stall one for a moment.
-            options = f"prefix={prefix}&refresh_interval=0.05&timeout=2"
-            env["MAJORDOMO_HEALTH_STORE"] = f"{store}?{options}"
+            query = "&".join(part for part in (f"prefix={prefix}&timeout=2", options) if part)
+            env["MAJORDOMO_HEALTH_STORE"] = f"{store}?{query}"
         config = HealthConfig(base_cooldown=cooldown, cooldown_factor=1, max_cooldown=cooldown)
         async with Registry(env=env, health=config, hooks=[counts], chain=ChainConfig()) as reg:
             chain = reg.parse("head/m,tail/m")
@@ -210,6 +577,7 @@ def _worker(head: str, store: str, prefix: str, cooldown: float, callers: int) -
             "errors": errors[:5],
             "error_count": len(errors),
             "recovered": counts.recovered,
+            "first_head_at": first_head[0] if first_head else None,
             "benched": counts.benched,
             "degraded": degraded,
             "store_warnings": Warnings.seen,
@@ -219,8 +587,10 @@ def _worker(head: str, store: str, prefix: str, cooldown: float, callers: int) -
     anyio.run(main)
 
 
-def worker_command(head: str, store: str, prefix: str, cooldown: float, callers: int) -> list[str]:
-    """The command line of one fleet worker."""
+def worker_command(
+    head: str, store: str, prefix: str, cooldown: float, callers: int, options: str = ""
+) -> list[str]:
+    """The command line of one fleet worker (`options`: a query added to the store's URL)."""
     return [
         sys.executable,
         "-m",
@@ -230,6 +600,7 @@ def worker_command(head: str, store: str, prefix: str, cooldown: float, callers:
         prefix,
         repr(cooldown),
         str(callers),
+        options,
     ]
 
 
@@ -239,4 +610,5 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 if __name__ == "__main__":
     _head, _store, _prefix, _cooldown, _callers = sys.argv[1:6]
-    _worker(_head, _store, _prefix, float(_cooldown), int(_callers))
+    _options = sys.argv[6] if len(sys.argv) > 6 else ""
+    _worker(_head, _store, _prefix, float(_cooldown), int(_callers), _options)

@@ -9,6 +9,11 @@ async with uvicorn_server(app) as base_url:      # "http://127.0.0.1:PORT"
 The socket is bound before the server starts (`server.serve(sockets=[sock])`), so the
 port is known without parsing logs. Readiness is an event set by `startup()`, not a
 poll of `server.started`; stopping sets `should_exit` and awaits the serving task.
+
+Stopping waits for the requests still running, at most `shutdown_timeout` seconds
+(uvicorn's `timeout_graceful_shutdown`), then cancels them. A test that asserts a prompt
+shutdown sets it well above its bound, so that a request left hanging shows as the
+whole timeout rather than hiding under it.
 """
 
 from __future__ import annotations
@@ -48,8 +53,12 @@ class _Server(uvicorn.Server):
 
 
 @asynccontextmanager
-async def uvicorn_server(app: Any) -> AsyncIterator[str]:
-    """Serve the ASGI `app` on an ephemeral 127.0.0.1 port; yield its base URL."""
+async def uvicorn_server(app: Any, *, shutdown_timeout: int = 2) -> AsyncIterator[str]:
+    """Serve the ASGI `app` on an ephemeral 127.0.0.1 port; yield its base URL.
+
+    `shutdown_timeout`: seconds the shutdown waits for running requests before it
+    cancels them.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -60,7 +69,7 @@ async def uvicorn_server(app: Any) -> AsyncIterator[str]:
         lifespan="on",
         log_config=None,  # leave the process's logging configuration alone
         access_log=False,
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=shutdown_timeout,
     )
     server = _Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
