@@ -39,7 +39,7 @@ from ._spec import parse_spec
 if TYPE_CHECKING:
     from ._context import EnvLookup
     from ._protocols import AsyncModel, Provider
-    from ._redis_store import RedisHealthStore
+    from ._redis_store import RedisHealthStore, RedisStoreEvent
     from ._request import Option, Request
     from ._response import Response
     from ._stream import Stream
@@ -339,7 +339,13 @@ class ConfigFile:
         """A `ConfigurationError` naming this file, the line of `path` and its key."""
         return ConfigurationError(f"{self.at(path)}: {message}")
 
-    def health_store(self, config: HealthConfig, env: EnvLookup) -> RedisHealthStore | None:
+    def health_store(
+        self,
+        config: HealthConfig,
+        env: EnvLookup,
+        *,
+        observer: Callable[[RedisStoreEvent], object] | None = None,
+    ) -> RedisHealthStore | None:
         """The health store the file names (None: the in-process store), its password
         read from the variable `password_env` names.
 
@@ -362,7 +368,7 @@ class ConfigFile:
         from ._redis_store import RedisHealthStore  # redis-py only when a file asks for it
 
         try:
-            return RedisHealthStore(url, config, **entry.options)
+            return RedisHealthStore(url, config, observer=observer, **entry.options)
         except ConfigurationError as exc:
             raise self.error(("health_store",), str(exc)) from None
 

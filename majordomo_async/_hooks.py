@@ -11,13 +11,16 @@ import itertools
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 
 from ._exceptions import ChainExhaustedError
 from ._request import Request
 from ._response import Usage
+
+if TYPE_CHECKING:
+    from ._redis_store import RedisStoreEvent
 
 __all__ = ["CallInfo", "HookSet", "Hooks", "logger"]
 
@@ -90,6 +93,13 @@ class Hooks:
     ) -> None:
         """The call ended: answered by `model` (a stream: when it closes), or with `error`
         (`ChainExhaustedError`, a permanent error, or a cancellation)."""
+
+    def health_store_event(self, event: RedisStoreEvent) -> None:
+        """The registry's shared health store changed state: it fell back to in-process
+        state ("degraded"), shares again ("resynced"), made a round trip ("round_trip"),
+        or gained or lost its live feed of the fleet's changes (see `RedisStoreEvent`).
+        Told only for a store the registry built (`MAJORDOMO_HEALTH_STORE`, a config
+        file); give a store you build yourself `observer=` instead."""
 
 
 @final

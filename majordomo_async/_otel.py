@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+    from ._redis_store import RedisStoreEvent
+
 __all__ = ["OpenTelemetryHooks"]
 
 _OPERATION: Final = "chat"
@@ -160,6 +162,21 @@ class OpenTelemetryHooks(Hooks):
                     "reasoning_tokens",
                 ),
             )
+        )
+        self._store_duration: Histogram = meter.create_histogram(
+            "majordomo.health_store.operation.duration",
+            unit="s",
+            description="Round trips of the shared health store (one Lua script each).",
+        )
+        self._store_outages: Counter = meter.create_counter(
+            "majordomo.health_store.outages",
+            unit="{outage}",
+            description="Times the shared health store fell back to in-process state.",
+        )
+        self._store_feed_lost: Counter = meter.create_counter(
+            "majordomo.health_store.subscription.lost",
+            unit="{loss}",
+            description="Times the store lost its live feed of the fleet's changes.",
         )
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         # Per instance: two hooks (two providers) on one registry keep apart.
@@ -296,6 +313,31 @@ class OpenTelemetryHooks(Hooks):
         trace: _Trace | None = call.state.get(self._state_key)
         if trace is not None:
             trace.span.add_event(name, attributes)
+
+    def health_store_event(self, event: RedisStoreEvent) -> None:
+        """The shared health store's state: round trips as a duration histogram, outages
+        and lost feeds as counters, and an outage's start and end as events on the
+        current span (the call that met it, if any)."""
+        where = {"server.address": event.store}
+        if event.kind == "round_trip" and event.seconds is not None:
+            operation = {"majordomo.health_store.operation": event.operation or "", **where}
+            self._store_duration.record(event.seconds, operation)
+        elif event.kind == "degraded":
+            self._store_outages.add(1, where)
+            error = {"error.type": type(event.error).__name__} if event.error else {}
+            self._trace.get_current_span().add_event(
+                "majordomo.health_store.degraded", {**where, **error}
+            )
+        elif event.kind == "resynced":
+            attributes: dict[str, Any] = {
+                **where,
+                "majordomo.health_store.written_back": event.written_back or 0,
+            }
+            if event.seconds is not None:
+                attributes["majordomo.health_store.outage_seconds"] = event.seconds
+            self._trace.get_current_span().add_event("majordomo.health_store.resynced", attributes)
+        elif event.kind == "unsubscribed":
+            self._store_feed_lost.add(1, where)
 
     # ----------------------------------------------------------------- metrics
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from ._config_file import ConfigFile, ProviderEntry
     from ._protocols import Provider
-    from ._redis_store import RedisHealthStore
+    from ._redis_store import RedisHealthStore, RedisStoreEvent
 
 __all__ = ["CapabilityOverride", "Registry"]
 
@@ -239,7 +239,9 @@ class Registry:
             # function is consulted lazily, for providers only).
             health_store = self._own_store = self._store_from_env(health)
         if health_store is None and file is not None and not _names_a_store(env):
-            health_store = self._own_store = file.health_store(health, self._env_lookup)
+            health_store = self._own_store = file.health_store(
+                health, self._env_lookup, observer=self._store_event
+            )
         self._tracker = HealthTracker(health, clock=self._clock, store=health_store)
         if load_env and isinstance(env, Mapping):
             self.load_env(env)
@@ -455,9 +457,14 @@ class Registry:
         from ._redis_store import store_from_url
 
         try:
-            return store_from_url(url, config)
+            return store_from_url(url, config, observer=self._store_event)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{_HEALTH_STORE_VARIABLE}: {exc}") from None
+
+    def _store_event(self, event: RedisStoreEvent) -> None:
+        """The observer of a store this registry built: its hooks hear the event."""
+        if self._hooks:
+            self._hooks.emit("health_store_event", event)
 
     def _new_chain(self, spec: str, config: ChainConfig | None) -> Chain:
         """A chain for `spec` with `config` (default: the registry's), not cached."""

@@ -405,3 +405,24 @@ async def test_two_hooks_on_one_registry_keep_apart(
     assert by_name(exporter.get_finished_spans()) == expected
     assert by_name(other_exporter.get_finished_spans()) == expected
     other_exporter.shutdown()
+
+
+def test_health_store_events_become_metrics_and_span_events(
+    hooks: OpenTelemetryHooks, reader: InMemoryMetricReader
+) -> None:
+    """Round trips are a duration histogram per operation; an outage counts once and is
+    an event on the current span; a lost live feed counts too."""
+    from majordomo_async import RedisStoreEvent
+
+    where = "redis://127.0.0.1:6379/0"
+    hooks.health_store_event(RedisStoreEvent("round_trip", where, "fail", 0.002))
+    hooks.health_store_event(RedisStoreEvent("round_trip", where, "fail", 0.004))
+    hooks.health_store_event(RedisStoreEvent("degraded", where, error=TimeoutError()))
+    hooks.health_store_event(RedisStoreEvent("resynced", where, seconds=3.0, written_back=2))
+    hooks.health_store_event(RedisStoreEvent("unsubscribed", where))
+    labels = {"server.address": where}
+    [(attrs, (count, total))] = measured(reader, "majordomo.health_store.operation.duration")
+    assert attrs == {**labels, "majordomo.health_store.operation": "fail"}
+    assert count == 2 and total == pytest.approx(0.006)
+    assert measured(reader, "majordomo.health_store.outages") == [(labels, 1)]
+    assert measured(reader, "majordomo.health_store.subscription.lost") == [(labels, 1)]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from majordomo_async import HealthConfig
+from majordomo_async import HealthConfig, Hooks, Registry
 from majordomo_async._redis_store import RedisStoreEvent, store_from_url
 
 from .helpers.redis_server import RedisServer, eventually, store_factory
@@ -164,3 +164,23 @@ async def test_a_store_that_never_reached_redis_tells_degraded_once(closed_port:
         await anyio.sleep(0.05)
     assert observer.kinds() == ["degraded"]
     assert "hunter2" not in observer.last("degraded").store
+
+
+async def test_a_registry_s_own_store_tells_its_hooks(redis_server: RedisServer) -> None:
+    """A store the registry built from MAJORDOMO_HEALTH_STORE reports to the registry's
+    hooks (`Hooks.health_store_event`): a recorded failure is a "fail" round trip."""
+
+    class Recorder(Hooks):
+        def __init__(self) -> None:
+            self.events: list[RedisStoreEvent] = []
+
+        def health_store_event(self, event: RedisStoreEvent) -> None:
+            self.events.append(event)
+
+    recorder = Recorder()
+    env = {"MAJORDOMO_HEALTH_STORE": f"{redis_server.url}?prefix=hooks-{id(recorder)}:"}
+    async with Registry(env=env, hooks=[recorder]) as registry:
+        await registry.parse("fake/head?script=503,fake/tail").generate("hi")
+    kinds = {(event.kind, event.operation) for event in recorder.events}
+    assert ("round_trip", "fail") in kinds
+    assert all("@" not in event.store and "?" not in event.store for event in recorder.events)
