@@ -102,7 +102,7 @@ KEY_TAIL = "sk-tail-4567SECRET"
 
 TIMEOUT: Final = 0.25
 """Seconds: the head's time limits (its DSN query)."""
-ATTEMPT_TIMEOUT: Final = 0.3
+ATTEMPT_TIMEOUT: Final = 1.5
 """Seconds: the chain's attempt timeout, a backstop behind the head's own timeouts."""
 DEADLINE: Final = 8.0
 """Seconds: the chain's deadline for a whole call (waits on the manual clock included)."""

@@ -129,7 +129,9 @@ async def test_a_recovery_reaches_another_replica_at_once(stores: MakeStore) -> 
     await writer.record_success("p/m")
 
     await arrivals.wait_for("p/m", within=2)
-    assert reader._view["p/m"].healthy
+    # Healthy, or forgotten altogether (a healthy key needs no entry): either way no bench.
+    entry = reader._view.get("p/m")
+    assert entry is None or entry.healthy
     assert await reader.admit("p/m") == Admission(True)
 
 
