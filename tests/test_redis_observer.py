@@ -178,7 +178,10 @@ async def test_a_registry_s_own_store_tells_its_hooks(redis_server: RedisServer)
             self.events.append(event)
 
     recorder = Recorder()
-    env = {"MAJORDOMO_HEALTH_STORE": f"{redis_server.url}?prefix=hooks-{id(recorder)}:"}
+    prefix = f"test:hooks-{uuid.uuid4().hex[:8]}:"  # every test's keys are under "test:"
+    env = {
+        "MAJORDOMO_HEALTH_STORE": f"{redis_server.url}?prefix={prefix}&key_ttl=60&probe_lease=30"
+    }
     async with Registry(env=env, hooks=[recorder]) as registry:
         await registry.parse("fake/head?script=503,fake/tail").generate("hi")
     kinds = {(event.kind, event.operation) for event in recorder.events}
