@@ -79,6 +79,7 @@ from ._http import HOSTED_TIMEOUTS as HOSTED_TIMEOUTS
 from ._http import ON_DEMAND_TIMEOUTS as ON_DEMAND_TIMEOUTS
 from ._http import SELF_HOSTED_TIMEOUTS as SELF_HOSTED_TIMEOUTS
 from ._http import Timeouts as Timeouts
+from ._limits import Limits as Limits
 from ._messages import ImagePart as ImagePart
 from ._messages import Message as Message
 from ._messages import Part as Part
@@ -155,6 +156,7 @@ __all__ = (
     "InMemoryHealthStore",
     "JSONMode",
     "JSONSchema",
+    "Limits",
     "MajordomoError",
     "ManualClock",
     "Message",

@@ -29,7 +29,7 @@ import json
 import mimetypes
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -56,6 +56,7 @@ from ._exceptions import (
     TargetFailure,
 )
 from ._health import TargetHealth
+from ._limits import Limits
 from ._messages import ImagePart, Message
 from ._registry import Registry
 from ._request import (
@@ -397,21 +398,51 @@ async def _ask(args: argparse.Namespace, request: Request) -> int:
 
 
 async def _resolve(args: argparse.Namespace, spec: str) -> int:
-    """`majordomo resolve`: the chain's targets in order, each with its health, or "no
-    key" for one whose provider has no API key (its calls would fail before sending)."""
+    """`majordomo resolve`: the chain's positions in order, each target with its health,
+    a balanced group's members indented under it with their load, and "no key" for a
+    target whose provider has no API key (its calls would fail before sending)."""
     async with _registry(args) as registry:
-        targets = registry.parse(spec).targets
+        chain = registry.parse(spec)
         health = await registry.health.snapshot()
+        targets = chain.targets
         missing = {key: _missing_key(registry.provider(key.partition("/")[0])) for key in targets}
-    width = max(map(len, targets))
-    for key in targets:
-        text = _health_text(health.get(key))
-        variables = missing[key]
-        if variables:
-            no_key = f"no key (set {' or '.join(variables)})"
-            text = no_key if key not in health else f"{text}  {no_key}"
-        print(f"{key:<{width}}  {text}".rstrip())
+        limits = registry.limits
+    indent = 2 if any(len(position) > 1 for position in chain.positions) else 0
+    width = max(map(len, targets)) + indent
+    for position in chain.positions:
+        grouped = len(position) > 1
+        if grouped:
+            print(f"group of {len(position)} ({registry.chain_config.strategy}):")
+        for key in position:
+            entry = health.get(key)
+            text = _health_text(entry)
+            if grouped or key in limits or key.partition("/")[0] in limits:
+                text += _load_text(entry, registry.limits, key)
+            variables = missing[key]
+            if variables:
+                no_key = f"no key (set {' or '.join(variables)})"
+                text = no_key if text == "healthy" else f"{text}  {no_key}"
+            name = f"  {key}" if grouped else key
+            print(f"{name:<{width}}  {text}".rstrip())
     return EXIT_OK
+
+
+def _load_text(entry: TargetHealth | None, limits: Mapping[str, Limits], key: str) -> str:
+    """A tracked target's load for `resolve`: calls in flight, latency, its limits."""
+    in_flight = entry.in_flight if entry is not None else 0
+    latency = entry.latency if entry is not None else None
+    text = f"  in flight {in_flight}"
+    text += f"  latency {latency:.3f} s" if latency is not None else "  latency -"
+    for name in (key, key.partition("/")[0]):
+        found = limits.get(name)
+        if found is not None:
+            caps = ", ".join(
+                f"{field} {value}"
+                for field, value in attrs.asdict(found).items()
+                if value is not None
+            )
+            text += f"  limits of {name}: {caps}"
+    return text
 
 
 async def _models(args: argparse.Namespace, provider: str) -> int:

@@ -31,9 +31,12 @@ import attrs
 
 from ._capabilities import Capabilities
 from ._chain import ChainConfig
+from ._chain._config import hedge_percentile
 from ._dsn import DSN, canonical_name
 from ._exceptions import AuthenticationError, ConfigurationError, DSNError, ProviderError
 from ._health import HealthConfig
+from ._limits import LIMIT_KEYS, Limits
+from ._routing import STRATEGIES
 from ._spec import parse_spec
 
 if TYPE_CHECKING:
@@ -147,6 +150,20 @@ def _integer_or_none(value: object) -> int | None:
     return value
 
 
+def _positive_integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Bad(f"expected a positive integer, got {_describe(value)}")
+    return value
+
+
+def _hedge(value: object) -> float | str:
+    if isinstance(value, str) and hedge_percentile(value) is not None:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    raise _Bad(f'expected seconds or a percentile such as "p95", got {_describe(value)}')
+
+
 def _boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise _Bad(f"expected true or false, got {_describe(value)}")
@@ -234,6 +251,9 @@ _CHAIN_FIELDS: Final[Mapping[str, _Kind]] = {
     "unsupported_images": _choice("error", "placeholder"),
     "image_download_max_bytes": _integer,
     "image_download_timeout": _seconds_or_none,
+    "strategy": _choice(*STRATEGIES),
+    "hedge_after": _hedge,
+    "max_limit_wait": _seconds,
 }
 _PRESETS: Final[Mapping[str, Callable[..., ChainConfig]]] = {
     "default": ChainConfig,
@@ -263,7 +283,12 @@ _STORE_FIELDS: Final[Mapping[str, _Kind]] = {
     "password_env": _variable,
     **_STORE_OPTIONS,
 }
-_PROVIDER_FIELDS: Final[Mapping[str, _Kind]] = {"dsn": _text, "key_env": _variable}
+_LIMIT_FIELDS: Final[Mapping[str, _Kind]] = {name: _positive_integer for name in LIMIT_KEYS}
+_PROVIDER_FIELDS: Final[Mapping[str, _Kind]] = {
+    "dsn": _text,
+    "key_env": _variable,
+    **_LIMIT_FIELDS,
+}
 
 
 def _capability_kind(field: attrs.Attribute[Any]) -> _Kind:
@@ -277,7 +302,15 @@ def _capability_kind(field: attrs.Attribute[Any]) -> _Kind:
 _CAPABILITY_FIELDS: Final[Mapping[str, _Kind]] = {
     field.name: _capability_kind(field) for field in attrs.fields(Capabilities)
 }
-_SECTIONS: Final = ("providers", "aliases", "chain", "health", "health_store", "capabilities")
+_SECTIONS: Final = (
+    "providers",
+    "aliases",
+    "chain",
+    "health",
+    "health_store",
+    "capabilities",
+    "limits",
+)
 
 
 # --------------------------------------------------------------------------- the file
@@ -296,6 +329,8 @@ class ProviderEntry:
     """The DSN as written (without a credential)."""
     key_env: str | None
     """The variable that holds the key, or None (the provider's own variables apply)."""
+    limits: Limits = attrs.field(factory=Limits)
+    """The provider's `max_concurrency`, `rpm` and `tpm` (all its targets together)."""
 
 
 @final
@@ -322,6 +357,8 @@ class ConfigFile:
     capabilities: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     """(pattern, fields) in file order."""
     store: _StoreEntry | None = None
+    limits: tuple[tuple[str, Limits], ...] = ()
+    """(provider name or target key, its limits), from the `[limits]` table."""
     _lines: tuple[tuple[tuple[str, ...], int], ...] = attrs.field(default=(), repr=False)
     """Every key path the file writes and its line (see `_key_lines`)."""
 
@@ -442,6 +479,7 @@ class _Checker:
             health=self._health(data.get("health")),
             capabilities=self._capabilities(self._table(data, "capabilities")),
             store=self._store(data.get("health_store")),
+            limits=self._limits(self._table(data, "limits")),
         )
 
     # ---------------------------------------------------------------- helpers
@@ -521,8 +559,21 @@ class _Checker:
                     f"the same provider as providers.{twin.path[1]} (names ignore case, "
                     "and '_' is '-')",
                 )
-            entries[name] = ProviderEntry(name, path, values["dsn"], values.get("key_env"))
+            limits = Limits(**{key: values[key] for key in LIMIT_KEYS if key in values})
+            entries[name] = ProviderEntry(name, path, values["dsn"], values.get("key_env"), limits)
         return tuple(entries.values())
+
+    def _limits(self, table: Mapping[str, Any]) -> tuple[tuple[str, Limits], ...]:
+        found = []
+        for name, section in table.items():
+            path = ("limits", name)
+            provider, slash, model_id = name.partition("/")
+            if not provider.strip() or (slash and not model_id.strip()):
+                self.fail(path, 'expected a provider name or a "provider/model-id" target')
+            values = self._values(path, section, _LIMIT_FIELDS)
+            key = canonical_name(provider) + (f"/{model_id.strip()}" if slash else "")
+            found.append((key, Limits(**values)))
+        return tuple(found)
 
     def _check_dsn(self, path: tuple[str, ...], text: str) -> None:
         if "${" in text:

@@ -127,6 +127,14 @@ class RequestFitter:
             f"over the model's {window}-token context window)"
         )
 
+    def tokens(self) -> int:
+        """What a tokens-per-minute budget reserves for this request before it is sent: the
+        prompt's rough size plus the answer's `max_tokens` (corrected to the provider's
+        reported usage afterwards)."""
+        if self._tokens is None:
+            self._tokens = estimate_tokens(self._request)
+        return self._tokens + (self._request.max_tokens or 0)
+
     async def fit(self, key: str, capabilities: Capabilities, *, streaming: bool) -> Request:
         """The request as target `key` should get it (answered without suspending unless
         an image must be fitted: the usual request is returned as it is).

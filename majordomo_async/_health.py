@@ -42,6 +42,8 @@ import attrs
 from ._clock import Clock, MonotonicClock
 from ._exceptions import ConfigurationError
 from ._hooks import logger
+from ._limits import LimitSet
+from ._routing import LoadTracker
 
 __all__ = [
     "Admission",
@@ -135,12 +137,20 @@ class TargetHealth:
 
     key: str
     state: str
-    """"failing", "benched", "half-open" or "probing" (healthy keys are not listed)."""
+    """"failing", "benched", "half-open" or "probing"; "healthy" for a target listed only
+    for its load (a group member, or one with limits: other healthy targets are absent)."""
     consecutive_failures: int
     benchings: int
     """How many cooldowns in a row this target has served."""
     backed_off_until: datetime | None
     """Wall-clock end of the current cooldown, if benched."""
+    in_flight: int = 0
+    """Calls on this target not yet ended (tracked for members of a balanced group,
+    targets with limits, and the targets of a chain that hedges)."""
+    latency: float | None = None
+    """Recent seconds to first content (a moving average), when tracked and measured."""
+    groups: tuple[str, ...] = ()
+    """The balanced groups ("a/x|b/x") of parsed specs this target is a member of."""
 
 
 class HealthStore(Protocol):
@@ -355,6 +365,10 @@ class HealthTracker:
         # coroutine wrapper (the hot path of every call admits and reports here).
         self._local = self.store if isinstance(self.store, InMemoryHealthStore) else None
         self._handovers: set[asyncio.Task[None]] = set()
+        self.load = LoadTracker()
+        """Calls in flight and recent latency of the targets that routing tracks."""
+        self.limits = LimitSet(self.clock)
+        """The `max_concurrency`, `rpm` and `tpm` limits of targets and providers."""
 
     async def admit(self, key: str) -> Admission:
         """Gate one attempt on `key`; may hand out the probe token (see `Admission`)."""
@@ -440,14 +454,20 @@ class HealthTracker:
         return self.wall(entry[2])
 
     async def snapshot(self) -> dict[str, TargetHealth]:
-        """Every target with recorded state (healthy targets are absent)."""
+        """Every target with recorded state, and every target whose load is tracked (a
+        member of a balanced group, or one with limits) with its calls in flight, recent
+        latency and groups. Other healthy targets are absent."""
         now = self.store.now()
         result: dict[str, TargetHealth] = {}
-        for key, (failures, benchings, until, probing) in (await self.store.snapshot()).items():
+        states = dict(await self.store.snapshot())
+        load = self.load
+        for key in load.loads:
+            states.setdefault(key, (0, 0, None, False))
+        for key, (failures, benchings, until, probing) in states.items():
             if probing:
                 state = "probing"
             elif until is None:
-                state = "failing"
+                state = "failing" if failures else "healthy"
             elif now < until:
                 state = "benched"
             else:
@@ -458,6 +478,9 @@ class HealthTracker:
                 consecutive_failures=failures,
                 benchings=benchings,
                 backed_off_until=self.wall(until) if until is not None and now < until else None,
+                in_flight=tracked.in_flight if (tracked := load.loads.get(key)) else 0,
+                latency=tracked.latency if tracked else None,
+                groups=load.groups(key),
             )
         return result
 

@@ -73,6 +73,15 @@ class Hooks:
     ) -> None:
         """The attempt answered (`error` None; for a stream: it was established) or failed."""
 
+    def hedge_started(self, call: CallInfo, key: str, *, after: float) -> None:
+        """Target `key` had produced no content `after` seconds into its attempt
+        (`ChainConfig.hedge_after`): the next available target starts beside it. Each
+        hedge is a second request, paid for: count these to see the cost."""
+
+    def hedge_won(self, call: CallInfo, key: str, *, loser: str) -> None:
+        """The hedge on `key` produced content first; the attempt on `loser` was cancelled
+        (not counted against it). A hedge started and not won lost to the first attempt."""
+
     def target_benched(self, key: str, *, until: datetime | None, error: Exception) -> None:
         """`key` reached the failure threshold (or failed its probe) and is benched."""
 

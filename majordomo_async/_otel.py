@@ -92,12 +92,14 @@ class _Trace:
     """One call being traced: its span, its open attempts, and the established stream
     whose operation lasts until the stream ends."""
 
-    __slots__ = ("attempts", "span", "streaming")
+    __slots__ = ("attempts", "hedges", "span", "streaming")
 
     def __init__(self, span: Span) -> None:
         self.span = span
         self.attempts: dict[tuple[str, int], _Attempt] = {}
         self.streaming: _Attempt | None = None
+        self.hedges = 0
+        """Hedges started and not won (counted as lost when the call ends)."""
 
 
 class OpenTelemetryHooks(Hooks):
@@ -178,6 +180,11 @@ class OpenTelemetryHooks(Hooks):
             unit="{loss}",
             description="Times the store lost its live feed of the fleet's changes.",
         )
+        self._hedges: Counter = meter.create_counter(
+            "majordomo.hedges",
+            unit="{hedge}",
+            description="Hedged attempts started (each a second request), by whether they won.",
+        )
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         # Per instance: two hooks (two providers) on one registry keep apart.
         self._state_key = f"majordomo.otel.{id(self)}"
@@ -219,6 +226,8 @@ class OpenTelemetryHooks(Hooks):
         for leftover in trace.attempts.values():
             # Cancelled mid-attempt: the attempt never finished (and is not measured).
             leftover.span.end()
+        if trace.hedges:
+            self._hedges.add(trace.hedges, {"majordomo.hedge.won": False})
         if trace.streaming is not None and (error is None or isinstance(error, Exception)):
             self._measure(trace.streaming, _error_type(error) if error else None, usage)
         span = trace.span
@@ -292,6 +301,26 @@ class OpenTelemetryHooks(Hooks):
         _finish(self._trace, traced.span, usage, error)
 
     # ----------------------------------------------------------------- health
+
+    def hedge_started(self, call: CallInfo, key: str, *, after: float) -> None:
+        """An event on the call's span; the hedge is counted when the call ends (lost)
+        or when it wins."""
+        trace: _Trace | None = call.state.get(self._state_key)
+        if trace is not None:
+            trace.span.add_event(
+                "majordomo.hedge_started", {"majordomo.target": key, "majordomo.hedge_after": after}
+            )
+            trace.hedges += 1
+
+    def hedge_won(self, call: CallInfo, key: str, *, loser: str) -> None:
+        """An event on the call's span, and the hedge counted as won."""
+        trace: _Trace | None = call.state.get(self._state_key)
+        if trace is not None:
+            trace.span.add_event(
+                "majordomo.hedge_won", {"majordomo.target": key, "majordomo.loser": loser}
+            )
+            trace.hedges -= 1
+            self._hedges.add(1, {"majordomo.hedge.won": True})
 
     def target_benched(self, key: str, *, until: datetime | None, error: Exception) -> None:
         """Record the bench on the span of the call whose failure benched the target."""

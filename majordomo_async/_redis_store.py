@@ -1166,6 +1166,15 @@ class RedisHealthStore:
             )
         return reply
 
+    def _shared_client(self) -> tuple[Redis | RedisCluster, float]:
+        """This store's client (made on first use) and its per-operation timeout, for what
+        shares the store's Redis (`RedisBudget`). Raises ConnectionError once closed."""
+        if self._closed:
+            raise ConnectionError(f"the health store on {self._where} is closed")
+        self._connect()
+        assert self._client is not None
+        return self._client, self._timeout
+
     def _state_key(self, target: str) -> str:
         return f"{self._keys}t:{target}"
 

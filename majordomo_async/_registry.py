@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, final
 from urllib.parse import quote
 
@@ -27,13 +28,16 @@ from ._exceptions import (
 )
 from ._health import HealthConfig, HealthStore, HealthTracker
 from ._hooks import Hooks, HookSet
+from ._limits import Limits, LimitSet
 from ._providers import builtin_provider, builtin_provider_names, builtin_schemes
-from ._spec import parse_spec, spec_type_message
+from ._routing import Group
+from ._spec import parse_positions, spec_type_message
 
 if TYPE_CHECKING:
     import aiohttp
 
     from ._config_file import ConfigFile, ProviderEntry
+    from ._limits import SharedBudget
     from ._protocols import Provider
     from ._redis_store import RedisHealthStore, RedisStoreEvent
 
@@ -228,6 +232,10 @@ class Registry:
         self._fetch_image = session_fetcher(self._http)
         self._hooks = HookSet(hooks)
         self._capability_overrides: list[tuple[str, CapabilityOverride]] = []
+        self._limits: dict[str, Limits] = {}
+        """Limits by provider name or target key, as set (a DSN's, a file's, `set_limits`)."""
+        self._limit_set: LimitSet | None = None
+        """The tracker's limits, once it exists (a file's providers come before it)."""
         if file is not None:
             self._apply_file(file)
         for pattern, override in (capabilities or {}).items():
@@ -242,7 +250,11 @@ class Registry:
             health_store = self._own_store = file.health_store(
                 health, self._env_lookup, observer=self._store_event
             )
-        self._tracker = HealthTracker(health, clock=self._clock, store=health_store)
+        tracker = HealthTracker(health, clock=self._clock, store=health_store)
+        tracker.limits = self._limit_set = LimitSet(self._clock, _shared_budget(health_store))
+        for name, limits in self._limits.items():
+            tracker.limits.set(name, limits)
+        self._tracker = tracker
         if load_env and isinstance(env, Mapping):
             self.load_env(env)
 
@@ -304,6 +316,65 @@ class Registry:
             self._capability_overrides.append((pattern, override))
             self._chains.clear()
 
+    def set_limits(
+        self,
+        name: str,
+        limits: Limits | None = None,
+        *,
+        max_concurrency: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+    ) -> None:
+        """Cap the calls of a provider (all its targets together) or of one target.
+
+        A call that would exceed a limit moves on to the next member of its group (or the
+        next target), with no health penalty; when nothing else answers it waits for a
+        slot, within `ChainConfig.max_limit_wait` and the call's deadline. A slot is given
+        back on every path (an answer, an error, a cancellation, a stream closed or
+        dropped). With a Redis health store, `rpm` and `tpm` are shared by the fleet.
+
+        Example:
+            ```python
+            registry.set_limits("openai", rpm=500, tpm=200_000)
+            registry.set_limits("azure-east/gpt-4o", max_concurrency=20)
+            ```
+
+        Args:
+            name: a provider name ("openai") or a target key ("openai/gpt-4o").
+            limits: a whole `Limits` (instead of the keywords); `Limits()` removes them.
+            max_concurrency: attempts in flight at once (a stream holds its slot until it
+                ends).
+            rpm: requests sent in any 60 s.
+            tpm: tokens in any 60 s: the request's estimate is reserved when it is sent
+                and replaced by the provider's reported usage when it ends.
+
+        Raises:
+            ConfigurationError: a limit that is not a positive integer, or a bad name.
+        """
+        if limits is None:
+            limits = Limits(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
+        elif not isinstance(limits, Limits):
+            raise ConfigurationError(
+                f"set_limits() takes a Limits (or keywords), not {type(limits).__name__}"
+            )
+        provider, slash, model_id = name.partition("/")
+        if not provider.strip() or (slash and not model_id.strip()):
+            raise ConfigurationError(
+                f"set_limits() takes a provider name or a 'provider/model-id' key, got {name!r}"
+            )
+        key = canonical_name(provider) + (f"/{model_id.strip()}" if slash else "")
+        self._set_limits(key, limits)
+
+    def _set_limits(self, key: str, limits: Limits) -> None:
+        with self._lock:
+            if limits.any:
+                self._limits[key] = limits
+            else:
+                self._limits.pop(key, None)
+            if self._limit_set is not None:
+                self._limit_set.set(key, limits)
+            self._chains.clear()
+
     def capabilities(self, key: str) -> Capabilities:
         """What target `key` ("provider/model-id") accepts, overrides applied."""
         provider, slash, model_id = key.partition("/")
@@ -350,6 +421,11 @@ class Registry:
     def chain_config(self) -> ChainConfig:
         """The failover policy of parsed chains."""
         return self._chain_config
+
+    @property
+    def limits(self) -> Mapping[str, Limits]:
+        """The limits set, by provider name or target key (see `set_limits`)."""
+        return dict(self._limits)
 
     @property
     def aliases(self) -> Mapping[str, str]:
@@ -468,10 +544,16 @@ class Registry:
 
     def _new_chain(self, spec: str, config: ChainConfig | None) -> Chain:
         """A chain for `spec` with `config` (default: the registry's), not cached."""
-        pairs = parse_spec(spec, self._aliases)
-        targets = [self._target(provider, model_id) for provider, model_id in pairs]
+        positions: list[Target | Group] = []
+        for members in parse_positions(spec, self._aliases):
+            targets = [self._target(member.provider, member.model_id) for member in members]
+            if len(targets) == 1:
+                positions.append(targets[0])
+            else:
+                weights = [member.weight for member in members]
+                positions.append(Group(targets, weights, self._tracker.load))
         return Chain(
-            targets,
+            positions,
             self._tracker,
             self._chain_config if config is None else config,
             fetch_image=self._fetch_image,
@@ -489,12 +571,17 @@ class Registry:
                 override = change
             else:
                 override = attrs.evolve(override or model.capabilities, **change)
-        return Target(key, model, override)
+        limited = self._tracker.limits.limited(key)
+        return Target(key, model, override, limited=limited)
 
     def _apply_file(self, file: ConfigFile) -> None:
         """Register a configuration file's providers, aliases and capability overrides."""
         for entry in file.providers:
             self._configured[entry.name] = self._from_entry(file, entry)
+            if entry.limits.any:
+                self._set_limits(entry.name, entry.limits)
+        for name, limits in file.limits:
+            self._set_limits(name, limits)
         for name, spec in file.aliases.items():
             self.register_alias(name, spec)  # checked by the loader: cannot fail
         for pattern, fields in file.capabilities:
@@ -528,6 +615,9 @@ class Registry:
             dsn = DSN.parse(text)
         except DSNError as exc:
             raise DSNError(f"{variable}: {exc}") from None
+        limits, query = Limits.from_query(dsn.query, variable)
+        if limits.any:
+            dsn = attrs.evolve(dsn, query=MappingProxyType(query))
         factory = self._schemes.get(dsn.scheme)
         if factory is None:
             known = ", ".join(sorted(self._schemes))
@@ -536,13 +626,27 @@ class Registry:
                 f"(known schemes: {known}; add one with Registry.register_scheme)"
             )
         try:
-            return factory(name, dsn, context or self._context)
+            provider = factory(name, dsn, context or self._context)
         except MajordomoError as exc:
             raise ConfigurationError(f"{variable}: {exc}") from exc
         except Exception as exc:
             raise ConfigurationError(
                 f"{variable}: the {dsn.scheme!r} factory failed: {type(exc).__name__}"
             ) from exc
+        if limits.any:
+            self._set_limits(name, limits)
+        return provider
+
+
+def _shared_budget(store: HealthStore | None) -> SharedBudget | None:
+    """The fleet's rpm/tpm budget: on the Redis health store's server, when there is one."""
+    module = sys.modules.get("majordomo_async._redis_store")
+    # Not imported: the store cannot be one (and redis is imported only for one).
+    if module is None or not isinstance(store, module.RedisHealthStore):
+        return None
+    from ._redis_limits import RedisBudget
+
+    return RedisBudget(store)
 
 
 def _file_from_env(env: Mapping[str, str]) -> ConfigFile | None:

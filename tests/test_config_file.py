@@ -23,6 +23,7 @@ from majordomo_async import (
     ContentPolicyError,
     HealthConfig,
     InMemoryHealthStore,
+    Limits,
     RedisHealthStore,
     Registry,
 )
@@ -84,7 +85,12 @@ async def test_the_documented_example_configures_everything(tmp_path: Path) -> N
             reasoning_first_token_timeout="auto",
             transient_retries=1,
             advance_on=(AuthenticationError,),
+            hedge_after="p95",
         )
+        assert registry.limits == {
+            "work": Limits(rpm=50, tpm=40000),
+            "personal/gpt-4o": Limits(max_concurrency=20, rpm=500),
+        }
         assert registry.health.config == HealthConfig()
         store = registry.health.store
         assert isinstance(store, RedisHealthStore)
@@ -94,6 +100,7 @@ async def test_the_documented_example_configures_everything(tmp_path: Path) -> N
             "fast": "work/claude-haiku-4-5, personal/gpt-4o-mini",
             "smart": "work/claude-sonnet-4-5, personal/gpt-4o, local/llama3",
             "demo": "flaky/a, fake/backup",
+            "balanced": "personal/gpt-4o | azure-east/gpt-4o*2, work/claude-sonnet-4-5",
         }
         assert registry.parse("smart").targets == (
             "work/claude-sonnet-4-5",
@@ -390,7 +397,7 @@ async def test_the_redis_password_comes_from_password_env(
         pytest.param(
             "[chains]\ntimeout = 3\n",
             "line 1: chains: unknown key",
-            "(accepted: providers, aliases, chain, health, health_store, capabilities)",
+            "(accepted: providers, aliases, chain, health, health_store, capabilities, limits)",
             id="unknown-section",
         ),
         pytest.param(
@@ -570,7 +577,7 @@ async def test_the_redis_password_comes_from_password_env(
         pytest.param(
             "[providers]\nwork = { dsn = 'fake://', key_env = 'WORK_KEY', retries = 2 }\n",
             "line 2: providers.work.retries: unknown key",
-            "(accepted: dsn, key_env)",
+            "(accepted: dsn, key_env, max_concurrency, rpm, tpm)",
             id="inline-table",
         ),
     ],

@@ -426,3 +426,40 @@ def test_health_store_events_become_metrics_and_span_events(
     assert count == 2 and total == pytest.approx(0.006)
     assert measured(reader, "majordomo.health_store.outages") == [(labels, 1)]
     assert measured(reader, "majordomo.health_store.subscription.lost") == [(labels, 1)]
+
+
+async def test_hedges_are_span_events_and_counted_by_whether_they_won(
+    clock: ManualClock,
+    hooks: OpenTelemetryHooks,
+    exporter: InMemorySpanExporter,
+    reader: InMemoryMetricReader,
+) -> None:
+    """A hedge that won and one that lost: both on their call's span, and counted."""
+    import anyio
+    from anyio import wait_all_tasks_blocked
+
+    from majordomo_async import ChainConfig
+
+    from .helpers.scripted import HANG, Sleep
+
+    head = ScriptedModel("p/head", [HANG, Sleep(1.5, "late")], clock=clock)
+    backup = ScriptedModel("p/backup", ["ok", HANG])
+    chain = make_chain(
+        head, backup, clock=clock, config=ChainConfig(hedge_after=1.0), hooks=[hooks]
+    )
+    async with anyio.create_task_group() as group:
+        group.start_soon(chain.generate, "hi")  # the hedge on p/backup wins
+        await wait_all_tasks_blocked()
+        clock.advance(1.0)
+    await chain.generate("hi")  # p/head answers at 1.5 s: the hedge started at 1 s lost
+
+    calls = [span for span in exporter.get_finished_spans() if not span.parent]
+    names = [[event.name for event in span.events] for span in calls]
+    assert names == [
+        ["majordomo.hedge_started", "majordomo.hedge_won"],
+        ["majordomo.hedge_started"],
+    ]
+    assert measured(reader, "majordomo.hedges") == [
+        ({"majordomo.hedge.won": False}, 1),
+        ({"majordomo.hedge.won": True}, 1),
+    ]

@@ -286,12 +286,14 @@ def test_alias_reused_in_sibling_branches_is_not_a_cycle() -> None:
 # --------------------------------------------------------------------------- properties
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
-# Model ids: printable, no ',', no leading/trailing whitespace, not empty.
+_WEIGHT_TAIL = re.compile(r"\*\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*\Z")
+# Model ids: printable, no ',' or '|', no leading/trailing whitespace, not empty, and not
+# ending in what reads as a weight ("*2").
 model_ids = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters=","),
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters=",|"),
     min_size=1,
     max_size=20,
-).filter(lambda text: text == text.strip() and text != "")
+).filter(lambda text: text == text.strip() and text != "" and not _WEIGHT_TAIL.search(text))
 
 
 @given(st.text(), st.dictionaries(st.text(max_size=8), st.text(max_size=30), max_size=5))
@@ -311,7 +313,7 @@ def test_arbitrary_input_returns_targets_or_raises_spec_error(
         assert "," not in provider + model_id
 
 
-spec_alphabet = st.text(alphabet="ab_AB/, \t", max_size=24)
+spec_alphabet = st.text(alphabet="ab_AB/,| *2\t", max_size=24)
 
 
 @given(spec_alphabet, st.dictionaries(st.sampled_from(["a", "b", "a-b", "ab"]), spec_alphabet))

@@ -12,9 +12,20 @@ from .._capabilities import Capabilities
 from .._exceptions import Classifier, ConfigurationError, classify
 from .._http import HOSTED_TIMEOUTS, Timeouts
 from .._protocols import AsyncModel
+from .._routing import STRATEGIES, Strategy
 from ._policy import backoff
 
-__all__ = ["DEFAULT_TRANSIENT_RETRIES", "ChainConfig", "Target"]
+__all__ = [
+    "DEFAULT_TRANSIENT_RETRIES",
+    "HEDGE_COLD_START",
+    "ChainConfig",
+    "Target",
+    "hedge_percentile",
+]
+
+HEDGE_COLD_START = 2.0
+"""Seconds a percentile `hedge_after` waits while too few answers have been measured
+(fewer than ten of the target's, and of every tracked target's together)."""
 
 DEFAULT_TRANSIENT_RETRIES = 1
 
@@ -36,6 +47,35 @@ def _limit_or_auto(_: object, attribute: attrs.Attribute[Any], value: object) ->
         raise ConfigurationError(
             f'ChainConfig.{attribute.name} must be "auto", a positive number of seconds, '
             f"or None (no limit), got {value!r}"
+        )
+
+
+def _hedge_after(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or (isinstance(value, str) and hedge_percentile(value) is not None):
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(
+            "ChainConfig.hedge_after must be a positive number of seconds, a percentile of "
+            f'the target\'s time to first content ("p95", "p99.5"), or None, got {value!r}'
+        )
+
+
+def hedge_percentile(value: str) -> float | None:
+    """The fraction a hedge percentile names ("p95" -> 0.95), or None if it names none."""
+    text = value.strip().lower()
+    if not text.startswith("p"):
+        return None
+    try:
+        number = float(text[1:])
+    except ValueError:
+        return None
+    return number / 100 if 0 < number < 100 else None
+
+
+def _strategy(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in STRATEGIES:
+        raise ConfigurationError(
+            f"ChainConfig.strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {value!r}"
         )
 
 
@@ -122,6 +162,22 @@ class ChainConfig:
     """The largest image URL downloaded for a target that takes only inline images."""
     image_download_timeout: float = attrs.field(default=30.0, validator=_positive_or_none)
     """Seconds for one image download (also bounded by the call's deadline)."""
+    strategy: Strategy = attrs.field(default="least-busy", validator=_strategy)
+    """How the members of a balanced group ("a/x|b/x") are ordered per call:
+    "least-busy" (fewest calls in flight per unit of weight, then the lower recent time
+    to first content, then at random), "latency" (the lower recent time to first content
+    first), "random" (in proportion to the weights) or "ordered" (as the spec lists them)."""
+    hedge_after: float | str | None = attrs.field(default=None, validator=_hedge_after)
+    """Hedged first tokens (off by default): when an attempt has produced no content this
+    many seconds after it started (a generate: no answer), the next available target is
+    started beside it; the first to produce content wins and the other is cancelled with
+    no health penalty. Never more than two attempts in flight per call. Seconds, or a
+    percentile of the target's observed time to first content ("p95"); with too few
+    answers measured yet, a percentile waits `HEDGE_COLD_START` (2 s)."""
+    max_limit_wait: float = attrs.field(default=30.0, validator=_non_negative)
+    """Seconds a call waits for a slot of a target at its `max_concurrency`, `rpm` or
+    `tpm` limit when no other target answered (within the call's deadline too). A target
+    at its limit is otherwise skipped, with no health penalty."""
 
     @classmethod
     def interactive(cls, **changes: Any) -> ChainConfig:
@@ -177,6 +233,9 @@ class Target:
     model: AsyncModel
     capabilities_override: Capabilities | None = None
     """What the target accepts, when the user overrode the model's own `capabilities`."""
+    limited: bool = False
+    """The registry holds `max_concurrency`, `rpm` or `tpm` limits for this target or its
+    provider: each attempt takes a slot first."""
 
     @property
     def capabilities(self) -> Capabilities:

@@ -21,17 +21,21 @@ from .._exceptions import (
     ChainExhaustedError,
     ConfigurationError,
     ProviderError,
+    RateLimitError,
     TargetFailure,
     TargetSkippedError,
 )
 from .._fitting import RequestFitter
 from .._health import Admission, Bench, HealthTracker
 from .._hooks import CallInfo, Hooks, HookSet
+from .._limits import Lease, Refused
 from .._request import Option, Request, as_request
 from .._response import Response, Usage
+from .._routing import Cursor, Group, Hold
 from .._stream import Stream
 from ._attempt import OutOfTime, attempt
 from ._config import ChainConfig, Target
+from ._hedge import hedged
 from ._observer import Observer
 from ._policy import Failure, Step, judge, recovery_wait, retry_wait
 from ._streams import ESTABLISH, GENERATE, Mode, restart_relay
@@ -46,14 +50,25 @@ class Chain:
     """An `AsyncModel` over ordered targets with failover. Built by `Registry.parse`.
 
     A one-target spec is a chain of one: the same code path and bookkeeping. The rules
-    it follows are listed in `majordomo_async._chain._policy` (and the README).
+    it follows are listed in `majordomo_async._chain._policy` (and the README). A position
+    of the chain may be a balanced group of equivalent targets (`Group`), whose members
+    a call takes best first by `ChainConfig.strategy`.
     """
 
-    __slots__ = ("_config", "_fetch_image", "_observer", "_targets", "_tracker")
+    __slots__ = (
+        "_config",
+        "_fetch_image",
+        "_observer",
+        "_position_of",
+        "_positions",
+        "_routed",
+        "_targets",
+        "_tracker",
+    )
 
     def __init__(
         self,
-        targets: Sequence[Target],
+        targets: Sequence[Target | Group],
         tracker: HealthTracker,
         config: ChainConfig,
         *,
@@ -62,7 +77,20 @@ class Chain:
     ) -> None:
         if not targets:
             raise ConfigurationError("a chain needs at least one target")
-        self._targets = tuple(targets)
+        self._positions = tuple(targets)
+        self._position_of: dict[str, int] = {}
+        members: list[Target] = []
+        for index, position in enumerate(self._positions):
+            for member in _members(position):
+                members.append(member)
+                self._position_of.setdefault(member.key, index)
+        self._targets = tuple(members)
+        self._routed = (
+            len(self._targets) != len(self._positions)
+            or config.hedge_after is not None
+            or any(target.limited for target in self._targets)
+        )
+        """Whether calls track load (groups, limits, hedging): a plain chain pays nothing."""
         self._tracker = tracker
         self._config = config
         # A Registry passes a fetcher on its shared session; a bare chain opens a
@@ -72,8 +100,17 @@ class Chain:
 
     @property
     def targets(self) -> tuple[str, ...]:
-        """The "provider/model-id" keys, in the order they are tried."""
+        """The "provider/model-id" keys, in chain order (a group's members as the spec
+        lists them; a call orders them by `ChainConfig.strategy`)."""
         return tuple(target.key for target in self._targets)
+
+    @property
+    def positions(self) -> tuple[tuple[str, ...], ...]:
+        """The keys of each position, head to tail: one key, or a balanced group's."""
+        return tuple(
+            tuple(m.key for m in p.members) if isinstance(p, Group) else (p.key,)
+            for p in self._positions
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -104,7 +141,11 @@ class Chain:
         return await chain_do(self, as_request(request).apply(*options), ESTABLISH)
 
     def __repr__(self) -> str:
-        return f"Chain({','.join(self.targets)})"
+        return f"Chain({','.join('|'.join(keys) for keys in self.positions)})"
+
+
+def _members(position: Target | Group) -> tuple[Target, ...]:
+    return position.members if isinstance(position, Group) else (position,)
 
 
 async def chain_do(chain: Chain, request: Request, mode: Mode[T]) -> T:
@@ -127,6 +168,9 @@ async def chain_do(chain: Chain, request: Request, mode: Mode[T]) -> T:
     return result  # type: ignore[no-any-return]
 
 
+_rng = random.Random()
+"""Ties between group members, and the "random" strategy."""
+
 _ADVANCE: Final = object()
 """`_Call.try_target`'s "nothing here, go on" (a sentinel: a result may be anything)."""
 
@@ -135,21 +179,26 @@ class _Call:
     """One call through a chain: its deadline, its failures, and the loop over targets."""
 
     __slots__ = (
+        "abandoned",
         "asks_reasoning",
         "attempts",
         "bounded",
         "chain",
         "clock",
         "config",
+        "cursor",
         "deadline",
         "failures",
         "first_token",
         "fitter",
+        "holds",
         "info",
+        "limited",
         "mode",
         "observer",
         "recoveries",
         "relayed",
+        "routed",
         "tracker",
         "watching",
     )
@@ -188,37 +237,105 @@ class _Call:
         self.observer = chain._observer
         self.watching = self.observer.watching()
         self.info: CallInfo | None = None
+        self.routed = chain._routed
+        """Attempts hold their target's load and limits (`Hold`); passes use a `Cursor`."""
+        self.cursor: Cursor | None = None
+        """The current pass of a routed call."""
+        self.holds: dict[str, Hold] | None = None
+        """The routed attempts' holds, by target, until a result or a failure takes them."""
+        self.limited: list[tuple[Target, Refused]] | None = None
+        """Targets of this pass skipped at their limits, with why."""
+        self.abandoned: set[str] | None = None
+        """Targets whose attempt lost a hedge race: cancelled, nothing recorded."""
 
     # ----------------------------------------------------------------- the loop
 
-    async def run(self, start: int = 0) -> tuple[Any, int]:
-        """Try the targets from index `start` on; the result and the answering index.
+    async def run(self, start: int = 0, done: frozenset[str] = frozenset()) -> tuple[Any, int]:
+        """Try the positions from index `start` on (of its group, the members not in
+        `done`); the result and the answering position's index.
 
         Raises:
             ChainExhaustedError: nothing answered (rule 9), with every failure of the call.
         """
-        targets = self.chain._targets[start:]
+        if self.routed:
+            return await self.run_routed(start, done)
+        targets = self.chain._targets[start:]  # a plain chain: one target per position
         for index, target in enumerate(targets, start):
             outcome = await self.try_target(target)
             if outcome is not _ADVANCE:
                 return outcome, index
-        # rule 8: every target benched -> wait for the first to recover, one more pass
-        now = self.clock.now()
-        waits = [until - now for until in self.recoveries]
-        wait = recovery_wait(waits, self.attempts > 0, self.config, self.deadline - now)
-        if wait is not None:
-            self.observer.recovery_wait(wait)
-            await self.clock.sleep(wait)
+        if await self.recovered():  # rule 8
             for index, target in enumerate(targets, start):
                 outcome = await self.try_target(target)
                 if outcome is not _ADVANCE:
                     return outcome, index
         raise ChainExhaustedError(self.failures)  # rule 9
 
-    async def try_target(self, target: Target) -> object:
-        """Attempt one target, with its retries. Returns the result, or `_ADVANCE`."""
+    async def run_routed(self, start: int, done: frozenset[str]) -> tuple[Any, int]:
+        """`run` for a chain with groups, limits or hedging: each pass takes targets from
+        a `Cursor` (a group's members best first); a target skipped at its limit is
+        waited for when nothing else answered (rule 10)."""
+        try:
+            outcome = await self.pass_over(start, done)
+            if outcome is _ADVANCE and self.limited is not None:
+                outcome = await self.wait_for_slot()  # rule 10
+            if outcome is _ADVANCE and await self.recovered():  # rule 8
+                outcome = await self.pass_over(start, done)
+        finally:
+            self.drop_holds()
+        if outcome is _ADVANCE:
+            raise ChainExhaustedError(self.failures)  # rule 9
+        key = outcome.model if isinstance(outcome, Response | Stream) else ""
+        return outcome, self.chain._position_of.get(key, start)
+
+    async def pass_over(self, start: int, done: frozenset[str]) -> object:
+        """One pass over the positions from `start`: the first result, or `_ADVANCE`."""
+        cursor = self.cursor = Cursor(
+            self.chain._positions, start, done, self.config.strategy, _rng
+        )
+        hedging = self.config.hedge_after is not None
+        while (target := cursor.next()) is not None:
+            if hedging:
+                outcome = await hedged(self, target, cursor)
+            else:
+                outcome = await self.try_target(target)
+            if outcome is not _ADVANCE:
+                return outcome
+        return _ADVANCE
+
+    async def recovered(self) -> bool:
+        """Rule 8: when every target was skipped as benched, wait for the first to recover
+        (within the deadline and `max_recovery_wait`); whether to make one more pass."""
+        now = self.clock.now()
+        waits = [until - now for until in self.recoveries]
+        wait = recovery_wait(waits, self.attempts > 0, self.config, self.deadline - now)
+        if wait is None:
+            return False
+        self.observer.recovery_wait(wait)
+        await self.clock.sleep(wait)
+        return True
+
+    async def wait_for_slot(self) -> object:
+        """Rule 10: nothing answered, and a target was skipped at its limit: wait for its
+        slot (within the deadline and `max_limit_wait`), then try it. Never counted
+        against the target's health."""
+        assert self.limited is not None
+        target, _ = self.limited[0]
+        self.limited = None
+        until = min(self.deadline, self.clock.now() + self.config.max_limit_wait)
+        if until <= self.clock.now():
+            return _ADVANCE
+        self.observer.limit_wait(target.key, until - self.clock.now())
+        got = await self.tracker.limits.acquire(target.key, self.fitter.tokens(), wait_until=until)
+        if not isinstance(got, Lease):
+            return _ADVANCE
+        return await self.try_target(target, got)
+
+    async def try_target(self, target: Target, lease: Lease | None = None) -> object:
+        """Attempt one target, with its retries (`lease`: a slot of its limits already
+        taken). Returns the result, or `_ADVANCE`."""
         key, mode = target.key, self.mode
-        admission = await self.admit(target)  # rules 1 and 7
+        admission = await self.admit(target, lease)  # rules 1, 7 and 10
         if admission is None:
             return _ADVANCE
         probe = admission.probe
@@ -242,12 +359,9 @@ class _Call:
                         result = await mode.run(target.model, request, key)
                     sealed = mode.seal(self, result, key, number, probe, started)
                 except Exception as exc:
-                    failure = self.failed(key, number, exc, started)
-                    if failure.step is not Step.COUNT:  # rule 6 raises; rules 5, 6, 7 advance
-                        return self.stop(key, failure)
                     held, probe = probe, None
-                    admission = await self.count_and_retry(target, number, failure, held)
-                    if admission is None:  # rule 4: benched, out of retries or of time
+                    admission = await self.retry(target, number, exc, started, held)
+                    if admission is None:  # rules 4-7: advance
                         return _ADVANCE
                     probe = admission.probe
                     continue
@@ -263,11 +377,34 @@ class _Call:
                 with anyio.CancelScope(shield=True):
                     await self.tracker.release_probe(key, probe)
 
+    async def retry(
+        self, target: Target, number: int, exc: Exception, started: float, probe: str | None
+    ) -> Admission | None:
+        """After a failed attempt: raise (rule 6), or the admission of a retry of the same
+        target (rule 4), or None to advance (rules 4-7). `probe` is given back or
+        reported here."""
+        key = target.key
+        if self.abandoned is not None and key in self.abandoned:
+            failure = None  # lost a hedge race: cancelled, not failed
+        else:
+            failure = self.failed(key, number, exc, started)
+        if self.routed:
+            self.drop_hold(target, failure)
+        if failure is None or failure.step is not Step.COUNT:
+            if probe is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.tracker.release_probe(key, probe)
+            if failure is not None:
+                self.stop(key, failure)  # rule 6 raises; rules 5, 6 (by policy) and 7 advance
+            return None
+        return await self.count_and_retry(target, number, failure, probe)
+
     # ----------------------------------------------------------------- the steps
 
-    async def admit(self, target: Target) -> Admission | None:
-        """Rule 7 (out of time), a request too large for the target, and rule 1 (benched):
-        the admission, or None when the target is skipped (the skip is recorded)."""
+    async def admit(self, target: Target, lease: Lease | None = None) -> Admission | None:
+        """Rule 7 (out of time), a request too large for the target, rule 1 (benched) and
+        rule 10 (at its limits): the admission, or None when the target is skipped (the
+        skip is recorded). A routed call's admission holds the target's load (`Hold`)."""
         key = target.key
         skip: TargetSkippedError | None = None
         if self.deadline != math.inf and self.clock.now() >= self.deadline:
@@ -277,11 +414,64 @@ class _Call:
         else:
             admission = await self.tracker.admit(key)
             if admission.admitted:
-                return admission
+                if not self.routed:
+                    return admission
+                return await self.hold(target, admission, lease)
             skip = self.refused(key, admission)
+        if lease is not None:
+            lease.release()
         self.failures.append(TargetFailure(key, skip))
         self.observer.skipped(key, skip.reason)
         return None
+
+    async def hold(
+        self, target: Target, admission: Admission, lease: Lease | None
+    ) -> Admission | None:
+        """Rule 10: take a slot of the target's limits (unless `lease` is one); a target
+        at its limit is skipped with no health penalty (its probe goes back)."""
+        key = target.key
+        if target.limited and lease is None:
+            got = await self.tracker.limits.acquire(key, self.fitter.tokens())
+            if isinstance(got, Refused):
+                if admission.probe is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self.tracker.release_probe(key, admission.probe)
+                if self.limited is None:
+                    self.limited = []
+                self.limited.append((target, got))
+                skip = TargetSkippedError(key, got.reason)
+                self.failures.append(TargetFailure(key, skip))
+                self.observer.skipped(key, skip.reason)
+                return None
+            lease = got
+        load = self.tracker.load
+        if self.holds is None:
+            self.holds = {}
+        self.holds[key] = Hold(load, load.load(key), lease)
+        return admission
+
+    def take_hold(self, key: str, started: float) -> Hold | None:
+        """The answering attempt's hold, its time to first content recorded (`seal`)."""
+        hold = self.holds.pop(key, None) if self.holds is not None else None
+        if hold is not None:
+            hold.answered(self.clock.now() - started)
+        return hold
+
+    def drop_hold(self, target: Target, failure: Failure | None) -> None:
+        """A failed attempt's hold ends; a limited target's 429 with a reset hint pauses
+        its budget until then (rule 10)."""
+        hold = self.holds.pop(target.key, None) if self.holds is not None else None
+        if hold is not None:
+            hold.end()
+        error = failure.error if failure is not None else None
+        if target.limited and isinstance(error, RateLimitError) and error.retry_after:
+            self.tracker.limits.pause(target.key, self.clock.now() + error.retry_after)
+
+    def drop_holds(self) -> None:
+        """The run is over: every hold no result took ends (cancelled, raised, lost)."""
+        holds, self.holds = self.holds, None
+        for hold in (holds or {}).values():
+            hold.end()
 
     def refused(self, key: str, admission: Admission) -> TargetSkippedError:
         """Rule 1: why the tracker refused `key` (benched until when, or probing)."""
@@ -305,11 +495,11 @@ class _Call:
             self.failures.append(TargetFailure(key, error, number))
         return failure
 
-    def stop(self, key: str, failure: Failure) -> object:
+    def stop(self, key: str, failure: Failure) -> None:
         """Rule 6: raise the error, with notes naming the target and earlier attempts.
         Rules 5, 6 (by policy) and 7: advance (the failure is recorded already)."""
         if failure.step is Step.ADVANCE:
-            return _ADVANCE
+            return
         error = failure.error
         if not isinstance(error, ProviderError):
             error.add_note(f"raised by chain target {key}")
@@ -354,8 +544,12 @@ class _Call:
     async def last_resort(self, target: Target) -> bool:
         """Rule 4: whether no target after `target` could be admitted now (each later one
         is benched, or the request is too large for it). Asked only when it matters."""
-        targets = self.chain._targets
-        for later in targets[targets.index(target) + 1 :]:
+        if self.cursor is not None:
+            later_targets = self.cursor.remaining()
+        else:
+            targets = self.chain._targets
+            later_targets = list(targets[targets.index(target) + 1 :])
+        for later in later_targets:
             if self.fitter.too_large(later.capabilities) is None and (
                 await self.tracker.available(later.key)
             ):

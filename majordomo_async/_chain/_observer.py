@@ -160,6 +160,42 @@ class Observer:
                 extra={"majordomo_wait": wait},
             )
 
+    def limit_wait(self, key: str, wait: float) -> None:
+        """Nothing answered and `key` is at its limits: the call waits for its slot."""
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug(
+                "%s is at its limits; waiting up to %.3f s for a slot",
+                key,
+                wait,
+                extra={"majordomo_target": key, "majordomo_wait": wait},
+            )
+
+    # ----------------------------------------------------------------- hedges
+
+    def hedge_started(self, info: CallInfo | None, key: str, after: float) -> None:
+        """`key` had no content after `after` seconds: a hedge starts beside it."""
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug(
+                "%s has no content after %.3f s; hedging on the next target",
+                key,
+                after,
+                extra={"majordomo_target": key, "majordomo_wait": after},
+            )
+        if info is not None:
+            self.hooks.emit("hedge_started", info, key, after=after)
+
+    def hedge_won(self, info: CallInfo | None, winner: str, loser: str) -> None:
+        """The hedge answered first: `loser`'s attempt was cancelled."""
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug(
+                "the hedge on %s answered before %s",
+                winner,
+                loser,
+                extra={"majordomo_target": winner, "majordomo_failed": loser},
+            )
+        if info is not None:
+            self.hooks.emit("hedge_won", info, winner, loser=loser)
+
     # ----------------------------------------------------------------- health
 
     def benched(self, key: str, until: datetime | None, error: Exception) -> None:

@@ -29,6 +29,15 @@ A chain tries its targets head to tail. For each target:
 8. When every target was skipped as benched, the chain waits for the one that recovers
    first, if that fits in the deadline and `max_recovery_wait`, and makes one more pass.
 9. If nothing answered: `ChainExhaustedError` with every attempt and skip, in order.
+10. A target at its `max_concurrency`, `rpm` or `tpm` limit is skipped with no health
+    penalty. When a pass found no answer and skipped a target at its limit, the call
+    waits for that target's slot (within the deadline and `max_limit_wait`) and tries it.
+    A limited target's 429 with a reset hint pauses its budget until then.
+
+A position may be a balanced group of equivalent targets: its members are tried best
+first (`ChainConfig.strategy`), each under these rules. With `hedge_after`, an attempt
+with no content after that long is joined by one on the next available target; the
+first to produce content wins and the other is cancelled (rule 2: no penalty).
 
 A stream follows the same rules until it is established (its first content event).
 After that, an error is judged by the same `judge`: a transient one counts against the

@@ -19,6 +19,7 @@ from .._exceptions import (
 from .._protocols import AsyncModel
 from .._request import Request
 from .._response import Response, Usage
+from .._routing import Group, Hold
 from .._stream import Stream
 from ._policy import Step, judge
 
@@ -52,7 +53,8 @@ class Mode(Generic[T]):
         self, call: _Call, result: object, key: str, attempt: int, probe: str | None, started: float
     ) -> T:
         """`result` checked, stamped with the answering target and the call's failures
-        (`started`: the clock time the attempt began)."""
+        (`started`: the clock time the attempt began). A routed call's hold on the target
+        ends here for an answer, and with the stream for a stream."""
         raise NotImplementedError
 
 
@@ -66,6 +68,8 @@ class _Generate(Mode[Response]):
     ) -> Response:
         if type(result) is not Response and not isinstance(result, Response):
             raise _broken(key, "generate", result, "a Response")
+        if call.routed and (hold := call.take_hold(key, started)) is not None:
+            hold.end(result.usage)
         failures = call.failures
         if failures or result.model != key:
             return result._restamped(key, tuple(failures))
@@ -91,7 +95,10 @@ class _Establish(Mode[Stream]):
     def seal(
         self, call: _Call, result: object, key: str, attempt: int, probe: str | None, started: float
     ) -> Stream:
-        verdict = StreamVerdict(call, key, attempt, probe, started, ends_call=not call.relayed)
+        hold = call.take_hold(key, started) if call.routed else None
+        verdict = StreamVerdict(
+            call, key, attempt, probe, started, hold, ends_call=not call.relayed
+        )
         renew = verdict.renew if probe is not None else None
         limits = None
         if call.deadline != math.inf or call.config.idle_timeout is not None:
@@ -164,7 +171,7 @@ class StreamVerdict:
     """The chain's side of an established stream: its health verdict when it ends
     (rules 3 and 4, by `judge`), the probe it holds, and the end of the call."""
 
-    __slots__ = ("attempt", "call", "ends_call", "key", "probe", "renew_at", "started")
+    __slots__ = ("attempt", "call", "ends_call", "hold", "key", "probe", "renew_at", "started")
 
     def __init__(
         self,
@@ -173,6 +180,7 @@ class StreamVerdict:
         attempt: int,
         probe: str | None,
         started: float,
+        hold: Hold | None = None,
         *,
         ends_call: bool,
     ) -> None:
@@ -180,6 +188,8 @@ class StreamVerdict:
         self.key = key
         self.attempt = attempt
         self.probe = probe
+        self.hold = hold
+        """The target's load and limits' slot, held until the stream ends."""
         self.ends_call = ends_call
         self.started = started
         """When the attempt that opened the stream began (for the failure's elapsed time)."""
@@ -191,6 +201,10 @@ class StreamVerdict:
         """See `StreamOwner.closed`. Answered without a coroutine when nothing changes
         (a healthy target's stream that finished: the usual case)."""
         call = self.call
+        if self.hold is not None:
+            self.hold.end(usage)
+        if call.abandoned is not None and self.key in call.abandoned:
+            self.ends_call = False  # the stream that lost a hedge race: not the call's
         if finished and call.tracker.is_clear(self.key, self.probe):
             if self.ends_call and call.watching:
                 call.end(model, usage, None)
@@ -225,6 +239,8 @@ class StreamVerdict:
     def abandoned(self, model: str, usage: Usage) -> None:
         """See `StreamOwner.abandoned`: the probe goes back, nothing is counted."""
         call = self.call
+        if self.hold is not None:
+            self.hold.end(usage)
         if self.probe is not None:
             call.tracker.abandon_probe(self.key, self.probe)
         if self.ends_call and call.watching:
@@ -286,17 +302,24 @@ class _Relay:
 
     async def _restart(self, exc: Exception) -> StreamRestart:
         call = self._call
-        key = call.chain._targets[self._index].key
+        key = self._stream.model
+        start, done = self._index + 1, frozenset[str]()
+        position = call.chain._positions[self._index]
+        if isinstance(position, Group):
+            # The group's members not tried yet in this call come first.
+            done = frozenset(failure.key for failure in call.failures) | {key}
+            if any(member.key not in done for member in position.members):
+                start = self._index
         if (
             out_of_time(exc)
             or judge(exc, call.config).step is Step.RAISE
-            or self._index + 1 >= len(call.chain._targets)
+            or start >= len(call.chain._positions)
         ):
             raise exc  # rule 7 (no time left), rule 6, or no target left to restart on
         attempt = 1 + sum(failure.key == key and not failure.skipped for failure in call.failures)
         call.failures.append(TargetFailure(key, exc, attempt))
         try:
-            self._stream, self._index = await call.run(start=self._index + 1)
+            self._stream, self._index = await call.run(start, done)
         except ChainExhaustedError as exhausted:
             if call.clock.now() < call.deadline:
                 raise

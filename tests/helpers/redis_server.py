@@ -19,6 +19,10 @@ Run as `python -m tests.helpers.redis_server HEAD_URL STORE PREFIX COOLDOWN CALL
 (`STORE` is a Redis URL or "memory"; OPTIONS, a URL query, is added to it) calling the
 chain "head/m,tail/m" from CALLERS concurrent loops until a line arrives on stdin, then
 printing what it saw as one JSON line.
+
+`run_budget_fleet` runs the other kind of replica, `budget_worker_command`'s: a
+`LimitSet` on a `RedisBudget` of its own, admitting concurrent calls to one local
+upstream (which records when each arrived) between a "go" and a "stop" line on stdin.
 """
 
 from __future__ import annotations
@@ -49,10 +53,12 @@ __all__ = [
     "REPOSITORY",
     "RedisCluster",
     "RedisServer",
+    "budget_worker_command",
     "eventually",
     "lease_of",
     "redis_binary",
     "required",
+    "run_budget_fleet",
     "run_fleet",
     "server_time",
     "store_factory",
@@ -606,6 +612,162 @@ def worker_command(
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 """Where workers run (so `tests.helpers` imports)."""
+
+
+# --------------------------------------------------------------------------- budget fleet
+
+
+class Upstream:
+    """One chat completions endpoint for a whole fleet: records when each request
+    arrived (time.monotonic: one clock for every process of the host)."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[float] = []
+
+    async def handle(self, request: Any) -> Any:
+        """Answer one chat completion (an aiohttp handler)."""
+        from aiohttp import web
+
+        self.arrivals.append(time.monotonic())
+        await request.read()
+        return web.json_response(_COMPLETION)
+
+
+async def run_budget_fleet(
+    url: str, prefix: str, *, rpm: int, workers: int = 4, callers: int = 8, run: float = 3.0
+) -> dict[str, Any]:
+    """Run `workers` processes, each with `callers` concurrent loops through a
+    `LimitSet` with `Limits(rpm=rpm)` on "up/m" and a `RedisBudget` on `url` (under
+    `prefix`), against one upstream, for `run` seconds once every one is ready.
+
+    Returns the upstream's `arrivals`, when the run `started` and `stopped`
+    (time.monotonic), and each worker's summary.
+    """
+    import asyncio
+
+    import anyio
+
+    from .servers import serve
+
+    upstream = Upstream()
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    async with serve({"/v1/chat/completions": upstream.handle}) as base:
+        command = budget_worker_command(base, url, prefix, rpm, callers)
+        processes = [
+            await asyncio.create_subprocess_exec(
+                *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPOSITORY, env=env
+            )
+            for _ in range(workers)
+        ]
+        try:
+            for process in processes:
+                assert process.stdout is not None
+                with anyio.fail_after(60):
+                    assert await process.stdout.readline() == b"ready\n"
+            started = time.monotonic()
+            for process in processes:  # all at once: they compete for the budget
+                assert process.stdin is not None
+                process.stdin.write(b"go\n")
+                await process.stdin.drain()
+            await anyio.sleep(run)
+            for process in processes:
+                assert process.stdin is not None
+                process.stdin.write(b"stop\n")
+                await process.stdin.drain()
+            stopped = time.monotonic()
+            summaries = []
+            for process in processes:
+                assert process.stdout is not None
+                with anyio.fail_after(30):
+                    summaries.append(json.loads(await process.stdout.readline()))
+                    assert await process.wait() == 0
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    return {
+        "arrivals": sorted(upstream.arrivals),
+        "started": started,
+        "stopped": stopped,
+        "summaries": summaries,
+    }
+
+
+def _budget_worker(upstream: str, url: str, prefix: str, rpm: int, callers: int) -> None:
+    import aiohttp
+    import anyio
+
+    from majordomo_async import MonotonicClock, RedisHealthStore
+    from majordomo_async._limits import Lease, Limits, LimitSet
+    from majordomo_async._redis_limits import RedisBudget
+
+    class Fallbacks(logging.Handler):
+        """The limiter's DEBUG line when the shared budget fails (it must not, here)."""
+
+        seen: ClassVar[list[str]] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "shared budget" in record.getMessage():
+                self.seen.append(record.getMessage())
+
+    package_logger = logging.getLogger("majordomo_async")
+    package_logger.setLevel(logging.DEBUG)
+    package_logger.addHandler(Fallbacks(logging.DEBUG))
+    counts = {"admitted": 0, "refused": 0, "answered": 0}
+    errors: list[str] = []
+
+    async def call_in_a_loop(limits: LimitSet, session: aiohttp.ClientSession) -> None:
+        while True:
+            outcome = await limits.acquire("up/m", 1, wait_until=limits.clock.now() + 0.5)
+            if not isinstance(outcome, Lease):
+                counts["refused"] += 1
+                # The window frees in about a minute, past wait_until: ask again soon,
+                # so the fleet keeps more demand on the budget than it grants.
+                await anyio.sleep(0.05)
+                continue
+            counts["admitted"] += 1
+            try:
+                async with session.post(
+                    f"{upstream}/v1/chat/completions", json={"model": "m"}
+                ) as response:
+                    await response.read()
+                    if response.status == 200:
+                        counts["answered"] += 1
+            except aiohttp.ClientError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                outcome.release()
+
+    async def main() -> None:
+        async with (
+            RedisHealthStore(url, prefix=prefix, timeout=2) as store,
+            aiohttp.ClientSession() as session,
+        ):
+            limits = LimitSet(MonotonicClock(), RedisBudget(store))
+            limits.set("up/m", Limits(rpm=rpm))
+            print("ready", flush=True)
+            await anyio.to_thread.run_sync(sys.stdin.readline)  # "go"
+            async with anyio.create_task_group() as group:
+                for _ in range(callers):
+                    group.start_soon(call_in_a_loop, limits, session)
+                await anyio.to_thread.run_sync(sys.stdin.readline)  # "stop"
+                group.cancel_scope.cancel()
+        summary = {**counts, "errors": errors[:5], "budget_failures": Fallbacks.seen[:5]}
+        print(json.dumps(summary), flush=True)
+
+    anyio.run(main)
+
+
+def budget_worker_command(
+    upstream: str, url: str, prefix: str, rpm: int, callers: int
+) -> list[str]:
+    """The command line of one budget fleet worker (`upstream`: the base URL)."""
+    code = (
+        "import sys; from tests.helpers.redis_server import _budget_worker; "
+        "_budget_worker(*sys.argv[1:4], int(sys.argv[4]), int(sys.argv[5]))"
+    )
+    return [sys.executable, "-c", code, upstream, url, prefix, str(rpm), str(callers)]
 
 
 if __name__ == "__main__":
