@@ -12,10 +12,11 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Final
 
-__all__ = ["gemini_retry_delay", "parse_duration", "parse_retry_after"]
+__all__ = ["gemini_retry_delay", "parse_duration", "parse_rate_limit_reset", "parse_retry_after"]
 
 # RFC 9110 10.2.3 allows only `1*DIGIT`; the Stainless SDKs accept a float too, and so do
 # we. Nothing else: no sign, exponent, "nan", "inf" or "1_000", all of which float() takes.
@@ -78,6 +79,59 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     except (OverflowError, ValueError):
         return None
     return max(delay, 0.0) if math.isfinite(delay) else None
+
+
+_GO_DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m(?!s))?(?:([0-9.]+)s)?(?:([0-9.]+)ms)?")
+"""OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s"."""
+
+_RESET_HEADERS: Final = (
+    # (remaining, reset) pairs: OpenAI-compatible (a duration), Anthropic (RFC 3339).
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"),
+    ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
+    ("anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset"),
+    ("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset"),
+)
+
+
+def parse_rate_limit_reset(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds until the rate limit a 429 hit resets, from the rate-limit headers, or None.
+
+    OpenAI-compatible servers send `x-ratelimit-reset-requests` / `-tokens` as durations
+    ("6m0s", "20ms"); Anthropic sends `anthropic-ratelimit-*-reset` as RFC 3339 times.
+    A reset counts when its budget's `remaining` is 0 (or not sent): the limit that was
+    hit. The longest such reset wins (each exhausted budget must refill). Never raises.
+    """
+    waits: list[float] = []
+    for remaining_name, reset_name in _RESET_HEADERS:
+        reset = _header(headers, reset_name)
+        if reset is None:
+            continue
+        remaining = _header(headers, remaining_name)
+        if remaining is not None and remaining.strip() not in ("0", "0.0"):
+            continue
+        wait = _reset_seconds(reset.strip(), now)
+        if wait is not None:
+            waits.append(wait)
+    return max(waits) if waits else None
+
+
+def _reset_seconds(text: str, now: float | None) -> float | None:
+    """A reset header's value as seconds from now: a duration, or an RFC 3339 time."""
+    match = _GO_DURATION.fullmatch(text)
+    if match is not None and any(match.groups()):
+        hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
+        total = hours * 3600 + minutes * 60 + seconds + millis / 1000
+        return total if math.isfinite(total) else None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    current = time.time() if now is None else now
+    return max(when.timestamp() - current, 0.0)
 
 
 def parse_duration(text: str) -> float | None:

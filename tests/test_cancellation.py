@@ -50,6 +50,7 @@ from majordomo_async import (
     HealthConfig,
     HealthTracker,
     InMemoryHealthStore,
+    Limits,
     ManualClock,
     Option,
     OverloadedError,
@@ -66,6 +67,8 @@ from majordomo_async import (
     UsageUpdate,
     as_request,
 )
+from majordomo_async._limits import Refused
+from majordomo_async._routing import Group
 
 from .helpers.reference import RecordingStore, replay
 from .helpers.scripted import HANG, ScriptedModel, error
@@ -151,7 +154,9 @@ async def cut_at(k: int, call: Callable[[], Coroutine[Any, Any, Any]]) -> Cut:
 
         result = await _counted(call(), on_suspend, thrown)
     cancel = anyio.get_cancelled_exc_class()
-    if any(isinstance(exc, cancel) for exc in thrown):
+    # (Before the cut, a cancellation thrown in is the call's own: a timer's scope, such
+    # as the hedge delay's.)
+    if scope.cancel_called and any(isinstance(exc, cancel) for exc in thrown):
         # Thrown in, so it must have come out: the call ended with the cancellation.
         assert scope.cancelled_caught, f"cut {k}: the call swallowed its cancellation"
     return Cut(k, scope.cancel_called, scope.cancelled_caught, result)
@@ -275,6 +280,8 @@ class Scene:
     """Store operations the scenario's setup made (benching a target) before the call."""
     probe_at_once: bool = False
     """The answering target is half-open: a later call must probe it without waiting."""
+    busy: Any = None
+    """A lease on p/head the scene holds for its whole life (a target at its limit)."""
 
 
 async def answer_key(chain: Chain, streaming: bool, prompt: str = "hi") -> str:
@@ -292,12 +299,22 @@ def scene(
     answers: str,
     health: HealthConfig | None = None,
     config: ChainConfig | None = None,
+    limits: dict[str, Limits] | None = None,
+    group: int = 0,
 ) -> Scene:
+    """A chain over `models`; the first `group` of them a balanced group, and `limits`
+    set on the tracker."""
     clock = ManualClock()
     health = health or HealthConfig()
     store = RecordingStore(InMemoryHealthStore(health, clock))
     tracker = HealthTracker(health, clock=clock, store=store)
-    chain = Chain([Target(model.key, model) for model in models], tracker, config or ChainConfig())
+    for name, value in (limits or {}).items():
+        tracker.limits.set(name, value)
+    targets = [Target(m.key, m, limited=tracker.limits.limited(m.key)) for m in models]
+    positions: list[Target | Group] = list(targets)
+    if group:
+        positions = [Group(targets[:group], [1.0] * group, tracker.load), *targets[group:]]
+    chain = Chain(positions, tracker, config or ChainConfig())
     return Scene(chain, models, store, health, clock, answers)
 
 
@@ -358,12 +375,57 @@ async def restart(streaming: bool) -> Scene:
     )
 
 
+async def group_failover(streaming: bool) -> Scene:
+    """A limited group: its first member fails (retried, then benched), the second answers."""
+    head = SteppingModel("p/head", [broken_stream() if streaming else overloaded()])
+    return scene(
+        head,
+        SteppingModel("p/other", ["ok"]),
+        SteppingModel("q/tail", ["ok"]),
+        answers="p/other",
+        config=ChainConfig(strategy="ordered"),
+        limits={"p": Limits(max_concurrency=2, rpm=1000, tpm=100_000), "q/tail": Limits(rpm=5)},
+        group=2,
+    )
+
+
+async def hedged(streaming: bool) -> Scene:
+    """Hedging on: the head fails and waits out its retry backoff (the manual clock jumps
+    past the hedge delay), so the hedge lane starts on the next member and answers."""
+    head = SteppingModel("p/head", [broken_stream() if streaming else overloaded()])
+    return scene(
+        head,
+        SteppingModel("p/other", ["ok"]),
+        answers="p/other",
+        config=ChainConfig(strategy="ordered", hedge_after=0.01),
+        health=HealthConfig(failure_threshold=5),
+        limits={"p": Limits(max_concurrency=2)},
+        group=2,
+    )
+
+
+async def at_limit(streaming: bool) -> Scene:
+    """The head is at its limit (a slot held elsewhere): skipped; the tail answers."""
+    built = scene(
+        SteppingModel("p/head", ["ok"]),
+        SteppingModel("p/tail", ["ok"]),
+        answers="p/tail",
+        limits={"p/head": Limits(max_concurrency=1)},
+    )
+    built.busy = await built.chain._tracker.limits.acquire("p/head", 0)
+    assert not isinstance(built.busy, Refused)
+    return built
+
+
 SCENES: dict[str, Callable[[bool], Awaitable[Scene]]] = {
     "single": single,
     "retry": retry,
     "failover": failover,
     "recovery-wait": recovery_wait,
     "probe": probe,
+    "group-failover": group_failover,
+    "at-limit": at_limit,
+    "hedged": hedged,
 }
 
 
@@ -379,8 +441,14 @@ async def check_scene(built: Scene, cut: Cut, streaming: bool) -> None:
             f"which failed {model.failures} times: a cancelled attempt was counted"
         )
         assert model.opened == model.closed, f"cut {cut.k}: a stream of {model.key} left open"
-    snapshot = await built.chain._tracker.snapshot()
+    tracker = built.chain._tracker
+    snapshot = await tracker.snapshot()
     assert all(health.state != "probing" for health in snapshot.values()), snapshot
+    assert all(health.in_flight == 0 for health in snapshot.values()), snapshot
+    busy = 1 if built.busy is not None else 0  # the one slot the scene holds
+    for name, state in tracker.limits.snapshot().items():
+        assert state.waiting == 0, f"cut {cut.k}: a waiter of {name} left queued"
+        assert state.in_use == (busy if name == "p/head" else 0), f"cut {cut.k}: {name} leaked"
     sleeps = len(built.clock.sleeps)
     # The chain still works, and a half-open target is probed at once (no slot held).
     assert await answer_key(built.chain, streaming) == built.answers

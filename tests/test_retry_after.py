@@ -178,3 +178,76 @@ def _gemini_429(*details: object) -> dict[str, object]:
 def test_gemini_retry_delay(body: object, expected: float | None) -> None:
     """RetryInfo.retryDelay is read from a Gemini error body; any odd shape gives None."""
     assert gemini_retry_delay(body) == expected
+
+
+# --------------------------------------------------------------------------- rate-limit resets
+
+from datetime import UTC, datetime  # noqa: E402
+
+from majordomo_async._providers._common import status_error  # noqa: E402
+from majordomo_async._retry_after import parse_rate_limit_reset  # noqa: E402
+
+NOON = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param(
+            {
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "6m0s",
+                "x-ratelimit-remaining-tokens": "5000",
+                "x-ratelimit-reset-tokens": "20ms",
+            },
+            360.0,
+            id="openai-requests-exhausted",
+        ),
+        pytest.param(
+            {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1h2m3.5s"},
+            3723.5,
+            id="openai-tokens-exhausted",
+        ),
+        pytest.param({"x-ratelimit-reset-tokens": "250ms"}, 0.25, id="no-remaining-header"),
+        pytest.param(
+            {
+                "anthropic-ratelimit-requests-remaining": "0",
+                "anthropic-ratelimit-requests-reset": "2026-12-07T12:00:30Z",
+                "anthropic-ratelimit-tokens-remaining": "0",
+                "anthropic-ratelimit-tokens-reset": "2026-12-07T12:00:05Z",
+            },
+            30.0,
+            id="anthropic-the-longest-exhausted",
+        ),
+        pytest.param(
+            {"anthropic-ratelimit-input-tokens-reset": "2026-12-07T11:59:00Z"},
+            0.0,
+            id="anthropic-in-the-past",
+        ),
+        pytest.param(
+            {"x-ratelimit-remaining-requests": "12", "x-ratelimit-reset-requests": "1s"},
+            None,
+            id="not-the-exhausted-limit",
+        ),
+        pytest.param({"x-ratelimit-reset-requests": "soon"}, None, id="unreadable"),
+        pytest.param(
+            {"anthropic-ratelimit-requests-reset": "2026-12-07T12:00:30"}, None, id="naive"
+        ),
+        pytest.param({}, None, id="none"),
+    ],
+)
+def test_rate_limit_resets_are_read(headers: dict[str, str], expected: float | None) -> None:
+    assert parse_rate_limit_reset(headers, now=NOON) == expected
+
+
+def test_a_429_without_retry_after_takes_its_reset_as_the_hint() -> None:
+    reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}
+
+    def error(status: int, headers: dict[str, str]) -> float | None:
+        return status_error(
+            provider="openai", model="gpt-4o", status=status, headers=headers, body_text="{}"
+        ).retry_after
+
+    assert error(429, reset) == 2.0
+    assert error(429, {**reset, "retry-after": "1"}) == 1.0  # Retry-After wins
+    assert error(503, reset) is None  # resets speak of rate limits only

@@ -22,6 +22,7 @@ import math
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from .._routing import Cursor
 from .._stream import Stream
@@ -46,6 +47,9 @@ async def hedged(call: _Call, first: Target, cursor: Cursor) -> object:
         group.start_soon(race.run, race.first, first, None)
         with call.clock.deadline_scope(call.clock.now() + delay):
             await race.first.done.wait()
+        # The delay's scope may have absorbed the call's own cancellation with its own
+        # (both at once): it must not be lost.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if not race.first.done.is_set():
             call.observer.hedge_started(call.info, first.key, delay)
             group.start_soon(race.run, race.second, None, cursor)

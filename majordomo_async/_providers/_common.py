@@ -28,7 +28,7 @@ from .._exceptions import (
 )
 from .._http import Timeouts
 from .._response import FinishReason
-from .._retry_after import parse_retry_after
+from .._retry_after import parse_rate_limit_reset, parse_retry_after
 
 __all__ = [
     "TIMEOUT_KEYS",
@@ -138,10 +138,18 @@ def status_error(
         model=model,
         status=status,
         code=code,
-        retry_after=parse_retry_after(headers),
+        retry_after=_retry_hint(status, headers),
         request_id=request_id,
         should_retry=_should_retry(headers),
     )
+
+
+def _retry_hint(status: int, headers: Mapping[str, str]) -> float | None:
+    """Retry-After; for a 429 without it, when the exhausted rate limit resets."""
+    hint = parse_retry_after(headers)
+    if hint is None and status == 429:
+        hint = parse_rate_limit_reset(headers)
+    return hint
 
 
 def body_summary(status: int, headers: Mapping[str, str], body_text: str) -> str:
