@@ -40,10 +40,11 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, Protocol, final
 
+import anyio
 import attrs
 
 from ._clock import Clock
@@ -808,6 +809,39 @@ class LimitSet:
                 return refused
             else:
                 await self.clock.sleep(refused.retry_at - now)
+
+    async def acquire_first(
+        self, keys: Sequence[str], tokens: int, *, wait_until: float
+    ) -> tuple[int, Lease] | None:
+        """Wait for the first of `keys` to grant a lease (each as `acquire` does, all at
+        once): its index in `keys` and the lease, or None when none did by `wait_until`.
+
+        A call whose every candidate is at its limit takes whichever slot frees first,
+        not the first candidate's. Leases granted to the others in the same instant are
+        given back, and so is every lease when the caller is cancelled.
+        """
+        if len(keys) == 1:
+            got = await self.acquire(keys[0], tokens, wait_until=wait_until)
+            return (0, got) if isinstance(got, Lease) else None
+        granted: list[tuple[int, Lease]] = []
+
+        async def wait_for(index: int, key: str, scope: anyio.CancelScope) -> None:
+            got = await self.acquire(key, tokens, wait_until=wait_until)
+            if isinstance(got, Lease):
+                granted.append((index, got))  # no await between the grant and this
+                scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as group:
+                for index, key in enumerate(keys):
+                    group.start_soon(wait_for, index, key, group.cancel_scope)
+        except BaseException:
+            for _, lease in granted:
+                lease.release()
+            raise
+        for _, lease in granted[1:]:
+            lease.release()
+        return granted[0] if granted else None
 
     def pause(self, key: str, until: float) -> None:
         """Pause the target's limiter (only the target's) until clock time `until`. A key

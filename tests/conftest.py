@@ -33,6 +33,7 @@ SLOW_MODULES: Final = frozenset(
         "test_readme",
         "test_redis_store",
         "test_replay",
+        "test_routing_servers",
         "test_secrets",
         "test_spec",
         "test_time_limits",

@@ -154,3 +154,36 @@ def test_call_counts_rise_layer_by_layer() -> None:
     assert stream["provider"] > stream["http"] + 100
     assert stream["chain"] > stream["provider"] + 20
     assert abs(stream["registry"] - stream["chain"]) < 20
+
+
+def test_the_routing_benchmark_runs_and_leaks_nothing(tmp_path: Path) -> None:
+    """`benchmarks.routing` with small numbers: every balance row answers every call
+    (the failing member's requests failed over within their calls), the ordered rows
+    send everything to the head, and the leak run ends with nothing held (the script's
+    own exit status says so too)."""
+    out = tmp_path / "routing.json"
+    command = ["benchmarks.routing", "--calls", "200", "--leak-calls", "600", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", *command, str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    rows = results["balance"]
+    strategies = [row["strategy"] for row in rows]
+    assert strategies == ["ordered", "least-busy", "latency", "random", "ordered", "least-busy"]
+    for row in rows:
+        assert row["errors"] == 0, row["first_error"]
+        assert abs(sum(row["share"].values()) - 1) < 1e-9
+        assert row["share"].get("down/m_fail-503", 0) == 0
+    assert rows[0]["share"] == {"fast/m_slow-10ms": 1.0}
+    assert rows[4]["share"]["fast/m_slow-10ms"] == 1.0
+    leak = results["leak"]
+    assert sum(leak["outcomes"].values()) == 600
+    assert leak["outcomes"].get("cancelled", 0) > 0
+    held = [leak[what] for what in ("slots_in_use", "waiting", "in_flight")]
+    assert all(not any(counts.values()) for counts in held), held
+    assert "| group | least-busy |" in done.stdout

@@ -413,6 +413,79 @@ async def test_a_concurrency_wait_ends_at_wait_until(clock: ManualClock) -> None
     assert_idle(limits)
 
 
+# --------------------------------------------------------------------------- acquire_first
+
+
+async def test_acquire_first_takes_whichever_slot_frees_first(clock: ManualClock) -> None:
+    """Both candidates full: the second one's slot frees first, so the caller gets it,
+    and leaves the first one's queue."""
+    limits = limit_set(clock, p_a=Limits(max_concurrency=1), q_b=Limits(max_concurrency=1))
+    held_a, held_b = await take(limits, "p/a"), await take(limits, "q/b")
+    waiter = asyncio.create_task(limits.acquire_first(["p/a", "q/b"], 0, wait_until=math.inf))
+    await settle_loop()
+    assert [limits.snapshot()[name].waiting for name in ("p/a", "q/b")] == [1, 1]
+
+    held_b.release()
+    got = await waiter
+
+    assert got is not None
+    index, lease = got
+    assert index == 1
+    assert [limits.snapshot()[name].in_use for name in ("p/a", "q/b")] == [1, 1]
+    assert limits.snapshot()["p/a"].waiting == 0
+    lease.release()
+    held_a.release()
+    assert_idle(limits)
+
+
+async def test_acquire_first_with_free_slots_keeps_exactly_one(clock: ManualClock) -> None:
+    """Both candidates free at once: one lease is kept, any other granted in the same
+    instant is given back."""
+    limits = limit_set(clock, p_a=Limits(max_concurrency=1), q_b=Limits(max_concurrency=1))
+
+    got = await limits.acquire_first(["p/a", "q/b"], 0, wait_until=math.inf)
+
+    assert got is not None
+    assert sum(state.in_use for state in limits.snapshot().values()) == 1
+    got[1].release()
+    assert_idle(limits)
+
+
+async def test_acquire_first_gives_up_at_wait_until(clock: ManualClock) -> None:
+    limits = limit_set(clock, p_a=Limits(max_concurrency=1), q_b=Limits(rpm=1))
+    held_a, held_b = await take(limits, "p/a"), await take(limits, "q/b")
+    held_b.release()  # its rpm window stays full for 60 s
+    waiter = asyncio.create_task(limits.acquire_first(["p/a", "q/b"], 0, wait_until=5.0))
+    await settle_loop()
+
+    clock.advance(5.0)
+
+    assert await waiter is None
+    held_a.release()
+    assert_idle(limits)
+
+
+@pytest.mark.parametrize("handed", [False, True], ids=["queued", "handed-a-slot"])
+async def test_acquire_first_cancelled_leaks_nothing(clock: ManualClock, handed: bool) -> None:
+    """Cancelled while queued on both, or just after one slot was handed to it: every
+    queue is left and the handed slot goes back."""
+    limits = limit_set(clock, p_a=Limits(max_concurrency=1), q_b=Limits(max_concurrency=1))
+    held_a, held_b = await take(limits, "p/a"), await take(limits, "q/b")
+    waiter = asyncio.create_task(limits.acquire_first(["p/a", "q/b"], 0, wait_until=math.inf))
+    await settle_loop()
+
+    if handed:
+        held_b.release()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await settle_loop()
+
+    held_a.release()
+    held_b.release()
+    assert_idle(limits)
+
+
 async def test_a_lease_is_released_once(clock: ManualClock) -> None:
     """release() is idempotent: a second call frees nobody else's slot."""
     limits = limit_set(clock, p_m=Limits(max_concurrency=2))

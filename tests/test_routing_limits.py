@@ -22,6 +22,7 @@ from majordomo_async import (
     ManualClock,
     RateLimitError,
     Registry,
+    ServerError,
     Target,
     TargetSkippedError,
 )
@@ -151,6 +152,57 @@ async def test_the_wait_for_a_slot_is_bounded() -> None:
         group.cancel_scope.cancel()
     assert isinstance(result[0], ChainExhaustedError)
     assert "max_concurrency 1" in str(result[0])
+    assert idle(tracker)
+
+
+async def test_the_last_resort_takes_the_first_slot_to_free_then_the_others() -> None:
+    """A group of two members capped at 1, both busy: a third call waits for whichever
+    slot frees first (the second member's, though the first member was skipped first);
+    when that member fails (with its retry), it waits for the other's slot and answers
+    there."""
+    clock = ManualClock()
+    gate_a, gate_b = anyio.Event(), anyio.Event()
+
+    async def hold_a() -> str:
+        await gate_a.wait()
+        return "a-first"
+
+    async def hold_b() -> str:
+        await gate_b.wait()
+        return "b-first"
+
+    a = Live("p/a", [hold_a, "a-second"])
+    b = Live("q/b", [hold_b, error(ServerError, provider="q", status=503)])
+    one = Limits(max_concurrency=1)
+    chain, tracker = build((a, b), clock=clock, limits={"p/a": one, "q/b": one}, strategy="ordered")
+    answers: dict[str, Any] = {}
+
+    async def call(name: str) -> None:
+        answers[name] = await chain.generate("hi")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call, "first")  # holds p/a
+        await wait_all_tasks_blocked()
+        group.start_soon(call, "second")  # p/a is full: holds q/b
+        await wait_all_tasks_blocked()
+        group.start_soon(call, "third")  # both full: waits for both
+        await wait_all_tasks_blocked()
+        assert [tracker.limits.snapshot()[key].waiting for key in ("p/a", "q/b")] == [1, 1]
+        gate_b.set()  # q/b frees first; the third call gets its 503, then waits for p/a
+        await wait_all_tasks_blocked()
+        assert "third" not in answers
+        assert tracker.limits.snapshot()["p/a"].waiting == 1
+        gate_a.set()
+    assert (answers["first"].text, answers["second"].text) == ("a-first", "b-first")
+    third = answers["third"]
+    assert (third.model, third.text) == ("p/a", "a-second")
+    assert [(f.key, type(f.error).__name__) for f in third.failed_attempts] == [
+        ("p/a", "TargetSkippedError"),
+        ("q/b", "TargetSkippedError"),
+        ("q/b", "ServerError"),
+        ("q/b", "ServerError"),  # its one transient retry, once its slot was taken
+    ]
+    assert b.calls == 3
     assert idle(tracker)
 
 

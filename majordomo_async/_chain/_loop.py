@@ -193,6 +193,7 @@ class _Call:
         "fitter",
         "holds",
         "info",
+        "limit_until",
         "limited",
         "mode",
         "observer",
@@ -245,6 +246,8 @@ class _Call:
         """The routed attempts' holds, by target, until a result or a failure takes them."""
         self.limited: list[tuple[Target, Refused]] | None = None
         """Targets of this pass skipped at their limits, with why."""
+        self.limit_until: float | None = None
+        """Until when the call may wait for a slot (rule 10), from its first wait."""
         self.abandoned: set[str] | None = None
         """Targets whose attempt lost a hedge race: cancelled, nothing recorded."""
 
@@ -281,6 +284,8 @@ class _Call:
                 outcome = await self.wait_for_slot()  # rule 10
             if outcome is _ADVANCE and await self.recovered():  # rule 8
                 outcome = await self.pass_over(start, done)
+                if outcome is _ADVANCE and self.limited is not None:
+                    outcome = await self.wait_for_slot()
         finally:
             self.drop_holds()
         if outcome is _ADVANCE:
@@ -316,20 +321,30 @@ class _Call:
         return True
 
     async def wait_for_slot(self) -> object:
-        """Rule 10: nothing answered, and a target was skipped at its limit: wait for its
-        slot (within the deadline and `max_limit_wait`), then try it. Never counted
-        against the target's health."""
+        """Rule 10: nothing answered, and targets were skipped at their limits: wait for
+        the first of their slots to free, then try that target; if it does not answer,
+        wait for the others'. All within the deadline and `max_limit_wait` (counted from
+        the call's first wait). Never counted against a target's health."""
         assert self.limited is not None
-        target, _ = self.limited[0]
+        waiting = list({target.key: target for target, _ in self.limited}.values())
         self.limited = None
-        until = min(self.deadline, self.clock.now() + self.config.max_limit_wait)
-        if until <= self.clock.now():
-            return _ADVANCE
-        self.observer.limit_wait(target.key, until - self.clock.now())
-        got = await self.tracker.limits.acquire(target.key, self.fitter.tokens(), wait_until=until)
-        if not isinstance(got, Lease):
-            return _ADVANCE
-        return await self.try_target(target, got)
+        now = self.clock.now()
+        if self.limit_until is None:
+            self.limit_until = min(self.deadline, now + self.config.max_limit_wait)
+        until = self.limit_until
+        limits, tokens = self.tracker.limits, self.fitter.tokens()
+        while waiting and now < until:
+            keys = [target.key for target in waiting]
+            self.observer.limit_wait(", ".join(keys), until - now)
+            got = await limits.acquire_first(keys, tokens, wait_until=until)
+            if got is None:
+                return _ADVANCE
+            index, lease = got
+            outcome = await self.try_target(waiting.pop(index), lease)
+            if outcome is not _ADVANCE:
+                return outcome
+            now = self.clock.now()
+        return _ADVANCE
 
     async def try_target(self, target: Target, lease: Lease | None = None) -> object:
         """Attempt one target, with its retries (`lease`: a slot of its limits already

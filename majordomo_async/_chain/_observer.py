@@ -161,7 +161,8 @@ class Observer:
             )
 
     def limit_wait(self, key: str, wait: float) -> None:
-        """Nothing answered and `key` is at its limits: the call waits for its slot."""
+        """Nothing answered and `key` (targets joined by ", ") is at its limits: the call
+        waits for the first slot to free."""
         if logger.isEnabledFor(_DEBUG):
             logger.debug(
                 "%s is at its limits; waiting up to %.3f s for a slot",

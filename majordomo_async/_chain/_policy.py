@@ -30,8 +30,9 @@ A chain tries its targets head to tail. For each target:
    first, if that fits in the deadline and `max_recovery_wait`, and makes one more pass.
 9. If nothing answered: `ChainExhaustedError` with every attempt and skip, in order.
 10. A target at its `max_concurrency`, `rpm` or `tpm` limit is skipped with no health
-    penalty. When a pass found no answer and skipped a target at its limit, the call
-    waits for that target's slot (within the deadline and `max_limit_wait`) and tries it.
+    penalty. When a pass found no answer and skipped targets at their limits, the call
+    waits for the first of their slots to free (within the deadline and
+    `max_limit_wait`) and tries that target, then the others' the same way.
     A limited target's 429 with a reset hint pauses its budget until then.
 
 A position may be a balanced group of equivalent targets: its members are tried best
