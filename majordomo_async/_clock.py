@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
+from ._backend import primitives
+
 __all__ = ["Clock", "ManualClock", "MonotonicClock"]
 
 
@@ -60,9 +62,11 @@ class MonotonicClock:
 
     def deadline_scope(self, deadline: float) -> anyio.CancelScope:
         """A scope whose deadline is `deadline` translated to the loop's clock."""
+        anyio_ = primitives()
         if math.isinf(deadline):
-            return anyio.CancelScope()
-        return anyio.CancelScope(deadline=anyio.current_time() + (deadline - time.monotonic()))
+            return anyio_.create_cancel_scope()
+        loop_deadline = anyio_.current_time() + (deadline - time.monotonic())
+        return anyio_.create_cancel_scope(deadline=loop_deadline)
 
     def __repr__(self) -> str:
         return "MonotonicClock()"

@@ -406,15 +406,21 @@ def _scrub_request_info(exc: aiohttp.ClientResponseError) -> None:
 # --------------------------------------------------------------------------- requests
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""Built once: `json.dumps` with any option builds a new encoder per call (~4 µs of a
+request body's ~8 µs, measured with timeit)."""
+_ASCII_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _encode(json_body: Any) -> bytes:
     """The request body, serialised once, compactly (NaN is refused: it is not JSON)."""
-    text = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _ENCODER.encode(json_body)
     try:
         return text.encode()
     except UnicodeEncodeError:
         # A lone surrogate (text sliced from broken input) has no UTF-8 form; JSON's
         # \uXXXX escapes can still carry it, so let the server decide.
-        return json.dumps(json_body, separators=(",", ":"), allow_nan=False).encode()
+        return _ASCII_ENCODER.encode(json_body).encode()
 
 
 def _with_content_type(headers: Mapping[str, str]) -> dict[str, str]:
@@ -591,7 +597,8 @@ async def request_json(
             streaming=False,
         )
         try:
-            _enter_phase(response, timeouts.idle)
+            if not response.content.is_eof():  # a small reply came whole with its headers
+                _enter_phase(response, timeouts.idle)
             body = await response.read()
         except BaseException:
             response.close()  # error or cancellation mid-body: drop the connection

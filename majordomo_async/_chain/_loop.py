@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar, final
 
 import anyio
 
+from .._backend import primitives
 from .._capabilities import Capabilities
 from .._clock import Clock
 from .._download import ImageFetcher, standalone_fetch
@@ -361,7 +362,7 @@ class _Call:
                 self.attempts += 1
                 # rule 2: a call cancelled before it got here sends no request (aiohttp
                 # writes it before its first suspension).
-                await anyio.lowlevel.checkpoint_if_cancelled()
+                await primitives().checkpoint_if_cancelled()
                 started = self.clock.now()
                 if self.watching:
                     self.observer.attempt_started(self.info, key, number)
