@@ -299,7 +299,8 @@ class Stream:
         # Collected unclosed: the consumer dropped it without `aclose()` (a service whose
         # client left, a `break` outside `async with`). Say so, as aiohttp does for an
         # unclosed response, and give everything back that can be given without awaiting.
-        if self._closed:
+        # (A constructor that raised left no state: nothing to give back.)
+        if getattr(self, "_closed", True):
             return
         try:
             warnings.warn(

@@ -8,7 +8,7 @@ the test, so each test sees exactly which events the "provider" produced and whe
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 
 import anyio
 import anyio.lowlevel
@@ -545,3 +545,17 @@ async def test_a_closed_or_finished_stream_collects_silently() -> None:
 async def _never() -> AsyncIterator[StreamEvent]:
     await anyio.sleep_forever()
     yield StreamEnd()  # pragma: no cover
+
+
+async def test_a_stream_built_with_wrong_arguments_raises_and_says_nothing_more() -> None:
+    """A constructor call that raises leaves an object with no state: collecting it must
+    not print "Exception ignored in Stream.__del__" on top of the TypeError."""
+
+    async def source() -> AsyncGenerator[StreamEvent, None]:
+        yield TextDelta("x")
+
+    events = source()
+    with pytest.raises(TypeError, match="model"):
+        Stream(events)  # type: ignore[call-arg]
+    await events.aclose()
+    gc.collect()  # an unraisable error here fails the test (warnings are errors)

@@ -108,6 +108,7 @@ from urllib.parse import quote, urlencode
 
 import attrs
 
+from .. import _json as fast_json
 from .._events import (
     ReasoningDelta,
     StreamEnd,
@@ -857,8 +858,11 @@ class _StreamTranslator:
                 return [*self._start(), self._end()]
             if not stripped:
                 return []
-        chunk = json_or_none(data)
-        if not isinstance(chunk, dict):
+        try:
+            chunk = fast_json.loads(data)
+        except (ValueError, RecursionError):  # not JSON (RecursionError: absurd nesting)
+            chunk = None
+        if type(chunk) is not dict:
             raise ResponseFormatError(
                 f"a stream event is not a JSON object: {data[:200]!r}",
                 provider=self._provider,
@@ -924,7 +928,11 @@ class _StreamTranslator:
 
     def _choice(self, choice: dict[str, Any], events: list[StreamEvent]) -> None:
         delta = choice.get("delta")
-        if isinstance(delta, dict):
+        if type(delta) is dict and len(delta) == 1 and type(delta.get("content")) is str:
+            # Nearly every chunk of an answer: `"delta": {"content": "..."}` alone.
+            if content := delta["content"]:
+                events.append(TextDelta(content))
+        elif isinstance(delta, dict):
             reasoning = _reasoning_field(delta)
             if reasoning:
                 events.append(ReasoningDelta(reasoning, provider=REASONING_PROVIDER))
