@@ -121,7 +121,7 @@ def test_imports_and_registry_were_measured(quick_run: dict[str, Any]) -> None:
 
 def test_report_has_every_section(quick_run: dict[str, Any]) -> None:
     """The Markdown report is printed and written, with every table."""
-    for heading in ("Summary", "Targets (issue 4)", "Calls", "Streams", "Memory", "Import"):
+    for heading in ("Summary", "Targets (issue 17)", "Calls", "Streams", "Memory", "Import"):
         assert f"### {heading}" in quick_run["markdown"]
     assert quick_run["stdout"].strip() == quick_run["markdown"].strip()
 
