@@ -16,7 +16,6 @@ never a silent success.
 from __future__ import annotations
 
 import warnings
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, final
@@ -132,7 +131,9 @@ class Stream:
         self._on_error = on_error
         self._model = model
         self._request_id = request_id
-        self._buffer: deque[StreamEvent] = deque()
+        # A list, not a deque: it holds the two or three events read while the chain
+        # established the stream, and a deque's first block alone is over 500 bytes.
+        self._buffer: list[StreamEvent] = []
         self._closed = False
         self._finished = False
         self._iterated = False
@@ -227,7 +228,7 @@ class Stream:
         if self._closed and not self._finished:
             raise StreamClosedError("the stream was closed before it was read to the end")
         if self._buffer:
-            return self._buffer.popleft()
+            return self._buffer.pop(0)
         if self._finished:
             raise StopAsyncIteration
         # `_pull()` inlined: one coroutine less per event.
