@@ -10,6 +10,8 @@ import asyncio
 import json
 import math
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
@@ -1138,3 +1140,35 @@ async def test_first_body_limit_shorter_than_idle_does_not_cut_later_gaps(
     async with serve({"/s": pausing}) as base:
         chunks = await stream_chunks(session, base + "/s", timeouts)
     assert b"".join(chunks) == b"data: 1\n\ndata: 2\n\n"
+
+
+def test_aiohttp_is_loaded_on_first_use_not_on_import() -> None:
+    """Importing the library, building a registry and parsing a spec leave aiohttp (and
+    multidict) unloaded; the fake provider answers without them; the first HTTP request
+    loads them, and a program importing aiohttp itself afterwards gets the real module."""
+    code = """
+import asyncio, sys
+import majordomo_async
+
+def loaded(name):
+    module = sys.modules.get(name)
+    return module is not None and type(module).__name__ != "_LazyModule"
+
+async def main():
+    env = {"LLM_LOCAL": "openai+http://sk-test@127.0.0.1:9/v1"}
+    async with majordomo_async.Registry(env=env) as registry:
+        registry.parse("local/m, fake/echo")
+        assert (await registry.parse("fake/echo").generate("hi")).text == "hi"
+        assert not loaded("aiohttp") and not loaded("multidict"), "loaded too early"
+        try:
+            await registry.parse("local/m").generate("hi")  # nothing listens on port 9
+        except majordomo_async.ChainExhaustedError:  # refused, after its retry
+            pass
+        assert loaded("aiohttp") and loaded("multidict")
+    import aiohttp
+    from aiohttp import web
+    assert aiohttp.ClientSession and web.Application
+
+asyncio.run(main())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
