@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-__all__ = ["gemini_retry_delay", "parse_duration", "parse_rate_limit_reset", "parse_retry_after"]
+__all__ = [
+    "gemini_retry_delay",
+    "header_value",
+    "parse_duration",
+    "parse_rate_limit_reset",
+    "parse_retry_after",
+]
 
 # RFC 9110 10.2.3 allows only `1*DIGIT`; the Stainless SDKs accept a float too, and so do
 # we. Nothing else: no sign, exponent, "nan", "inf" or "1_000", all of which float() takes.
@@ -58,10 +64,10 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         >>> parse_retry_after({"retry-after-ms": "1500", "retry-after": "2"})
         1.5
     """
-    millis = _seconds(_header(headers, "retry-after-ms"))
+    millis = _seconds(header_value(headers, "retry-after-ms"))
     if millis is not None:
         return millis / 1000
-    value = _header(headers, "retry-after")
+    value = header_value(headers, "retry-after")
     if value is None:
         return None
     seconds = _seconds(value)
@@ -105,10 +111,10 @@ def parse_rate_limit_reset(headers: Mapping[str, str], *, now: float | None = No
     """
     waits: list[float] = []
     for remaining_name, reset_name in _RESET_HEADERS:
-        reset = _header(headers, reset_name)
+        reset = header_value(headers, reset_name)
         if reset is None:
             continue
-        remaining = _header(headers, remaining_name)
+        remaining = header_value(headers, remaining_name)
         if remaining is not None and remaining.strip() not in ("0", "0.0"):
             continue
         wait = _reset_seconds(reset.strip(), now)
@@ -196,10 +202,14 @@ def gemini_retry_delay(body: object) -> float | None:
     return None
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+_CASE_INSENSITIVE: Final = frozenset({"CIMultiDictProxy", "CIMultiDict"})
+"""aiohttp's header types (named, not imported: multidict loads with aiohttp)."""
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
     """The value of header `name` (lower case), matched case-insensitively."""
     value = headers.get(name)
-    if value is None:
+    if value is None and type(headers).__name__ not in _CASE_INSENSITIVE:
         # A plain dict keyed "Retry-After": fall back to a scan (a handful of headers).
         for key, candidate in headers.items():
             if isinstance(key, str) and key.lower() == name:

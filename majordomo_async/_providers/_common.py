@@ -28,7 +28,7 @@ from .._exceptions import (
 )
 from .._http import Timeouts
 from .._response import FinishReason
-from .._retry_after import parse_rate_limit_reset, parse_retry_after
+from .._retry_after import header_value, parse_rate_limit_reset, parse_retry_after
 
 __all__ = [
     "TIMEOUT_KEYS",
@@ -159,7 +159,7 @@ def body_summary(status: int, headers: Mapping[str, str], body_text: str) -> str
     anything else, its first 300 characters with whitespace collapsed; an empty body,
     the status's reason phrase.
     """
-    content_type = (_header(headers, "content-type") or "").lower()
+    content_type = (header_value(headers, "content-type") or "").lower()
     if "html" in content_type or _HTML_START.match(body_text):
         match = _HTML_TITLE.search(body_text)
         title = _one_line(_HTML_TAG.sub(" ", html.unescape(match.group(1)))) if match else ""
@@ -197,7 +197,7 @@ def _one_line(text: str) -> str:
 
 
 def _redirect_message(headers: Mapping[str, str], message: str) -> str:
-    location = _header(headers, "location")
+    location = header_value(headers, "location")
     target = f" to {location.split('?', 1)[0]}" if location else ""
     return (
         f"the server redirected{target}; redirects are not followed so that credentials "
@@ -207,20 +207,12 @@ def _redirect_message(headers: Mapping[str, str], message: str) -> str:
 
 def _should_retry(headers: Mapping[str, str]) -> bool | None:
     """The server's own verdict (`x-should-retry`, sent by OpenAI and Anthropic)."""
-    value = (_header(headers, "x-should-retry") or "").strip().lower()
+    value = (header_value(headers, "x-should-retry") or "").strip().lower()
     if value == "true":
         return True
     if value == "false":
         return False
     return None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """Header `name` (lower case), matched case-insensitively even in a plain dict."""
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
 
 
 def dsn_timeouts(
