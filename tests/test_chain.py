@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -305,6 +308,36 @@ async def test_benched_target_is_skipped_and_recorded(clock: ManualClock) -> Non
     skip = response.failed_attempts[0]
     assert skip.skipped
     assert str(skip) == "p/head: skipped (backed off until 00:00:01.000)"
+
+
+class CountingClock(ManualClock):
+    """A manual clock that counts its wall-clock conversions."""
+
+    walls = 0
+
+    def wall(self, when: float) -> datetime:
+        self.walls += 1
+        return super().wall(when)
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["quiet", "debug-log"])
+async def test_a_skip_formats_its_time_only_when_read(
+    debug: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every call past a benched target records a skip; its wall-clock text is made only
+    when something reads it (a debug log line, the failure's text), not per call."""
+    clock = CountingClock()
+    head, tail = ScriptedModel("p/head", [overloaded()]), ScriptedModel("p/tail")
+    chain = make_chain(head, tail, clock=clock, health=HealthConfig(failure_threshold=1))
+    await chain.generate("first")  # benched (its warning names the time once)
+    clock.walls = 0
+    caplog.set_level(logging.DEBUG if debug else logging.WARNING, logger="majordomo_async")
+    responses = [await chain.generate("again") for _ in range(5)]
+    assert clock.walls == (5 if debug else 0)
+    if debug:
+        assert "p/head skipped (backed off until 00:00:01.000)" in caplog.messages
+    assert str(responses[0].failed_attempts[0]).endswith("(backed off until 00:00:01.000)")
+    assert clock.walls == (5 if debug else 1)
 
 
 async def test_all_benched_waits_for_the_first_recovery(clock: ManualClock) -> None:

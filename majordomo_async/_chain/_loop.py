@@ -437,7 +437,7 @@ class _Call:
         if lease is not None:
             lease.release()
         self.failures.append(TargetFailure(key, skip))
-        self.observer.skipped(key, skip.reason)
+        self.observer.skipped(skip)
         return None
 
     async def hold(
@@ -457,7 +457,7 @@ class _Call:
                 self.limited.append((target, got))
                 skip = TargetSkippedError(key, got.reason)
                 self.failures.append(TargetFailure(key, skip))
-                self.observer.skipped(key, skip.reason)
+                self.observer.skipped(skip)
                 return None
             lease = got
         load = self.tracker.load

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, final
 
-from .._exceptions import ChainExhaustedError, ErrorClass, ProviderError
+from .._exceptions import ChainExhaustedError, ErrorClass, ProviderError, TargetSkippedError
 from .._hooks import CallInfo, HookSet, logger
 from .._request import Request
 from .._response import Usage
@@ -132,10 +132,13 @@ class Observer:
                 "attempt_finished", info, key, attempt, elapsed=elapsed, error=error, usage=None
             )
 
-    def skipped(self, key: str, reason: str) -> None:
-        """A target was not attempted (benched, probing elsewhere, too large, out of time)."""
+    def skipped(self, skip: TargetSkippedError) -> None:
+        """A target was not attempted (benched, probing elsewhere, too large, out of time).
+
+        Takes the error, not its reason: a benched target's reason formats a wall-clock
+        time, which only a debug log line needs (about 3 µs a skip otherwise)."""
         if logger.isEnabledFor(_DEBUG):
-            logger.debug("%s %s", key, reason, extra={"majordomo_target": key})
+            logger.debug("%s %s", skip.key, skip.reason, extra={"majordomo_target": skip.key})
 
     def retry_wait(self, key: str, attempt: int, wait: float, error: Exception) -> None:
         """The chain waits `wait` seconds before retrying `key` after `error`."""
