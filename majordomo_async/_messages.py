@@ -153,6 +153,12 @@ Part: TypeAlias = TextPart | ImagePart | ToolCallPart | ToolResultPart | Reasoni
 
 
 def _to_parts(value: str | Part | Iterable[str | Part]) -> tuple[Part, ...]:
+    if type(value) is tuple and len(value) == 1:  # `Message.user("...")`, every plain prompt
+        item = value[0]
+        if type(item) is str:
+            return (TextPart(item),)
+        if type(item) is TextPart:
+            return (item,)
     if isinstance(value, str):
         return (TextPart(value),)
     if isinstance(value, TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart):
