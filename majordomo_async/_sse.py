@@ -288,10 +288,9 @@ class SSEDecoder(_LineBuffer):
             if not line:
                 # A blank line ends the block; it is an event only if it had data.
                 if data:
+                    text = data[0] if len(data) == 1 else "\n".join(data)
                     events.append(
-                        ServerSentEvent(
-                            self._event or "message", "\n".join(data), self._id, self._retry
-                        )
+                        ServerSentEvent(self._event or "message", text, self._id, self._retry)
                     )
                     data = self._data = []
                 self._event = ""

@@ -245,6 +245,9 @@ class Stream:
             pending = self._renew()
             if pending is not None:
                 await pending
+        if type(event) is TextDelta:  # nearly every event: `_fold` inlined
+            self._text.append(event.text)
+            return event
         return self._fold(event)
 
     async def aclose(self) -> None:
