@@ -79,6 +79,13 @@ else:
     multidict = _lazy("multidict")
 
 
+def load_transport() -> None:
+    """Finish importing aiohttp now. An HTTP provider calls this when it is built, so
+    that no call pays for the import (a few hundred milliseconds) inside its time
+    limits, its probe lease or its deadline."""
+    _ = aiohttp.ClientSession  # the first attribute read runs the lazy import
+
+
 __all__ = [
     "HOSTED_TIMEOUTS",
     "MAX_ERROR_BODY",
@@ -88,6 +95,7 @@ __all__ = [
     "ErrorMapper",
     "Timeouts",
     "iter_body",
+    "load_transport",
     "map_transport_errors",
     "open_stream",
     "request_id_from",

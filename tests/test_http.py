@@ -1143,9 +1143,10 @@ async def test_first_body_limit_shorter_than_idle_does_not_cut_later_gaps(
 
 
 def test_aiohttp_is_loaded_on_first_use_not_on_import() -> None:
-    """Importing the library, building a registry and parsing a spec leave aiohttp (and
-    multidict) unloaded; the fake provider answers without them; the first HTTP request
-    loads them, and a program importing aiohttp itself afterwards gets the real module."""
+    """Importing the library, building a registry and running the fake provider leave
+    aiohttp (and multidict) unloaded; building an HTTP provider loads them, before any
+    call (which then pays nothing for the import); a program importing aiohttp itself
+    afterwards gets the real module."""
     code = """
 import asyncio, sys
 import majordomo_async
@@ -1155,11 +1156,12 @@ def loaded(name):
     return module is not None and type(module).__name__ != "_LazyModule"
 
 async def main():
-    env = {"LLM_LOCAL": "openai+http://sk-test@127.0.0.1:9/v1"}
-    async with majordomo_async.Registry(env=env) as registry:
-        registry.parse("local/m, fake/echo")
+    async with majordomo_async.Registry(env={}) as registry:
         assert (await registry.parse("fake/echo").generate("hi")).text == "hi"
         assert not loaded("aiohttp") and not loaded("multidict"), "loaded too early"
+        registry.load_env({"LLM_LOCAL": "openai+http://sk-test@127.0.0.1:9/v1"})
+        registry.parse("local/m")  # the provider is built: nothing is sent
+        assert loaded("aiohttp") and loaded("multidict"), "not loaded with the provider"
         try:
             await registry.parse("local/m").generate("hi")  # nothing listens on port 9
         except majordomo_async.ChainExhaustedError:  # refused, after its retry

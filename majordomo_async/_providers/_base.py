@@ -30,6 +30,7 @@ from .._http import (
     ErrorMapper,
     Timeouts,
     iter_body,
+    load_transport,
     open_stream,
     request_id_from,
     request_json,
@@ -136,6 +137,7 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
         self._timeouts = timeouts if timeouts is not None else self._DEFAULT_TIMEOUTS
         self._extra_headers = dict(extra_headers or {})
         self._models: dict[str, ModelT] = {}
+        load_transport()
 
     @property
     def name(self) -> str:
