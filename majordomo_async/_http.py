@@ -47,6 +47,7 @@ from ._exceptions import (
     ResponseFormatError,
     StreamTruncatedError,
 )
+from ._retry_after import header_value
 
 
 def _lazy(name: str) -> ModuleType:
@@ -821,16 +822,11 @@ def iter_body(
 def request_id_from(headers: Mapping[str, str], names: Sequence[str]) -> str | None:
     """The first non-empty header among `names` (e.g. ("x-request-id",)), or None.
 
-    Names match case-insensitively with aiohttp's headers; with a plain dict, give the
-    names as the server spells them or in lower case.
+    Names match case-insensitively, in aiohttp's headers and in a plain dict alike
+    (`header_value`).
     """
-    case_insensitive = isinstance(headers, multidict.CIMultiDictProxy | multidict.CIMultiDict)
     for name in names:
-        value = headers.get(name)
-        if value is None and not case_insensitive:
-            # A plain dict spelled differently: scan (a handful of headers).
-            lowered = name.lower()
-            value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+        value = header_value(headers, name.lower())
         if value and value.strip():
             return value.strip()
     return None

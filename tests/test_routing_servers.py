@@ -19,7 +19,7 @@ import gc
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, Literal
 
@@ -30,6 +30,7 @@ from aiohttp import web
 
 from majordomo_async import (
     CallInfo,
+    Chain,
     ChainConfig,
     HealthConfig,
     Hooks,
@@ -203,19 +204,21 @@ async def eventually(check: Callable[[], bool], within: float = 2.0) -> None:
             await anyio.sleep(0.005)
 
 
-async def run_all(calls: int, concurrency: int, call: Callable[[], Awaitable[None]]) -> None:
-    """`calls` calls of `call`, `concurrency` at a time."""
+async def generate_all(chain: Chain, calls: int, concurrency: int) -> list[Response]:
+    """The answers of `calls` generates on `chain`, `concurrency` at a time."""
     remaining = calls
+    answers: list[Response] = []
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await call()
+            answers.append(await chain.generate("hi"))
 
     async with anyio.create_task_group() as group:
         for _ in range(concurrency):
             group.start_soon(worker)
+    return answers
 
 
 def only_limit_skips(response: Response) -> bool:
@@ -286,15 +289,8 @@ async def test_a_thousand_concurrent_calls_never_put_more_than_the_limit_upstrea
     async with upstreams(up) as registry:
         registry.set_limits("up", max_concurrency=8)
         chain = registry.parse("up/a", config=ChainConfig(max_limit_wait=60))
-        answers: list[Response] = []
-
-        async def call() -> None:
-            answers.append(await chain.generate("hi"))
-
         with anyio.fail_after(30):
-            async with anyio.create_task_group() as group:
-                for _ in range(1000):
-                    group.start_soon(call)
+            answers = await generate_all(chain, 1000, 1000)  # all 1,000 at once
         assert len(answers) == 1000
         assert all(answer.model == "up/a" and answer.text == up.text for answer in answers)
         assert all(only_limit_skips(answer) for answer in answers)
@@ -363,13 +359,8 @@ async def test_least_busy_sends_most_calls_to_the_faster_member() -> None:
     fast, slow = Upstream("fast", delay=0.01), Upstream("slow", delay=0.06)
     async with upstreams(fast, slow) as registry:
         chain = registry.parse("fast/m|slow/m")
-        answers: list[Response] = []
-
-        async def call() -> None:
-            answers.append(await chain.generate("hi"))
-
         with anyio.fail_after(20):
-            await run_all(400, 20, call)
+            answers = await generate_all(chain, 400, 20)
         assert len(answers) == 400
         assert all(answer.failed_attempts == () for answer in answers)
         assert fast.requests + slow.requests == 400
@@ -393,13 +384,8 @@ async def test_every_call_of_a_member_answering_503_fails_over_to_the_other(
     health = HealthConfig(failure_threshold=threshold)
     async with upstreams(good, bad, health=health) as registry:
         chain = registry.parse("good/m|bad/m", config=ChainConfig(transient_retries=-1))
-        answers: list[Response] = []
-
-        async def call() -> None:
-            answers.append(await chain.generate("hi"))
-
         with anyio.fail_after(20):
-            await run_all(200, 20, call)
+            answers = await generate_all(chain, 200, 20)
         assert len(answers) == 200
         assert all(answer.model == "good/m" for answer in answers)
         assert good.requests == 200

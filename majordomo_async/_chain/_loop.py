@@ -336,7 +336,7 @@ class _Call:
         limits, tokens = self.tracker.limits, self.fitter.tokens()
         while waiting and now < until:
             keys = [target.key for target in waiting]
-            self.observer.limit_wait(", ".join(keys), until - now)
+            self.observer.limit_wait(keys, until - now)
             got = await limits.acquire_first(keys, tokens, wait_until=until)
             if got is None:
                 return _ADVANCE

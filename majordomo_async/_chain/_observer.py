@@ -13,7 +13,7 @@ success path of a call with no hooks and DEBUG off calls nothing here but `watch
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, final
 
@@ -163,10 +163,11 @@ class Observer:
                 extra={"majordomo_wait": wait},
             )
 
-    def limit_wait(self, key: str, wait: float) -> None:
-        """Nothing answered and `key` (targets joined by ", ") is at its limits: the call
-        waits for the first slot to free."""
+    def limit_wait(self, keys: Sequence[str], wait: float) -> None:
+        """Nothing answered and `keys` are at their limits: the call waits for the first
+        slot to free (the keys are joined only for a debug line)."""
         if logger.isEnabledFor(_DEBUG):
+            key = ", ".join(keys)
             logger.debug(
                 "%s is at its limits; waiting up to %.3f s for a slot",
                 key,
