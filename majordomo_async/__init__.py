@@ -12,6 +12,9 @@ async with Registry() as registry:
 Everything importable from this module is public; every other module is private.
 """
 
+import importlib
+import typing
+
 from ._asgi import ClientDisconnectedError as ClientDisconnectedError
 from ._asgi import cancel_on_disconnect as cancel_on_disconnect
 from ._capabilities import Capabilities as Capabilities
@@ -89,14 +92,11 @@ from ._messages import Tool as Tool
 from ._messages import ToolCall as ToolCall
 from ._messages import ToolCallPart as ToolCallPart
 from ._messages import ToolResultPart as ToolResultPart
-from ._otel import OpenTelemetryHooks as OpenTelemetryHooks
 from ._protocols import AsyncModel as AsyncModel
 from ._protocols import ModelLister as ModelLister
 from ._protocols import Provider as Provider
 from ._provider_options import ProviderOptions as ProviderOptions
 from ._reasoning import Reasoning as Reasoning
-from ._redis_store import RedisHealthStore as RedisHealthStore
-from ._redis_store import RedisStoreEvent as RedisStoreEvent
 from ._registry import Registry as Registry
 from ._request import JSONMode as JSONMode
 from ._request import JSONSchema as JSONSchema
@@ -123,6 +123,11 @@ from ._response import Response as Response
 from ._response import Usage as Usage
 from ._stream import Stream as Stream
 from ._version import __version__ as __version__
+
+if typing.TYPE_CHECKING:
+    from ._otel import OpenTelemetryHooks as OpenTelemetryHooks
+    from ._redis_store import RedisHealthStore as RedisHealthStore
+    from ._redis_store import RedisStoreEvent as RedisStoreEvent
 
 __all__ = (
     "Admission",
@@ -238,9 +243,36 @@ __all__ = (
     "top_p",
 )
 
-# Tracebacks and reprs say `majordomo_async.RateLimitError`, not the private module.
+_ON_FIRST_USE: dict[str, str] = {
+    "OpenTelemetryHooks": "._otel",
+    "RedisHealthStore": "._redis_store",
+    "RedisStoreEvent": "._redis_store",
+}
+"""Public names whose modules load when the name is first read: few programs use them,
+and they would add about 10 ms to every `import majordomo_async`."""
+
+
+def _public(obj: object) -> None:
+    """Tracebacks and reprs say `majordomo_async.RateLimitError`, not the private module."""
+    if isinstance(obj, type) and obj.__module__.startswith("majordomo_async."):
+        obj.__module__ = "majordomo_async"
+
+
+def __getattr__(name: str) -> object:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'majordomo_async' has no attribute {name!r}")
+    obj = getattr(importlib.import_module(module, __name__), name)
+    _public(obj)
+    globals()[name] = obj  # later reads skip this function
+    return obj
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ON_FIRST_USE})
+
+
 for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith("majordomo_async."):
-        _obj.__module__ = "majordomo_async"
-del _name, _obj
+    if _name not in _ON_FIRST_USE:
+        _public(globals()[_name])
+del _name

@@ -11,18 +11,25 @@ scopes, deadlines and checkpoint, found once.
 Finding the backend uses an anyio internal. Off asyncio (trio), or should a future anyio
 move that internal, the public helpers serve instead: slower, never wrong. The lookup is
 lazy, so importing the library does not import anyio's backend.
+
+Nor does it import asyncio (about 30 ms of `import majordomo_async`): no asyncio loop can
+run before asyncio is imported, so `running_loop()` looks for the module only until it
+appears in `sys.modules`.
 """
 
 from __future__ import annotations
 
-from asyncio import _get_running_loop
-from collections.abc import Awaitable
-from typing import Final, Protocol
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["Primitives", "primitives"]
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+
+__all__ = ["Primitives", "primitives", "running_loop"]
 
 
 class Primitives(Protocol):
@@ -63,6 +70,21 @@ class _Public:
 
 _PUBLIC: Final = _Public()
 _found: Primitives | None = None
+_get_running_loop: Callable[[], AbstractEventLoop | None] | None = None
+"""asyncio's own `_get_running_loop`, once asyncio was imported (by anyone)."""
+
+
+def running_loop() -> AbstractEventLoop | None:
+    """The running asyncio event loop, or None: none runs here (or trio does)."""
+    global _get_running_loop
+    get = _get_running_loop
+    if get is None:
+        asyncio = sys.modules.get("asyncio")
+        events = getattr(asyncio, "events", None)  # None: never (fully) imported
+        if events is None:  # so no asyncio loop can be running
+            return None
+        get = _get_running_loop = events._get_running_loop
+    return get()
 
 
 def _find() -> Primitives:
@@ -79,7 +101,7 @@ def primitives() -> Primitives:
     """anyio's primitives for the running loop: asyncio's backend, found on first use,
     or the public helpers when no asyncio loop runs (trio)."""
     global _found
-    if _get_running_loop() is None:
+    if running_loop() is None:
         return _PUBLIC
     if _found is None:
         _found = _find()

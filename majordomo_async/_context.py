@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, final
@@ -10,10 +9,13 @@ from typing import TYPE_CHECKING, final
 import anyio.to_thread
 import attrs
 
+from ._backend import running_loop
 from ._clock import Clock
 from ._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    import asyncio
+
     import aiohttp
 
     from ._dsn import DSN
@@ -61,10 +63,9 @@ class HTTPSessionHolder:
             ConfigurationError: the holder was closed; the session belongs to another event
                 loop; or no asyncio event loop is running (trio): aiohttp needs asyncio.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise ConfigurationError(_NOT_ASYNCIO) from None
+        loop = running_loop()
+        if loop is None:
+            raise ConfigurationError(_NOT_ASYNCIO)
         session = self._session
         # The hot path (every request): one identity comparison.
         if loop is self._loop and session is not None:
@@ -120,6 +121,8 @@ class HTTPSessionHolder:
             await session.close()
         else:
             # aiohttp's transports are not thread-safe: their own loop closes them.
+            import asyncio  # imported already: a session exists
+
             done = asyncio.run_coroutine_threadsafe(session.close(), handover)
             await anyio.to_thread.run_sync(done.result)
         if watch is not None:
@@ -171,6 +174,8 @@ def _close_when_the_loop_ends(session: aiohttp.ClientSession) -> AsyncGenerator[
 def _loop_of(session: aiohttp.ClientSession | None) -> asyncio.AbstractEventLoop | None:
     """The loop a borrowed session was created in (aiohttp keeps it as `_loop`; its
     public `loop` property is deprecated), or None when the object does not say."""
+    import asyncio  # imported already: a loop runs
+
     loop = getattr(session, "_loop", None)
     return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
@@ -178,10 +183,7 @@ def _loop_of(session: aiohttp.ClientSession | None) -> asyncio.AbstractEventLoop
 def _closing_loop(owner: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop | None:
     """Where a session of loop `owner` must be closed: None for here, or `owner` (running
     in another thread)."""
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
+    running = running_loop()
     if owner is running or owner.is_closed():
         # Here; a closed loop's connector closes without touching the loop.
         return None

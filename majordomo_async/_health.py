@@ -31,19 +31,22 @@ or by a task calling the shared store's `release_probe`, which takes that lock i
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Protocol, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 
+from ._backend import running_loop
 from ._clock import Clock, MonotonicClock
 from ._exceptions import ConfigurationError
 from ._hooks import logger
 from ._limits import LimitSet
 from ._routing import LoadTracker
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "Admission",
@@ -423,9 +426,8 @@ class HealthTracker:
         if local is not None:
             local._release(key, probe)
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             return
         task = loop.create_task(self._hand_over(key, probe))
         self._handovers.add(task)

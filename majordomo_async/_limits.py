@@ -36,20 +36,23 @@ callback (a finaliser may run in the middle of other code, or on another thread)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Final, Protocol, final
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 import anyio
 import attrs
 
+from ._backend import running_loop
 from ._clock import Clock
 from ._exceptions import ConfigurationError
 from ._hooks import logger
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "LIMIT_KEYS",
@@ -621,7 +624,9 @@ class Limiter:
     async def _wait_for_slot(self, until: float) -> bool:
         """Queue for a slot until clock time `until`. True: a slot was handed over (the
         caller holds it). False: out of time. Leaves the queue on every way out."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
+        if loop is None:  # anyio on trio: asyncio's futures cannot serve
+            raise RuntimeError("waiting for a limit's slot needs an asyncio event loop")
         self._loop = loop
         waiter = _Waiter(loop.create_future())
         self._waiters.append(waiter)
@@ -701,9 +706,8 @@ class Limiter:
         budget = self.budget
         if budget is None:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             return
         task = loop.create_task(self._budget_call(what, budget, call))
         self._tasks.add(task)

@@ -30,11 +30,13 @@ def test_all_is_sorted() -> None:
 
 
 def test_all_matches_the_public_names_of_the_module() -> None:
-    """Every public name defined in the package is exported, and nothing else (plus version)."""
+    """Every public name defined in the package is exported, and nothing else (plus version).
+
+    `dir()`, not `vars()`: a few names load on first use (`_ON_FIRST_USE`)."""
     public = {
         name
-        for name, value in vars(majordomo_async).items()
-        if not name.startswith("_") and not inspect.ismodule(value)
+        for name in dir(majordomo_async)
+        if not name.startswith("_") and not inspect.ismodule(getattr(majordomo_async, name))
     }
 
     assert set(EXPORTS) - {"__version__"} == public
