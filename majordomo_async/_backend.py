@@ -101,7 +101,8 @@ def primitives() -> Primitives:
     """anyio's primitives for the running loop: asyncio's backend, found on first use,
     or the public helpers when no asyncio loop runs (trio)."""
     global _found
-    if running_loop() is None:
+    get = _get_running_loop  # `running_loop()` inlined: this runs on every call
+    if (running_loop() if get is None else get()) is None:
         return _PUBLIC
     if _found is None:
         _found = _find()
