@@ -80,6 +80,7 @@ from majordomo_async._providers.openai import (
     openai_compatible_factory,
     openai_factory,
 )
+from majordomo_async._providers.openai import _usage as openai_usage
 
 from .helpers.mocking import CompatResponse
 from .helpers.servers import (
@@ -905,3 +906,57 @@ def test_a_dsn_with_the_root_path_addresses_a_server_mounted_at_the_root() -> No
     assert bare.base_url == "http://127.0.0.1:8000/v1"
     groq = openai_compatible_factory("vllm")("p", DSN.parse("vllm://gpu-box:8000/"), context)
     assert groq.base_url == "http://gpu-box:8000"
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        (None, None),
+        ([1, 2], None),
+        ({"prompt_tokens": 12, "completion_tokens": 5}, Usage(12, 5)),
+        (  # OpenAI: cached and reasoning counts are parts of the totals
+            {
+                "prompt_tokens": 2006,
+                "completion_tokens": 300,
+                "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 256},
+            },
+            Usage(2006, 300, cached_input_tokens=1920, reasoning_tokens=256),
+        ),
+        (  # DeepSeek: cache hits at the top level, details absent or zero
+            {"prompt_tokens": 90, "completion_tokens": 3, "prompt_cache_hit_tokens": 64},
+            Usage(90, 3, cached_input_tokens=64),
+        ),
+        (
+            {
+                "prompt_tokens": 90,
+                "completion_tokens": 3,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "prompt_cache_hit_tokens": 64,
+            },
+            Usage(90, 3, cached_input_tokens=64),
+        ),
+        (  # a server's cache writes (OpenRouter)
+            {
+                "prompt_tokens": 10,
+                "completion_tokens": 1,
+                "prompt_tokens_details": {"cache_write_tokens": 7},
+            },
+            Usage(10, 1, cache_write_tokens=7),
+        ),
+        (  # odd values count as nothing: bools, negatives, strings, floats, null details
+            {
+                "prompt_tokens": True,
+                "completion_tokens": -4,
+                "prompt_tokens_details": None,
+                "completion_tokens_details": {"reasoning_tokens": "12"},
+                "prompt_cache_hit_tokens": 2.5,
+            },
+            Usage(0, 0),
+        ),
+    ],
+)
+def test_usage_reads_every_count_a_compatible_server_sends(
+    usage: object, expected: Usage | None
+) -> None:
+    assert openai_usage(usage) == expected

@@ -418,22 +418,27 @@ def _usage(value: object) -> Usage | None:
     if not isinstance(value, dict):
         return None
     prompt = value.get("prompt_tokens_details")
-    prompt = prompt if isinstance(prompt, dict) else {}
     completion = value.get("completion_tokens_details")
-    completion = completion if isinstance(completion, dict) else {}
-    # DeepSeek reports its cache hits at the top level (and lately in the details too).
-    cached = _count(prompt.get("cached_tokens")) or _count(value.get("prompt_cache_hit_tokens"))
+    cached = write = reasoning = 0
+    if isinstance(prompt, dict):
+        cached = _count(prompt.get("cached_tokens"))
+        write = _count(prompt.get("cache_write_tokens"))
+    if not cached:  # DeepSeek reports its cache hits at the top level (lately also in details)
+        cached = _count(value.get("prompt_cache_hit_tokens"))
+    if isinstance(completion, dict):
+        reasoning = _count(completion.get("reasoning_tokens"))
     return Usage(
         _count(value.get("prompt_tokens")),
         _count(value.get("completion_tokens")),
         cached_input_tokens=cached,
-        cache_write_tokens=_count(prompt.get("cache_write_tokens")),
-        reasoning_tokens=_count(completion.get("reasoning_tokens")),
+        cache_write_tokens=write,
+        reasoning_tokens=reasoning,
     )
 
 
 def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A token count: a positive JSON integer, else 0 (`type() is int` leaves out bools)."""
+    return value if type(value) is int and value > 0 else 0
 
 
 def _content_text(content: object) -> str:
@@ -525,6 +530,12 @@ def _parse_tool_calls(value: object, where: Callable[[str], ResponseFormatError]
     return calls
 
 
+def _reply_error(provider: str, model: str, problem: str) -> ResponseFormatError:
+    return ResponseFormatError(
+        f"unexpected chat completion reply: {problem}", provider=provider, model=model
+    )
+
+
 def _parse_response(body: Any, key: str, headers: Mapping[str, str]) -> Response:
     """A chat completion reply as our `Response`.
 
@@ -539,12 +550,7 @@ def _parse_response(body: Any, key: str, headers: Mapping[str, str]) -> Response
         ResponseFormatError: the body is not a chat completion.
     """
     provider, _, model = key.partition("/")
-
-    def where(problem: str) -> ResponseFormatError:
-        return ResponseFormatError(
-            f"unexpected chat completion reply: {problem}", provider=provider, model=model
-        )
-
+    where = partial(_reply_error, provider, model)
     if not isinstance(body, dict):
         raise where(f"expected a JSON object, got {type(body).__name__}")
     if body.get("error"):
