@@ -29,10 +29,10 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 import anyio
 import attrs
@@ -479,53 +479,42 @@ def _with_content_type(headers: Mapping[str, str]) -> dict[str, str]:
     return merged
 
 
-async def _start(
+def _send(
     session: aiohttp.ClientSession,
     method: str,
     url: str,
     *,
     headers: Mapping[str, str],
     json_body: Any,
-    provider: str,
-    model: str,
     timeouts: Timeouts,
-    error_mapper: ErrorMapper,
     streaming: bool,
-) -> aiohttp.ClientResponse:
-    """Send the request; return the response once success headers arrived.
+) -> Awaitable[aiohttp.ClientResponse]:
+    """Send the request: aiohttp's own awaitable, which gives the response once its
+    headers arrived.
 
-    An error status raises the mapped error, its body read and the response closed.
-    The caller maps transport errors (`map_transport_errors` around this and the body).
+    Not a coroutine of ours: every resumption of a call (the pool's wait, the headers)
+    passes through each coroutine frame on its stack, so the callers await aiohttp
+    directly and check the outcome themselves (`_headers_timeout`, `_raise_error_status`).
     The limit until the headers (`headers` for a stream, `generate` otherwise) is
     aiohttp's socket read timer (see `_client_timeout`); a timeout there closes the
-    connection inside aiohttp.
+    connection inside aiohttp and raises `aiohttp.SocketTimeoutError`.
     """
     data: bytes | None = None
     send_headers: Mapping[str, str] = headers
     if json_body is not None:
         data = _encode(json_body)
         send_headers = _with_content_type(headers)
-    try:
-        # Redirects are not followed: aiohttp strips only Authorization and Cookie on a
-        # cross-origin redirect, and our providers also send keys as x-api-key or
-        # x-goog-api-key. A 3xx reaches the error mapper instead.
-        response = await session.request(
-            method,
-            url,
-            headers=send_headers,
-            data=data,
-            timeout=timeouts._for_aiohttp(streaming),
-            allow_redirects=False,
-        )
-    except aiohttp.SocketTimeoutError as exc:
-        raise _headers_timeout(timeouts, streaming, provider, model) from exc
-    if response.status >= 300:  # checked here: a success awaits nothing more
-        try:
-            await _raise_error_status(response, error_mapper, timeouts)
-        except BaseException:
-            response.close()
-            raise
-    return response
+    # Redirects are not followed: aiohttp strips only Authorization and Cookie on a
+    # cross-origin redirect, and our providers also send keys as x-api-key or
+    # x-goog-api-key. A 3xx reaches the error mapper instead.
+    return session.request(
+        method,
+        url,
+        headers=send_headers,
+        data=data,
+        timeout=timeouts._for_aiohttp(streaming),
+        allow_redirects=False,
+    )
 
 
 def _headers_timeout(
@@ -567,12 +556,17 @@ async def _read_error_body(response: aiohttp.ClientResponse) -> str:
 
 async def _raise_error_status(
     response: aiohttp.ClientResponse, error_mapper: ErrorMapper, timeouts: Timeouts
-) -> None:
+) -> NoReturn:
     """Raise the mapped error for a reply that is not a success; give the connection
-    back first (to the pool when its body was read to the end)."""
-    _enter_phase(response, timeouts.idle)
-    body_text = await _read_error_body(response)
-    _finish(response)
+    back first (to the pool when its body was read to the end; closed on any error or
+    cancellation while reading it)."""
+    try:
+        _enter_phase(response, timeouts.idle)
+        body_text = await _read_error_body(response)
+        _finish(response)
+    except BaseException:
+        response.close()
+        raise
     raise error_mapper(response.status, response.headers, body_text)
 
 
@@ -633,18 +627,20 @@ async def request_json(
             a body that is not JSON; transport errors as `map_transport_errors` maps them.
     """
     with map_transport_errors(provider, model, timeouts=timeouts):
-        response = await _start(
-            session,
-            method,
-            url,
-            headers=headers,
-            json_body=json_body,
-            provider=provider,
-            model=model,
-            timeouts=timeouts,
-            error_mapper=error_mapper,
-            streaming=False,
-        )
+        try:
+            response = await _send(
+                session,
+                method,
+                url,
+                headers=headers,
+                json_body=json_body,
+                timeouts=timeouts,
+                streaming=False,
+            )
+        except aiohttp.SocketTimeoutError as exc:
+            raise _headers_timeout(timeouts, False, provider, model) from exc
+        if response.status >= 300:  # checked here: a success awaits nothing more
+            await _raise_error_status(response, error_mapper, timeouts)
         try:
             if not response.content.is_eof():  # a small reply came whole with its headers
                 _enter_phase(response, timeouts.idle)
@@ -678,18 +674,20 @@ async def open_stream(
     read (at most `MAX_ERROR_BODY` bytes) and the response closed before raising.
     """
     with map_transport_errors(provider, model, timeouts=timeouts):
-        response = await _start(
-            session,
-            method,
-            url,
-            headers=headers,
-            json_body=json_body,
-            provider=provider,
-            model=model,
-            timeouts=timeouts,
-            error_mapper=error_mapper,
-            streaming=True,
-        )
+        try:
+            response = await _send(
+                session,
+                method,
+                url,
+                headers=headers,
+                json_body=json_body,
+                timeouts=timeouts,
+                streaming=True,
+            )
+        except aiohttp.SocketTimeoutError as exc:
+            raise _headers_timeout(timeouts, True, provider, model) from exc
+        if response.status >= 300:
+            await _raise_error_status(response, error_mapper, timeouts)
     _enter_phase(response, timeouts.first_body)
     return response
 
