@@ -32,7 +32,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, NoReturn, final
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, final
 
 import anyio
 import attrs
@@ -402,17 +402,28 @@ class map_transport_errors:
         provider: the provider's registry name, for the error.
         model: the model id, for the error.
         timeouts: the limits in force, quoted in timeout messages.
+        awaiting: "headers" (a stream) or "generate" while the response headers are
+            awaited: a socket timeout then is that limit running out. Set `awaiting` to
+            None once they arrived.
 
     A class rather than a `@contextmanager` generator: it wraps every request, and a
     generator-based manager costs a generator object and two resumptions each time.
     """
 
-    __slots__ = ("_model", "_provider", "_timeouts")
+    __slots__ = ("_model", "_provider", "_timeouts", "awaiting")
 
-    def __init__(self, provider: str, model: str, *, timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        *,
+        timeouts: Timeouts | None = None,
+        awaiting: Literal["headers", "generate"] | None = None,
+    ) -> None:
         self._provider = provider
         self._model = model
         self._timeouts = timeouts
+        self.awaiting = awaiting
 
     def __enter__(self) -> None:
         return None
@@ -425,7 +436,11 @@ class map_transport_errors:
     ) -> None:
         if exc is None or not isinstance(exc, Exception):
             return  # success, or cancellation and other BaseExceptions: pass through
-        ours = _translate(exc, self._provider, self._model, self._timeouts)
+        timeouts = self._timeouts
+        if self.awaiting and timeouts and isinstance(exc, aiohttp.SocketTimeoutError):
+            streaming = self.awaiting == "headers"
+            raise _headers_timeout(timeouts, streaming, self._provider, self._model) from exc
+        ours = _translate(exc, self._provider, self._model, timeouts)
         if ours is None:
             return
         if isinstance(exc, aiohttp.ClientResponseError):
@@ -483,7 +498,6 @@ def _send(
     session: aiohttp.ClientSession,
     method: str,
     url: str,
-    *,
     headers: Mapping[str, str],
     json_body: Any,
     timeouts: Timeouts,
@@ -494,7 +508,8 @@ def _send(
 
     Not a coroutine of ours: every resumption of a call (the pool's wait, the headers)
     passes through each coroutine frame on its stack, so the callers await aiohttp
-    directly and check the outcome themselves (`_headers_timeout`, `_raise_error_status`).
+    directly and check the outcome themselves (`map_transport_errors(awaiting=...)`,
+    `_raise_error_status`).
     The limit until the headers (`headers` for a stream, `generate` otherwise) is
     aiohttp's socket read timer (see `_client_timeout`); a timeout there closes the
     connection inside aiohttp and raises `aiohttp.SocketTimeoutError`.
@@ -626,19 +641,10 @@ async def request_json(
         ProviderError: the mapper's error for an error status; `ResponseFormatError` for
             a body that is not JSON; transport errors as `map_transport_errors` maps them.
     """
-    with map_transport_errors(provider, model, timeouts=timeouts):
-        try:
-            response = await _send(
-                session,
-                method,
-                url,
-                headers=headers,
-                json_body=json_body,
-                timeouts=timeouts,
-                streaming=False,
-            )
-        except aiohttp.SocketTimeoutError as exc:
-            raise _headers_timeout(timeouts, False, provider, model) from exc
+    guard = map_transport_errors(provider, model, timeouts=timeouts, awaiting="generate")
+    with guard:
+        response = await _send(session, method, url, headers, json_body, timeouts, False)
+        guard.awaiting = None
         if response.status >= 300:  # checked here: a success awaits nothing more
             await _raise_error_status(response, error_mapper, timeouts)
         try:
@@ -673,19 +679,10 @@ async def open_stream(
     Args and raises are those of `request_json()`; the error body of a failed status is
     read (at most `MAX_ERROR_BODY` bytes) and the response closed before raising.
     """
-    with map_transport_errors(provider, model, timeouts=timeouts):
-        try:
-            response = await _send(
-                session,
-                method,
-                url,
-                headers=headers,
-                json_body=json_body,
-                timeouts=timeouts,
-                streaming=True,
-            )
-        except aiohttp.SocketTimeoutError as exc:
-            raise _headers_timeout(timeouts, True, provider, model) from exc
+    guard = map_transport_errors(provider, model, timeouts=timeouts, awaiting="headers")
+    with guard:
+        response = await _send(session, method, url, headers, json_body, timeouts, True)
+        guard.awaiting = None
         if response.status >= 300:
             await _raise_error_status(response, error_mapper, timeouts)
     _enter_phase(response, timeouts.first_body)
