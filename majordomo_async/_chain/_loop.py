@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from functools import partial
 from typing import Any, Final, TypeVar, final
 
@@ -149,24 +149,36 @@ def _members(position: Target | Group) -> tuple[Target, ...]:
     return position.members if isinstance(position, Group) else (position,)
 
 
-async def chain_do(chain: Chain, request: Request, mode: Mode[T]) -> T:
-    """Run the head-to-tail failover algorithm (`_policy`'s rules) for one call."""
+def chain_do(chain: Chain, request: Request, mode: Mode[T]) -> Awaitable[T]:
+    """Run the head-to-tail failover algorithm (`_policy`'s rules) for one call.
+
+    Returns the call's coroutine for the caller to await: `_Call.run` itself when no hook
+    or DEBUG log watches and no stream relays restarts (every resumption of a call passes
+    through each coroutine frame on its stack, so the usual call gets none of ours here).
+    """
     call = _Call(chain, request, mode)
+    if call.watching or call.relayed:
+        return _watched(call)  # type: ignore[return-value]
+    return call.run()
+
+
+async def _watched(call: _Call) -> object:
+    """`chain_do` for a call that hooks or logs watch, or whose stream relays restarts."""
     watching = call.watching
     if watching:
         call.begin()
     try:
         if call.relayed:
-            return await restart_relay(call)  # type: ignore[return-value]
-        result, _ = await call.run()
+            return await restart_relay(call)
+        result = await call.run()
     except BaseException as exc:
         if watching:
             call.end(None, None, exc)
         raise
-    if watching and not mode.streaming:
+    if watching and not call.mode.streaming:
         call.end(result.model, result.usage, None)
     # A stream's call ends when the stream does (`StreamVerdict`).
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 _rng = random.Random()
@@ -198,6 +210,7 @@ class _Call:
         "limited",
         "mode",
         "observer",
+        "position",
         "recoveries",
         "relayed",
         "routed",
@@ -251,12 +264,14 @@ class _Call:
         """Until when the call may wait for a slot (rule 10), from its first wait."""
         self.abandoned: set[str] | None = None
         """Targets whose attempt lost a hedge race: cancelled, nothing recorded."""
+        self.position = 0
+        """The index of the position that answered (`run`)."""
 
     # ----------------------------------------------------------------- the loop
 
-    async def run(self, start: int = 0, done: frozenset[str] = frozenset()) -> tuple[Any, int]:
+    async def run(self, start: int = 0, done: frozenset[str] = frozenset()) -> Any:
         """Try the positions from index `start` on (of its group, the members not in
-        `done`); the result and the answering position's index.
+        `done`); the result (the answering position's index is left in `position`).
 
         Raises:
             ChainExhaustedError: nothing answered (rule 9), with every failure of the call.
@@ -267,15 +282,17 @@ class _Call:
         for index, target in enumerate(targets, start):
             outcome = await self.try_target(target)
             if outcome is not _ADVANCE:
-                return outcome, index
+                self.position = index
+                return outcome
         if await self.recovered():  # rule 8
             for index, target in enumerate(targets, start):
                 outcome = await self.try_target(target)
                 if outcome is not _ADVANCE:
-                    return outcome, index
+                    self.position = index
+                    return outcome
         raise ChainExhaustedError(self.failures)  # rule 9
 
-    async def run_routed(self, start: int, done: frozenset[str]) -> tuple[Any, int]:
+    async def run_routed(self, start: int, done: frozenset[str]) -> Any:
         """`run` for a chain with groups, limits or hedging: each pass takes targets from
         a `Cursor` (a group's members best first); a target skipped at its limit is
         waited for when nothing else answered (rule 10)."""
@@ -292,7 +309,8 @@ class _Call:
         if outcome is _ADVANCE:
             raise ChainExhaustedError(self.failures)  # rule 9
         key = outcome.model if isinstance(outcome, Response | Stream) else ""
-        return outcome, self.chain._position_of.get(key, start)
+        self.position = self.chain._position_of.get(key, start)
+        return outcome
 
     async def pass_over(self, start: int, done: frozenset[str]) -> object:
         """One pass over the positions from `start`: the first result, or `_ADVANCE`."""

@@ -264,9 +264,8 @@ def _abandoned(model: str) -> StreamClosedError:
 
 async def restart_relay(call: _Call) -> Stream:
     """A stream that starts over on the next target when its target fails mid-stream."""
-    stream: Stream
-    stream, index = await call.run()
-    relay = _Relay(call, stream, index)
+    stream: Stream = await call.run()
+    relay = _Relay(call, stream, call.position)
     outer = Stream(relay, model=stream.model, request_id=stream.request_id)
     outer._bind(stream.model, stream.failed_attempts, RelayOwner(call, relay))
     return outer
@@ -319,7 +318,8 @@ class _Relay:
         attempt = 1 + sum(failure.key == key and not failure.skipped for failure in call.failures)
         call.failures.append(TargetFailure(key, exc, attempt))
         try:
-            self._stream, self._index = await call.run(start, done)
+            self._stream = await call.run(start, done)
+            self._index = call.position
         except ChainExhaustedError as exhausted:
             if call.clock.now() < call.deadline:
                 raise
