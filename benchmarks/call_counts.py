@@ -24,7 +24,8 @@ import asyncio
 import cProfile
 import json
 import pstats
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import aiohttp
 
@@ -72,8 +73,10 @@ async def _count(call: Call, calls: int, own: bool = False) -> float:
     return total / calls
 
 
-async def measure(port: int, calls: int, own: bool = False) -> dict[str, dict[str, float]]:
-    """`{"generate": {layer: calls per call}, "stream": {layer: calls per stream}}`."""
+@asynccontextmanager
+async def layer_calls(port: int) -> AsyncIterator[dict[str, dict[str, Call]]]:
+    """`{"generate": {layer: call}, "stream": {layer: call}}` against the mock server on
+    `port`, each call one generate (or one stream read to its end); closed on exit."""
     server = Server("127.0.0.1", port)
     raw, md = RawAiohttp(server), Majordomo(server)
     await raw.start()
@@ -131,7 +134,7 @@ async def measure(port: int, calls: int, own: bool = False) -> dict[str, dict[st
         async def chain_stream() -> int:
             return await _text_deltas(await chain.stream(PROMPT))
 
-        layers: dict[str, dict[str, Call]] = {
+        yield {
             "generate": {
                 "raw aiohttp": raw.call,
                 "http": http_generate,
@@ -147,14 +150,19 @@ async def measure(port: int, calls: int, own: bool = False) -> dict[str, dict[st
                 "registry": md.stream,
             },
         }
-        return {
-            mode: {name: await _count(call, calls, own) for name, call in calls_by_layer.items()}
-            for mode, calls_by_layer in layers.items()
-        }
     finally:
         await session.close()
         await md.aclose()
         await raw.aclose()
+
+
+async def measure(port: int, calls: int, own: bool = False) -> dict[str, dict[str, float]]:
+    """`{"generate": {layer: calls per call}, "stream": {layer: calls per stream}}`."""
+    async with layer_calls(port) as layers:
+        return {
+            mode: {name: await _count(call, calls, own) for name, call in calls_by_layer.items()}
+            for mode, calls_by_layer in layers.items()
+        }
 
 
 async def _text_deltas(stream: Stream) -> int:

@@ -556,12 +556,12 @@ async def _read_error_body(response: aiohttp.ClientResponse) -> str:
     """Up to `MAX_ERROR_BODY` bytes of an error reply, decoded leniently."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_any():
+    content = response.content
+    # `read(n)` directly: an `async for` over `iter_any()` costs an async generator.
+    while size < MAX_ERROR_BODY and (chunk := await content.read(MAX_ERROR_BODY - size)):
         chunks.append(chunk)
         size += len(chunk)
-        if size >= MAX_ERROR_BODY:
-            break
-    data = b"".join(chunks)[:MAX_ERROR_BODY]
+    data = b"".join(chunks)
     encoding = response.charset or "utf-8"
     try:
         return data.decode(encoding, errors="replace")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,53 @@ def test_call_counts_rise_layer_by_layer() -> None:
     assert stream["provider"] > stream["http"] + 100
     assert stream["chain"] > stream["provider"] + 20
     assert abs(stream["registry"] - stream["chain"]) < 20
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_measure_each_layer_apart_from_start_up() -> None:
+    """`benchmarks.instructions` runs under callgrind and subtracts the interpreter's start
+    and imports: our transport costs about what raw aiohttp does (the same requests
+    through the same aiohttp; 25 % leaves room for a garbage collection landing in 40
+    calls, which 300 calls average out), and the chain costs more (it runs it)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.instructions",
+            "--modes",
+            "generate",
+            "--layers",
+            "raw aiohttp,http,chain",
+            "--base",
+            "5",
+            "--calls",
+            "20",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    per_call = json.loads(done.stdout)["generate"]
+    raw, http, chain = per_call["raw aiohttp"], per_call["http"], per_call["chain"]
+    assert 100_000 < raw < 5_000_000  # a request's worth, not the start-up's hundreds of millions
+    assert abs(http - raw) < raw * 0.25
+    assert chain > raw * 1.05
+
+
+def test_instruction_counts_refuse_unknown_layers() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.instructions", "--layers", "raw aiohttp,chian"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert ("unknown layer: chian" in done.stderr) or ("valgrind is not installed" in done.stderr)
 
 
 def test_the_routing_benchmark_runs_and_leaks_nothing(tmp_path: Path) -> None:

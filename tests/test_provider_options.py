@@ -123,6 +123,29 @@ async def test_headers_are_added_but_never_replace_the_credential(
     assert headers["User-Agent"] == "mine/1"  # a request may replace the User-Agent
 
 
+async def test_a_requests_own_headers_stay_with_that_request(
+    openai_server: LocalServer,
+) -> None:
+    """The headers of a plain request are built once per provider and shared: a request
+    with headers of its own, before or after, neither changes them nor keeps its own."""
+    env = {"LLM_O": f"openai+http://sk-real@{openai_server.url.removeprefix('http://')}/v1"}
+    own = provider_options("openai", headers={"X-Trace": "t-1", "User-Agent": "mine/1"})
+    async with Registry(env=env) as registry:
+        model = registry.parse("o/m")
+        for options in ((), (own,), (), (own,), ()):
+            await model.generate(Request("hi"), *options)
+    sent = [request.headers for request in openai_server.requests]
+    assert [headers.get("X-Trace") for headers in sent] == [None, "t-1", None, "t-1", None]
+    assert [headers["User-Agent"] for headers in sent] == [
+        USER_AGENT,
+        "mine/1",
+        USER_AGENT,
+        "mine/1",
+        USER_AGENT,
+    ]
+    assert all(headers["Authorization"] == "Bearer sk-real" for headers in sent)
+
+
 async def test_every_request_says_who_sends_it(openai_server: LocalServer) -> None:
     env = {"LLM_O": f"openai+http://sk-o@{openai_server.url.removeprefix('http://')}/v1"}
     await ask(openai_server, "o/m", env)

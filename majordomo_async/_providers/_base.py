@@ -106,6 +106,7 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
         "_http",
         "_models",
         "_name",
+        "_ready_headers",
         "_timeouts",
     )
 
@@ -137,6 +138,8 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
         self._http = http
         self._timeouts = timeouts if timeouts is not None else self._DEFAULT_TIMEOUTS
         self._extra_headers = dict(extra_headers or {})
+        self._ready_headers: Mapping[str, str] | None = None
+        """The headers of a request that brings none of its own, once built."""
         self._models: dict[str, ModelT] = {}
         load_transport()
 
@@ -199,8 +202,9 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
 
     def _headers(
         self, model_id: str, *, stream: bool = False, extra: Mapping[str, str] | None = None
-    ) -> dict[str, str]:
-        """Headers for one request about `model_id`, the credential included.
+    ) -> Mapping[str, str]:
+        """Headers for one request about `model_id`, the credential included (read-only:
+        the headers of a request without its own are built once and shared).
 
         `stream` says whether the request asks for a stream (for an `Accept` header);
         `extra` holds the request's own headers (`provider_options`), which may replace
@@ -210,6 +214,8 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
             AuthenticationError: no key is configured and `_key_required()`.
         """
         del stream  # the default headers are the same for both
+        if not extra and (ready := self._ready_headers) is not None:
+            return ready  # nearly every request: built once (read-only: callers copy)
         headers = {"User-Agent": USER_AGENT, **self._extra_headers}
         if extra:
             headers.update(extra)  # a request's own headers; never the credential's
@@ -219,6 +225,8 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
             raise AuthenticationError(
                 self._missing_key_message(), provider=self._name, model=model_id
             )
+        if not extra:
+            self._ready_headers = headers
         return headers
 
     def _redact(self, text: str) -> str:
