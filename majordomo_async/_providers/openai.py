@@ -880,8 +880,22 @@ class _StreamTranslator:
             )
         if self._served is None:
             self._served = _served_model(chunk)
-        events: list[StreamEvent] = []
         choices = chunk.get("choices")
+        if self.started and type(choices) is list and len(choices) == 1:
+            # Nearly every chunk of an answer: one choice whose delta is content alone,
+            # no finish reason, no usage (`_choice`'s own short path, without its call).
+            choice = choices[0]
+            delta = choice.get("delta") if type(choice) is dict else None
+            if (
+                type(delta) is dict
+                and len(delta) == 1
+                and type(content := delta.get("content")) is str
+                and not choice.get("finish_reason")
+                and choice.get("index", 0) == 0
+                and not chunk.get("usage")
+            ):
+                return [TextDelta(content)] if content else []
+        events: list[StreamEvent] = []
         if isinstance(choices, list):
             for choice in choices:
                 # n > 1 is never requested: only the first choice is read.
