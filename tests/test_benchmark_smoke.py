@@ -158,12 +158,13 @@ def test_call_counts_rise_layer_by_layer() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # two clients under callgrind, twice each: minutes on a busy machine
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_instruction_counts_measure_each_layer_apart_from_start_up() -> None:
     """`benchmarks.instructions` runs under callgrind and subtracts the interpreter's start
-    and imports: our transport costs about what raw aiohttp does (the same requests
-    through the same aiohttp; 25 % leaves room for a garbage collection landing in 40
-    calls, which 300 calls average out), and the chain costs more (it runs it)."""
+    and imports: a request's worth of instructions per call (hundreds of thousands, not
+    the start-up's hundreds of millions), and the chain costs more than raw aiohttp
+    (it runs the same request, and its own work on top; 1.3x at 300 calls)."""
     done = subprocess.run(
         [
             sys.executable,
@@ -172,23 +173,24 @@ def test_instruction_counts_measure_each_layer_apart_from_start_up() -> None:
             "--modes",
             "generate",
             "--layers",
-            "raw aiohttp,http,chain",
+            "raw aiohttp,chain",
             "--base",
             "5",
             "--calls",
-            "20",
+            "40",
+            "--jobs",
+            "2",
             "--json",
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=570,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     per_call = json.loads(done.stdout)["generate"]
-    raw, http, chain = per_call["raw aiohttp"], per_call["http"], per_call["chain"]
-    assert 100_000 < raw < 5_000_000  # a request's worth, not the start-up's hundreds of millions
-    assert abs(http - raw) < raw * 0.25
+    raw, chain = per_call["raw aiohttp"], per_call["chain"]
+    assert 100_000 < raw < 5_000_000
     assert chain > raw * 1.05
 
 
