@@ -482,6 +482,38 @@ async def test_a_silent_stream_request_hits_the_headers_limit(
     assert classify(info.value) is ErrorClass.TRANSIENT
 
 
+@pytest.mark.parametrize("streaming", [False, True], ids=["generate", "stream"])
+async def test_an_error_reply_whose_body_stalls_hits_the_idle_limit_and_drops_it(
+    session: aiohttp.ClientSession, streaming: bool
+) -> None:
+    """A 503 whose headers arrive but whose body stops half-way: the silence after the
+    headers is the idle limit (not the headers or generate limit, which ended with the
+    headers), and the half-read connection is closed, not returned to the pool."""
+
+    async def stalled(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=503, headers={"Content-Length": "100"})
+        await response.prepare(request)
+        await response.write(b'{"error": {"message": "over')
+        await sleep_forever()
+        return response
+
+    timeouts = Timeouts(connect=0.5, headers=5.0, generate=5.0, first_token=5.0, idle=0.2)
+    async with serve({"/e": stalled}) as base:
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeoutError, match="idle timeout") as info:
+            if streaming:
+                await stream_chunks(session, base + "/e", timeouts)
+            else:
+                await post(session, base + "/e", timeouts)
+        elapsed = time.monotonic() - started
+        connector = session.connector
+        assert connector is not None
+        in_use = sum(len(held) for held in connector._acquired_per_host.values())
+    assert 0.15 < elapsed < 3  # the 0.2 s idle limit, not the 5 s ones
+    assert info.value.limit == "idle"
+    assert in_use == 0
+
+
 async def test_headers_then_silence_hits_the_first_body_limit(
     session: aiohttp.ClientSession,
 ) -> None:
