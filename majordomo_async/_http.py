@@ -101,6 +101,7 @@ __all__ = [
     "open_stream",
     "request_id_from",
     "request_json",
+    "with_json_content_type",
 ]
 
 ErrorMapper = Callable[[int, Mapping[str, str], str], ProviderError]
@@ -487,7 +488,12 @@ def _encode(json_body: Any) -> bytes:
         return _ASCII_ENCODER.encode(json_body).encode()
 
 
-def _with_content_type(headers: Mapping[str, str]) -> dict[str, str]:
+def with_json_content_type(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers` with `Content-Type: application/json` unless they name a content type
+    (in any case); `headers` themselves when they spell it `Content-Type`, as the
+    providers' prebuilt headers do (no copy per request)."""
+    if "Content-Type" in headers:
+        return headers
     merged = dict(headers)
     if not any(name.lower() == "content-type" for name in merged):
         merged["Content-Type"] = "application/json"
@@ -518,7 +524,7 @@ def _send(
     send_headers: Mapping[str, str] = headers
     if json_body is not None:
         data = _encode(json_body)
-        send_headers = _with_content_type(headers)
+        send_headers = with_json_content_type(headers)
     # Redirects are not followed: aiohttp strips only Authorization and Cookie on a
     # cross-origin redirect, and our providers also send keys as x-api-key or
     # x-goog-api-key. A 3xx reaches the error mapper instead.

@@ -228,6 +228,43 @@ async def test_request_json_round_trip(session: aiohttp.ClientSession) -> None:
     assert request_id_from(headers, ["request-id", "x-request-id"]) == "req-1"
 
 
+@pytest.mark.parametrize(
+    "own",
+    [
+        {"Content-Type": "application/json"},
+        {"content-type": "application/vnd.custom+json"},
+        {"CONTENT-TYPE": "text/plain"},
+    ],
+)
+async def test_a_callers_content_type_is_the_only_one_sent(
+    session: aiohttp.ClientSession, own: dict[str, str]
+) -> None:
+    """Headers that name a content type, in any spelling, are sent with that one alone
+    (never a second `Content-Type` beside it), and are not changed in place."""
+    seen: list[str] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.extend(request.headers.getall("Content-Type"))
+        return web.json_response({"ok": True})
+
+    headers = {"Authorization": "Bearer sk-secret", **own}
+    before = dict(headers)
+    async with serve({"/v1/chat": echo}) as base:
+        await request_json(
+            session,
+            "POST",
+            base + "/v1/chat",
+            headers=headers,
+            json_body={"model": "m"},
+            provider="p",
+            model="m",
+            timeouts=FAST,
+            error_mapper=mapper,
+        )
+    assert seen == list(own.values())
+    assert headers == before
+
+
 async def test_get_sends_no_body(session: aiohttp.ClientSession) -> None:
     """Without json_body nothing is sent and no content type is set."""
     seen: dict[str, object] = {}

@@ -588,7 +588,8 @@ def test_factory_key_lookup(
     """The key comes from the DSN, then GEMINI_API_KEY, then GOOGLE_API_KEY."""
     gemini = gemini_factory("gemini", DSN.parse(dsn), context(env, holder))
     headers = gemini._headers(MODEL) if key else None
-    assert headers == ({"User-Agent": USER_AGENT, "x-goog-api-key": key} if key else None)
+    expected = {"User-Agent": USER_AGENT, "x-goog-api-key": key, "Content-Type": "application/json"}
+    assert headers == (expected if key else None)
     assert isinstance(gemini, Provider)
     assert isinstance(gemini, ModelLister)
     assert isinstance(gemini.model(MODEL), GeminiModel)

@@ -874,7 +874,7 @@ async def test_preset_factories(http: HTTPSessionHolder) -> None:
     assert build("groq", "groq://gsk-2@", http)._headers("m")["Authorization"] == "Bearer gsk-2"
     vllm = build("vllm", "vllm://gpu-box:9000", http)
     assert vllm.base_url == "http://gpu-box:9000/v1"
-    assert vllm._headers("m") == {"User-Agent": USER_AGENT}
+    assert vllm._headers("m") == {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
     assert build("vllm", "vllm+https://gpu-box/api/v1", http).base_url == "https://gpu-box/api/v1"
     assert build("deepseek", "deepseek://k@eu.deepseek.example", http).base_url == (
         "https://eu.deepseek.example"

@@ -35,6 +35,7 @@ from .._http import (
     open_stream,
     request_id_from,
     request_json,
+    with_json_content_type,
 )
 from .._provider_options import ProviderOptions, merge_body
 from .._request import Option, Request, as_request
@@ -226,7 +227,9 @@ class HTTPProvider(abc.ABC, Generic[ModelT]):
                 self._missing_key_message(), provider=self._name, model=model_id
             )
         if not extra:
-            self._ready_headers = headers
+            # With the body's content type: `_send` then sends them as they are.
+            ready = self._ready_headers = with_json_content_type(headers)
+            return ready
         return headers
 
     def _redact(self, text: str) -> str:
