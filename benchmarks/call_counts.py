@@ -11,7 +11,10 @@ against the mock server, for each layer that stands between a caller and the soc
 - `provider`: one provider model (`model.generate` / `model.stream`), typed
   `Request` in, typed `Response` / events out;
 - `chain`: a one-target chain over that model (health gate, fitting, bookkeeping);
-- `registry`: `registry.parse(spec)` on every call, then the chain (what services do).
+- `registry`: `registry.parse(spec)` on every call, then the chain (what services do);
+- `raw failover` and `failover`: the same pair for a call whose first target answers
+  503: raw aiohttp posting twice by hand, and a two-target chain through the registry
+  (no same-target retry, a head that is never benched), as the harness's failover rows.
 
 A count is not a time (a call into C costs less than a Python frame), but a change that
 adds work shows up here at once, where the timed harness needs several rounds to see it.
@@ -29,7 +32,17 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from benchmarks.contenders import API_KEY, MESSAGES, MODEL, PROMPT, Majordomo, RawAiohttp, Server
+from benchmarks.contenders import (
+    API_KEY,
+    MESSAGES,
+    MODEL,
+    PROMPT,
+    Majordomo,
+    MajordomoFailover,
+    RawAiohttp,
+    RawAiohttpFailover,
+    Server,
+)
 from benchmarks.run import MockServer
 from majordomo_async import Stream, TextDelta
 from majordomo_async._exceptions import ProviderError
@@ -79,8 +92,9 @@ async def layer_calls(port: int) -> AsyncIterator[dict[str, dict[str, Call]]]:
     `port`, each call one generate (or one stream read to its end); closed on exit."""
     server = Server("127.0.0.1", port)
     raw, md = RawAiohttp(server), Majordomo(server)
-    await raw.start()
-    await md.start()
+    raw_failover, md_failover = RawAiohttpFailover(server), MajordomoFailover(server)
+    for contender in (raw, md, raw_failover, md_failover):
+        await contender.start()
     session = aiohttp.ClientSession()
     try:
         chain = md._registry.parse(md._spec_text)
@@ -141,6 +155,8 @@ async def layer_calls(port: int) -> AsyncIterator[dict[str, dict[str, Call]]]:
                 "provider": provider_generate,
                 "chain": chain_generate,
                 "registry": md.call,
+                "raw failover": raw_failover.call,
+                "failover": md_failover.call,
             },
             "stream": {
                 "raw aiohttp": raw.stream,
@@ -148,12 +164,14 @@ async def layer_calls(port: int) -> AsyncIterator[dict[str, dict[str, Call]]]:
                 "provider": provider_stream,
                 "chain": chain_stream,
                 "registry": md.stream,
+                "raw failover": raw_failover.stream,
+                "failover": md_failover.stream,
             },
         }
     finally:
         await session.close()
-        await md.aclose()
-        await raw.aclose()
+        for contender in (md_failover, raw_failover, md, raw):
+            await contender.aclose()
 
 
 async def measure(port: int, calls: int, own: bool = False) -> dict[str, dict[str, float]]:
@@ -174,8 +192,13 @@ async def _text_deltas(stream: Stream) -> int:
     return count
 
 
+FLOORS = frozenset({"raw aiohttp", "raw failover"})
+"""Layers that start a comparison: no step over the row before them."""
+
+
 def report(counts: dict[str, dict[str, float]]) -> str:
-    """The counts as a Markdown table, each layer with its step over the one before."""
+    """The counts as a Markdown table, each layer with its step over the one before
+    (`failover` over `raw failover`)."""
     lines = [
         "| layer | calls per generate | step | calls per stream | step |",
         "|---|---|---|---|---|",
@@ -185,7 +208,7 @@ def report(counts: dict[str, dict[str, float]]) -> str:
     for name in generate:
         g, s = generate[name], stream[name]
         steps = ("", "")
-        if previous is not None:
+        if previous is not None and name not in FLOORS:
             steps = (f"{g - previous[0]:+.0f}", f"{s - previous[1]:+.0f}")
         lines.append(f"| {name} | {g:.0f} | {steps[0]} | {s:.0f} | {steps[1]} |")
         previous = (g, s)

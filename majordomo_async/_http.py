@@ -582,7 +582,8 @@ async def _raise_error_status(
     back first (to the pool when its body was read to the end; closed on any error or
     cancellation while reading it)."""
     try:
-        _enter_phase(response, timeouts.idle)
+        if not response.content.is_eof():  # a short error body came with its headers
+            _enter_phase(response, timeouts.idle)
         body_text = await _read_error_body(response)
         _finish(response)
     except BaseException:
