@@ -1,8 +1,10 @@
 """Per-call overhead of the failover chain itself, in process (no network, no provider).
 
-Compares awaiting a trivial model directly with awaiting it through a one-target chain
-and through a three-target chain whose two heads are benched. Reports the median of
-several rounds and the spread, in microseconds per call.
+Compares awaiting a trivial model directly with awaiting it through a one-target chain,
+through a three-target chain whose two heads are benched, and through a two-target chain
+whose head fails every call with a 503 (judged, counted by the health tracker, recorded
+on the answer; never benched, never retried: the harness's failover row without HTTP).
+Reports the median of several rounds and the spread, in microseconds per call.
 
     python benchmarks/chain_overhead.py [--calls 100000] [--rounds 5]
 """
@@ -21,6 +23,7 @@ from majordomo_async import (
     ChainConfig,
     HealthConfig,
     HealthTracker,
+    OverloadedError,
     Request,
     Response,
     Target,
@@ -48,6 +51,15 @@ class InstantModel:
         raise NotImplementedError
 
 
+class OverloadedModel(InstantModel):
+    """Fails every call as a provider answering 503 would (a new error each time)."""
+
+    async def generate(self, request: Any, *options: Any) -> Response:
+        raise OverloadedError(
+            "503 server_error: overloaded", provider="p", model="fail", status=503
+        )
+
+
 async def per_call_us(call: Any, calls: int) -> float:
     request = Request("hello")
     start = time.perf_counter()
@@ -69,11 +81,17 @@ async def main(calls: int, rounds: int) -> None:
     )
     await tracker.report_failure("p/a")
     await tracker.report_failure("p/b")
+    failover = Chain(
+        [Target("p/fail", OverloadedModel("p/fail")), Target("p/c", direct)],
+        HealthTracker(HealthConfig(failure_threshold=1_000_000_000)),
+        ChainConfig(transient_retries=-1),
+    )
 
     contenders = {
         "model.generate (floor)": direct.generate,
         "1-target chain": one.generate,
         "3-target chain, 2 benched": three.generate,
+        "2-target chain, 503 head": failover.generate,
     }
     results: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):

@@ -14,7 +14,6 @@ from .._exceptions import (
     ModelProtocolError,
     ProviderTimeoutError,
     StreamClosedError,
-    TargetFailure,
 )
 from .._protocols import AsyncModel
 from .._request import Request
@@ -316,7 +315,7 @@ class _Relay:
         ):
             raise exc  # rule 7 (no time left), rule 6, or no target left to restart on
         attempt = 1 + sum(failure.key == key and not failure.skipped for failure in call.failures)
-        call.failures.append(TargetFailure(key, exc, attempt))
+        call.record(key, exc, attempt)
         try:
             self._stream = await call.run(start, done)
             self._index = call.position
