@@ -446,7 +446,12 @@ class map_transport_errors:
             return
         if isinstance(exc, aiohttp.ClientResponseError):
             _scrub_request_info(exc)
-        raise ours from exc
+        try:
+            raise ours from exc
+        finally:
+            # The error's traceback holds this frame: a local naming the error would
+            # make a cycle that keeps both until the cyclic collector runs.
+            del ours
 
 
 def _scrub_request_info(exc: aiohttp.ClientResponseError) -> None:

@@ -264,9 +264,12 @@ class Stream:
         self._renew = self._limits = None
         try:
             pending = None
+            # Let go of the error: its traceback holds this stream's frames, and through
+            # them this stream (a cycle the collector would have to break).
+            error, self._error = self._error, None
             if owner is not None:
-                error = self._error if isinstance(self._error, Exception) else None
-                pending = owner.closed(self._model, self._usage, error, self._finished)
+                failure = error if isinstance(error, Exception) else None
+                pending = owner.closed(self._model, self._usage, failure, self._finished)
             if aclose is not None or pending is not None:
                 # Shielded: closing must finish even when the caller is being cancelled,
                 # or the connection would be left to the garbage collector (and the
@@ -372,13 +375,17 @@ class Stream:
         if isinstance(exc, StopAsyncIteration):
             if self._finish_reason is None:
                 provider, _, model = self._model.partition("/")
-                self._error = StreamTruncatedError(
+                truncated = StreamTruncatedError(
                     "the stream ended before the provider's terminal event",
                     provider=provider,
                     model=model,
                 )
+                self._error = truncated
                 await self.aclose()
-                raise self._error from None
+                try:
+                    raise truncated from None
+                finally:
+                    del truncated  # its traceback holds this frame: no cycle through it
             self._finished = True
             await self.aclose()
             return

@@ -23,14 +23,18 @@ import pytest
 from aiohttp import web
 
 from majordomo_async import (
+    AuthenticationError,
     ChainConfig,
     ChainExhaustedError,
     HealthConfig,
     OverloadedError,
+    ProviderConnectionError,
     Registry,
+    ResponseFormatError,
+    StreamTruncatedError,
     TextDelta,
 )
-from tests.helpers.servers import LocalServer, local_server, play, respond
+from tests.helpers.servers import LocalServer, closed_port_url, local_server, play, respond
 
 OVERLOADED = {"error": {"message": "overloaded, try later", "type": "server_error", "code": None}}
 ANSWER = {
@@ -53,6 +57,16 @@ STREAM = sse(
     {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "h"}}]},
     {"id": "c1", "choices": [{"index": 0, "delta": {"content": "i"}, "finish_reason": "stop"}]},
 )
+
+
+FIRST_EVENT = STREAM[: STREAM.index(b"\n\n") + 2]
+REJECTED = {
+    "error": {
+        "message": "Incorrect API key",
+        "type": "invalid_request_error",
+        "code": "invalid_api_key",
+    }
+}
 
 
 @contextmanager
@@ -110,6 +124,10 @@ async def site() -> AsyncIterator[LocalServer]:
         server.routes["/down/v1/chat/completions"] = respond(503, OVERLOADED)
         server.routes["/up/v1/chat/completions"] = up
         # Content, then the connection drops without the body's end: a mid-stream failure.
+        server.routes["/auth/v1/chat/completions"] = respond(401, REJECTED)
+        server.routes["/garbled/v1/chat/completions"] = play(b"data: {not json\n\n")
+        # One content event, then the body ends cleanly without the terminal chunk.
+        server.routes["/short/v1/chat/completions"] = play(FIRST_EVENT)
         server.routes["/cut/v1/chat/completions"] = play(
             STREAM[: STREAM.index(b"\n\n") + 10], end="close"
         )
@@ -123,6 +141,9 @@ def registry_for(site: LocalServer, mid_stream: Literal["raise", "restart"] = "r
             "LLM_DOWN": f"openai+http://sk-secret-down@{host}/down/v1",
             "LLM_UP": f"openai+http://sk-secret-up@{host}/up/v1",
             "LLM_CUT": f"openai+http://sk-secret-cut@{host}/cut/v1",
+            "LLM_AUTH": f"openai+http://sk-secret-auth@{host}/auth/v1",
+            "LLM_GARBLED": f"openai+http://sk-secret-garbled@{host}/garbled/v1",
+            "LLM_SHORT": f"openai+http://sk-secret-short@{host}/short/v1",
         },
         # The head is attempted on every call (never benched) and never retried.
         health=HealthConfig(failure_threshold=1_000_000),
@@ -223,3 +244,88 @@ async def test_a_recorded_error_still_says_where_it_was_raised(site: LocalServer
     assert frames[-1] == "_raise_error_status"
     assert "try_target" not in frames and "run" not in frames
     assert "sk-secret" not in "".join(traceback.format_exception(error))
+
+
+@pytest.mark.parametrize("mode", ["generate", "stream"])
+async def test_a_permanent_error_raised_to_the_caller_leaves_no_cycle(
+    site: LocalServer, mode: str
+) -> None:
+    """Rule 6: a rejected key is raised at once, past the healthy tail."""
+    async with registry_for(site) as registry:
+        chain = registry.parse("auth/m,up/m")
+
+        async def call() -> None:
+            with pytest.raises(AuthenticationError):
+                if mode == "generate":
+                    await chain.generate("hi")
+                else:
+                    await chain.stream("hi")
+
+        await call()
+        with cyclic_garbage() as garbage:
+            for _ in range(3):
+                await call()
+        assert ours(garbage) == []
+
+
+async def test_a_stream_garbled_before_content_fails_over_with_no_cycle(
+    site: LocalServer,
+) -> None:
+    async with registry_for(site) as registry:
+        chain = registry.parse("garbled/m,up/m")
+
+        async def read() -> None:
+            async with await chain.stream("hi") as stream:
+                [event async for event in stream]
+            failed = stream.response.failed_attempts
+            assert [type(f.error) for f in failed] == [ResponseFormatError]
+
+        await read()
+        with cyclic_garbage() as garbage:
+            for _ in range(3):
+                await read()
+        assert ours(garbage) == []
+
+
+async def test_a_stream_cut_short_after_content_leaves_no_cycle(site: LocalServer) -> None:
+    """The body ends cleanly after content but without the terminal chunk: the consumer
+    gets `StreamTruncatedError` (mid-stream failures are raised by default)."""
+    async with registry_for(site) as registry:
+        chain = registry.parse("short/m")
+
+        async def read() -> None:
+            with pytest.raises(StreamTruncatedError):
+                async with await chain.stream("hi") as stream:
+                    [event async for event in stream]
+
+        await read()
+        with cyclic_garbage() as garbage:
+            for _ in range(3):
+                await read()
+        assert ours(garbage) == []
+
+
+async def test_a_refused_connection_fails_over_with_no_cycle_of_ours(site: LocalServer) -> None:
+    """aiohttp's connector makes a cycle of its own for a refused connection (its error's
+    traceback holds the frames that hold it), and our request's frame hangs from it; our
+    error, raised from aiohttp's, and the call must not be part of one."""
+    host, refused = site.url.removeprefix("http://"), closed_port_url().removeprefix("http://")
+    env = {
+        "LLM_REFUSED": f"openai+http://sk-secret-x@{refused}/v1",
+        "LLM_UP": f"openai+http://sk-secret-up@{host}/up/v1",
+    }
+    health = HealthConfig(failure_threshold=1_000_000)
+    async with Registry(
+        env=env, health=health, chain=ChainConfig(transient_retries=-1)
+    ) as registry:
+        chain = registry.parse("refused/m,up/m")
+        await chain.generate("warm up")
+        with cyclic_garbage() as garbage:
+            for _ in range(3):
+                response = await chain.generate("hi")
+                assert [type(f.error) for f in response.failed_attempts] == [
+                    ProviderConnectionError
+                ]
+            del response
+        assert "ProviderConnectionError" not in ours(garbage)
+        assert chain_parts(garbage) == []

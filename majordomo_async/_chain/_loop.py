@@ -441,7 +441,10 @@ class _Call:
                 with anyio.CancelScope(shield=True):
                     await self.tracker.release_probe(key, probe)
             if failure is not None:
-                self.stop(key, failure)  # rule 6 raises; rules 5, 6 (by policy) and 7 advance
+                try:
+                    self.stop(key, failure)  # rule 6 raises; rules 5, 6 (by policy), 7 advance
+                finally:
+                    del exc, failure  # a raised error's traceback holds this frame: no cycle
             return None
         return await self.count_and_retry(target, number, failure, probe)
 
@@ -564,7 +567,12 @@ class _Call:
             error.add_note(f"raised by chain target {key}")
         if self.failures:
             error.add_note("after earlier attempts: " + "; ".join(map(str, self.failures)))
-        raise error
+        try:
+            raise error
+        finally:
+            # Its traceback holds this frame: locals naming it would make a cycle that
+            # keeps the call, its reply and its request until the cyclic collector runs.
+            del error, failure
 
     async def report_failure(self, key: str, failure: Failure, probe: str | None) -> Bench | None:
         """Rule 4: count the failure; announce the bench once, when this failure made it."""
