@@ -14,7 +14,7 @@ import gc
 import json
 import traceback
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -31,6 +31,7 @@ from majordomo_async import (
     ProviderConnectionError,
     Registry,
     ResponseFormatError,
+    Stream,
     StreamTruncatedError,
     TextDelta,
 )
@@ -45,6 +46,12 @@ ANSWER = {
     ],
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
+
+
+async def texts(stream: Stream) -> str:
+    """The text of `stream`, read to its end and closed."""
+    async with stream:
+        return "".join([event.text async for event in stream if isinstance(event, TextDelta)])
 
 
 def sse(*chunks: object) -> bytes:
@@ -82,6 +89,16 @@ def cyclic_garbage() -> Iterator[list[object]]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+
+
+async def garbage_of(call: Callable[[], Awaitable[object]]) -> list[object]:
+    """The cyclic garbage of three `call()`s, after one to warm up (the session, the
+    chain cache, lazy imports)."""
+    await call()
+    with cyclic_garbage() as garbage:
+        for _ in range(3):
+            await call()
+    return garbage
 
 
 def ours(objects: list[object]) -> list[str]:
@@ -155,44 +172,35 @@ async def test_calls_that_answered_at_once_leave_no_cycle(site: LocalServer) -> 
     """The usual path, for comparison: nothing of a call waits for the collector."""
     async with registry_for(site) as registry:
         chain = registry.parse("up/m")
-        await chain.generate("warm up")
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                assert (await chain.generate("hi")).text == "hi"
-                async with await chain.stream("hi") as stream:
-                    assert [e async for e in stream if isinstance(e, TextDelta)] != []
-            del stream
-        assert ours(garbage) == []
+
+        async def call() -> None:
+            assert (await chain.generate("hi")).text == "hi"
+            assert await texts(await chain.stream("hi")) == "hi"
+
+        assert ours(await garbage_of(call)) == []
 
 
 async def test_a_generate_that_failed_over_leaves_no_cycle(site: LocalServer) -> None:
     async with registry_for(site) as registry:
         chain = registry.parse("down/m,up/m")
-        await chain.generate("warm up")  # the session, the chain cache, lazy imports
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                response = await chain.generate("hi")
-                assert response.text == "hi"
-                assert [f.key for f in response.failed_attempts] == ["down/m"]
-            del response
-        assert ours(garbage) == []
+
+        async def call() -> None:
+            response = await chain.generate("hi")
+            assert [f.key for f in response.failed_attempts] == ["down/m"]
+
+        assert ours(await garbage_of(call)) == []
 
 
 async def test_a_stream_that_failed_over_leaves_no_cycle(site: LocalServer) -> None:
     async with registry_for(site) as registry:
         chain = registry.parse("down/m,up/m")
-        async with await chain.stream("warm up") as stream:
-            [event async for event in stream]
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                async with await chain.stream("hi") as stream:
-                    text = "".join(
-                        [event.text async for event in stream if isinstance(event, TextDelta)]
-                    )
-                assert text == "hi"
-                assert [f.key for f in stream.response.failed_attempts] == ["down/m"]
-            del stream
-        assert ours(garbage) == []
+
+        async def read() -> None:
+            stream = await chain.stream("hi")
+            assert await texts(stream) == "hi"
+            assert [f.key for f in stream.response.failed_attempts] == ["down/m"]
+
+        assert ours(await garbage_of(read)) == []
 
 
 async def test_a_stream_restarted_mid_way_leaves_no_cycle(site: LocalServer) -> None:
@@ -201,16 +209,12 @@ async def test_a_stream_restarted_mid_way_leaves_no_cycle(site: LocalServer) -> 
     async with registry_for(site, mid_stream="restart") as registry:
         chain = registry.parse("cut/m,up/m")
 
-        async def read() -> tuple[str, list[str]]:
-            async with await chain.stream("hi") as stream:
-                events = [event async for event in stream]
-            text = "".join(event.text for event in events if isinstance(event, TextDelta))
-            return text, [f.key for f in stream.response.failed_attempts]
+        async def read() -> None:
+            stream = await chain.stream("hi")
+            assert await texts(stream) == "hhi"  # "h" from the head, then the restart
+            assert [f.key for f in stream.response.failed_attempts] == ["cut/m"]
 
-        assert await read() == ("hhi", ["cut/m"])  # "h" from the head, then the restart
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                assert await read() == ("hhi", ["cut/m"])
+        garbage = await garbage_of(read)
     # aiohttp makes a cycle of its own when a connection drops mid-body (the reader keeps
     # the payload error, whose traceback keeps the reader's frames), and the dead stream
     # hangs from it; raw aiohttp has it too. The call and the chain's frames must not.
@@ -220,15 +224,16 @@ async def test_a_stream_restarted_mid_way_leaves_no_cycle(site: LocalServer) -> 
 async def test_an_exhausted_chain_leaves_no_cycle(site: LocalServer) -> None:
     async with registry_for(site) as registry:
         chain = registry.parse("down/m,down/n")
-        with pytest.raises(ChainExhaustedError):
-            await chain.generate("warm up")
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                with pytest.raises(ChainExhaustedError) as info:
-                    await chain.generate("hi")
-                assert [f.key for f in info.value.failures] == ["down/m", "down/n"]
-            del info
-        assert ours(garbage) == []
+
+        async def call() -> None:
+            with pytest.raises(ChainExhaustedError) as info:
+                await chain.generate("hi")
+            # `info` holds the error, whose traceback holds this frame: a cycle of the
+            # test's own, unless the frame lets go of it.
+            failures, info = info.value.failures, None  # type: ignore[assignment]
+            assert [f.key for f in failures] == ["down/m", "down/n"]
+
+        assert ours(await garbage_of(call)) == []
 
 
 async def test_a_recorded_error_still_says_where_it_was_raised(site: LocalServer) -> None:
@@ -256,16 +261,9 @@ async def test_a_permanent_error_raised_to_the_caller_leaves_no_cycle(
 
         async def call() -> None:
             with pytest.raises(AuthenticationError):
-                if mode == "generate":
-                    await chain.generate("hi")
-                else:
-                    await chain.stream("hi")
+                await (chain.generate("hi") if mode == "generate" else chain.stream("hi"))
 
-        await call()
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                await call()
-        assert ours(garbage) == []
+        assert ours(await garbage_of(call)) == []
 
 
 async def test_a_stream_garbled_before_content_fails_over_with_no_cycle(
@@ -275,16 +273,12 @@ async def test_a_stream_garbled_before_content_fails_over_with_no_cycle(
         chain = registry.parse("garbled/m,up/m")
 
         async def read() -> None:
-            async with await chain.stream("hi") as stream:
-                [event async for event in stream]
+            stream = await chain.stream("hi")
+            assert await texts(stream) == "hi"
             failed = stream.response.failed_attempts
             assert [type(f.error) for f in failed] == [ResponseFormatError]
 
-        await read()
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                await read()
-        assert ours(garbage) == []
+        assert ours(await garbage_of(read)) == []
 
 
 async def test_a_stream_cut_short_after_content_leaves_no_cycle(site: LocalServer) -> None:
@@ -295,14 +289,9 @@ async def test_a_stream_cut_short_after_content_leaves_no_cycle(site: LocalServe
 
         async def read() -> None:
             with pytest.raises(StreamTruncatedError):
-                async with await chain.stream("hi") as stream:
-                    [event async for event in stream]
+                await texts(await chain.stream("hi"))
 
-        await read()
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                await read()
-        assert ours(garbage) == []
+        assert ours(await garbage_of(read)) == []
 
 
 async def test_a_refused_connection_fails_over_with_no_cycle_of_ours(site: LocalServer) -> None:
@@ -319,13 +308,12 @@ async def test_a_refused_connection_fails_over_with_no_cycle_of_ours(site: Local
         env=env, health=health, chain=ChainConfig(transient_retries=-1)
     ) as registry:
         chain = registry.parse("refused/m,up/m")
-        await chain.generate("warm up")
-        with cyclic_garbage() as garbage:
-            for _ in range(3):
-                response = await chain.generate("hi")
-                assert [type(f.error) for f in response.failed_attempts] == [
-                    ProviderConnectionError
-                ]
-            del response
-        assert "ProviderConnectionError" not in ours(garbage)
-        assert chain_parts(garbage) == []
+
+        async def call() -> None:
+            response = await chain.generate("hi")
+            failed = [type(f.error) for f in response.failed_attempts]
+            assert failed == [ProviderConnectionError]
+
+        garbage = await garbage_of(call)
+    assert "ProviderConnectionError" not in ours(garbage)
+    assert chain_parts(garbage) == []
