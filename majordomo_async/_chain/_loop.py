@@ -7,11 +7,9 @@ beside them (and beside the Go seed's `chainDo`).
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import Awaitable, Sequence
 from functools import partial
-from types import TracebackType
 from typing import Any, Final, TypeVar, final
 
 import anyio
@@ -23,6 +21,7 @@ from .._download import ImageFetcher, standalone_fetch
 from .._exceptions import (
     ChainExhaustedError,
     ConfigurationError,
+    MajordomoError,
     ProviderError,
     RateLimitError,
     TargetFailure,
@@ -183,14 +182,17 @@ async def _watched(call: _Call) -> object:
     return result
 
 
-_CHAIN_CODE: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _past_the_chain(traceback: TracebackType | None) -> TracebackType | None:
-    """`traceback` from its first frame outside the chain package on."""
-    while traceback is not None and traceback.tb_frame.f_code.co_filename.startswith(_CHAIN_CODE):
-        traceback = traceback.tb_next
-    return traceback
+def _without_tracebacks(error: BaseException) -> None:
+    """Drop the tracebacks of `error` and of every error it was raised from."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending += (current.__cause__, current.__context__)
 
 
 _rng = random.Random()
@@ -548,13 +550,18 @@ class _Call:
         """Add a failed attempt to the call's record (`failures`), for the answer's
         `failed_attempts` or the `ChainExhaustedError`.
 
-        The error's traceback keeps the frames where it was raised, not the chain's own
-        that it passed through: those hold this call, which holds its record, a cycle
-        that only the cyclic garbage collector would break. Each failed attempt kept its
-        reply, request and headers alive until then, and with 64 calls in flight failing
-        over, collecting them cost about a third of the client's CPU.
+        One of our errors is kept without its traceback, nor those of the errors it was
+        raised from: its type and message say what failed, while the frames of a
+        traceback lead back to this call, which holds its record, a cycle that only the
+        cyclic garbage collector would break. Each failed attempt kept its reply,
+        request and headers alive until then (with 64 calls in flight failing over,
+        collecting them cost about a third of the client's CPU). Cutting the chain's
+        frames off is not enough: from Python 3.12 a finished frame holds its caller.
+        Any other exception is a bug (recorded only with `advance_on_permanent` or
+        `advance_on`), and keeps its traceback for whoever debugs it.
         """
-        error.__traceback__ = _past_the_chain(error.__traceback__)
+        if isinstance(error, MajordomoError):
+            _without_tracebacks(error)
         self.failures.append(TargetFailure(key, error, attempt))
 
     def stop(self, key: str, failure: Failure) -> None:
