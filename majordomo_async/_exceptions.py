@@ -41,7 +41,7 @@ Cancellation is never an error here: it is a `BaseException` and passes through
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -464,6 +464,20 @@ Classifier = Callable[[Exception], ErrorClass]
 
 # The official SDKs retry 408, 409, 429 and every 5xx; 425 (Too Early) asks for a replay.
 _TRANSIENT_STATUSES: frozenset[int] = frozenset({408, 409, 425, 429})
+
+
+def linked_errors(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then every exception it was raised from or while handling (its causes
+    and contexts, transitively), each once."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += (current.__cause__, current.__context__)
 
 
 def classify(exc: Exception) -> ErrorClass:

@@ -12,7 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from majordomo_async._dsn import DSN, canonical_name, env_var_for, redact_dsn
-from majordomo_async._exceptions import ConfigurationError, DSNError, MajordomoError
+from majordomo_async._exceptions import ConfigurationError, DSNError, MajordomoError, linked_errors
 
 # A key written without its '@': long, no dot, no colon, so it must not pass for a host.
 BARE_KEY = "sk-proj-" + "A" * 28
@@ -740,15 +740,8 @@ def test_env_var_round_trips_to_the_canonical_name(name: str) -> None:
 def _everything_shown(error: BaseException) -> str:
     """The str, repr and notes of `error` and of every exception in its cause/context chain."""
     shown: list[str] = []
-    pending: list[BaseException | None] = [error]
-    seen: set[int] = set()
-    while pending:
-        exc = pending.pop()
-        if exc is None or id(exc) in seen:
-            continue
-        seen.add(id(exc))
+    for exc in linked_errors(error):
         shown += [str(exc), repr(exc), *getattr(exc, "__notes__", ())]
-        pending += [exc.__cause__, exc.__context__]
     return "\n".join(shown)
 
 

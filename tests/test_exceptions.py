@@ -44,6 +44,7 @@ from majordomo_async import (
     UnsupportedRequestError,
     classify,
 )
+from majordomo_async._exceptions import linked_errors
 
 TRANSIENT = ErrorClass.TRANSIENT
 PERMANENT = ErrorClass.PERMANENT
@@ -493,3 +494,18 @@ def test_unknown_provider_error_names_the_env_var() -> None:
     assert (error.name, error.env_var) == ("my-prov", "LLM_MY_PROV")
     assert "'my-prov'" in str(error)
     assert "LLM_MY_PROV is not set" in str(error)
+
+
+def test_linked_errors_walk_causes_and_contexts_once_each() -> None:
+    """Every error a chain of `raise ... from` and `except:` blocks links, each once, even
+    when the links loop back (as a re-raised error's context can)."""
+    root = ValueError("root")
+    context = KeyError("context")
+    middle = TypeError("middle")
+    middle.__cause__ = root
+    middle.__context__ = context
+    top = RuntimeError("top")
+    top.__cause__ = middle
+    top.__context__ = middle
+    context.__context__ = top  # a loop back to the start
+    assert list(map(str, linked_errors(top))) == ["top", "middle", "'context'", "root"]

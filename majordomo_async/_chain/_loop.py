@@ -26,6 +26,7 @@ from .._exceptions import (
     RateLimitError,
     TargetFailure,
     TargetSkippedError,
+    linked_errors,
 )
 from .._fitting import RequestFitter
 from .._health import Admission, Bench, HealthTracker
@@ -184,15 +185,8 @@ async def _watched(call: _Call) -> object:
 
 def _without_tracebacks(error: BaseException) -> None:
     """Drop the tracebacks of `error` and of every error it was raised from."""
-    pending: list[BaseException | None] = [error]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        current.__traceback__ = None
-        pending += (current.__cause__, current.__context__)
+    for linked in linked_errors(error):
+        linked.__traceback__ = None
 
 
 _rng = random.Random()
