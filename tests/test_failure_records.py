@@ -182,27 +182,22 @@ async def test_calls_that_answered_at_once_leave_no_cycle(site: LocalServer) -> 
         assert ours(await garbage_of(call)) == []
 
 
-async def test_a_generate_that_failed_over_leaves_no_cycle(site: LocalServer) -> None:
+@pytest.mark.parametrize("mode", ["generate", "stream"])
+async def test_a_call_that_failed_over_leaves_no_cycle(site: LocalServer, mode: str) -> None:
     async with registry_for(site) as registry:
         chain = registry.parse("down/m,up/m")
 
         async def call() -> None:
-            response = await chain.generate("hi")
+            if mode == "generate":
+                response = await chain.generate("hi")
+                assert response.text == "hi"
+            else:
+                stream = await chain.stream("hi")
+                assert await texts(stream) == "hi"
+                response = stream.response
             assert [f.key for f in response.failed_attempts] == ["down/m"]
 
         assert ours(await garbage_of(call)) == []
-
-
-async def test_a_stream_that_failed_over_leaves_no_cycle(site: LocalServer) -> None:
-    async with registry_for(site) as registry:
-        chain = registry.parse("down/m,up/m")
-
-        async def read() -> None:
-            stream = await chain.stream("hi")
-            assert await texts(stream) == "hi"
-            assert [f.key for f in stream.response.failed_attempts] == ["down/m"]
-
-        assert ours(await garbage_of(read)) == []
 
 
 async def test_a_stream_restarted_mid_way_leaves_no_cycle(site: LocalServer) -> None:
